@@ -1,0 +1,41 @@
+# peerlink: one command to run, one to test. Everything installs from this project's files.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= $(or $(PEERLINK_PORT),8000)
+STAMP := $(VENV)/.installed
+
+.PHONY: run test demo lint openapi bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## migrate the embedded SQLite database under var/ and serve on PEERLINK_PORT
+	mkdir -p var
+	$(BIN)/peerlink serve --port $(PORT)
+
+test: $(STAMP)  ## the whole suite (TEST_DATABASE_URL=postgresql://... for PostgreSQL)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+demo: $(STAMP)  ## development mode only: demo facilities, one user per role, participants
+	mkdir -p var
+	$(BIN)/peerlink db upgrade
+	$(BIN)/peerlink demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests
+	$(BIN)/mypy app
+
+openapi: $(STAMP)  ## regenerate the committed contract
+	$(BIN)/peerlink openapi
+
+bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local postgres)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,1 @@
+"""peerlink: the API that runs peer support programs in prisons and jails."""

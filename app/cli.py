@@ -1,0 +1,209 @@
+"""The `peerlink` command: serve, migrate, create accounts, export the contract, demo data,
+verify the audit chain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app.config import ROOT, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
+users_app = typer.Typer(no_args_is_help=True, help="User accounts.")
+clients_app = typer.Typer(no_args_is_help=True, help="API clients (machines).")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(clients_app, name="clients")
+app.add_typer(audit_app, name="audit")
+
+
+def _run(coro_fn: Any) -> Any:
+    async def runner() -> Any:
+        from app.db import make_async_engine, make_sessionmaker
+
+        engine = make_async_engine(get_settings())
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await coro_fn(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(runner())
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(host: Annotated[str | None, typer.Option()] = None,
+          port: Annotated[int | None, typer.Option()] = None,
+          workers: int = 1, migrate: bool = True) -> None:
+    """Migrate (unless --no-migrate) and serve the API."""
+    import uvicorn
+
+    settings = get_settings()
+    if migrate:
+        from app.migrations import upgrade
+
+        upgrade()
+    _say_if_no_admin()
+    uvicorn.run("app.main:create_app", factory=True, host=host or settings.host,
+                port=port or settings.port, workers=workers, log_config=None,
+                proxy_headers=True, access_log=False)
+
+
+def _say_if_no_admin() -> None:
+    from sqlalchemy import func, select
+
+    from app.models import User
+
+    async def count(session: Any) -> int:
+        return int((await session.execute(select(func.count()).select_from(User)
+                                          .where(User.role == "admin"))).scalar_one())
+
+    if _run(count) == 0:
+        typer.echo(
+            "No admin account yet. Create the first one with:\n"
+            "  printf '%s' 'a-long-password' | .venv/bin/peerlink users create "
+            "--username admin --role admin --password-stdin\n"
+            "(or `make demo` in development mode for demo accounts)", err=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    from app.migrations import upgrade
+
+    upgrade(revision=revision)
+    typer.echo("database is at the latest migration" if revision == "head" else f"at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION ('base' empties the schema)."""
+    from app.migrations import downgrade
+
+    downgrade(revision=revision)
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option()],
+    facility: Annotated[list[str] | None, typer.Option(help="Facility code; repeat; none = all")] = None,
+    participant_id: Annotated[str | None, typer.Option()] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+) -> None:
+    """Create a user; the password is read from standard input (never from the command line)."""
+    from pydantic import ValidationError
+
+    from app.errors import DomainError
+    from app.models.account import UserCreate
+    from app.services import accounts
+
+    if not password_stdin:
+        _fail("pass --password-stdin and send the password on standard input")
+    password = sys.stdin.read().rstrip("\r\n")
+    try:
+        data = UserCreate(username=username, password=password, role=role,  # type: ignore[arg-type]
+                          facility_codes=facility or None, participant_id=participant_id)
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+    async def go(session: Any) -> Any:
+        return await accounts.create_user(session=session, principal=None, data=data)
+
+    try:
+        user = _run(go)
+    except DomainError as exc:
+        _fail(exc.detail)
+    typer.echo(json.dumps({"id": str(user.id), "username": user.username, "role": user.role}))
+
+
+@clients_app.command("create")
+def clients_create(
+    name: Annotated[str, typer.Option()],
+    scope: Annotated[list[str], typer.Option(help="Scope to grant; repeat")],
+    facility: Annotated[list[str] | None, typer.Option(help="Facility code; repeat; none = all")] = None,
+    network: Annotated[list[str] | None, typer.Option(help="incarcerated (default) and/or staff")] = None,
+) -> None:
+    """Create an API client; prints its id and secret once."""
+    from pydantic import ValidationError
+
+    from app.errors import DomainError
+    from app.models.account import ClientCreate
+    from app.services import accounts
+
+    try:
+        data = ClientCreate(name=name, scopes=scope, facility_codes=facility or None,
+                            networks=network or ["incarcerated"])  # type: ignore[arg-type]
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+    async def go(session: Any) -> Any:
+        return await accounts.create_client(session=session, principal=None, data=data)
+
+    try:
+        client, secret = _run(go)
+    except DomainError as exc:
+        _fail(exc.detail)
+    typer.echo(json.dumps({"client_id": client.client_id, "client_secret": secret,
+                           "scopes": client.scopes}))
+
+
+@app.command()
+def openapi(output: Path = ROOT / "openapi" / "openapi.json") -> None:
+    """Write the OpenAPI contract the app generates."""
+    output.write_text(openapi_text())
+    typer.echo(f"wrote {output}")
+
+
+def openapi_text() -> str:
+    from app.main import create_app
+
+    return json.dumps(create_app().openapi(), indent=2, sort_keys=False) + "\n"
+
+
+@app.command()
+def demo() -> None:
+    """Load the demo data set (development mode only)."""
+    from app.demo import load_demo
+
+    if get_settings().mode != "development":
+        _fail("demo data is for development mode only")
+    typer.echo(_run(load_demo))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit trail's hash chain; exits 1 when a row was changed or removed."""
+    from sqlalchemy.orm import Session
+
+    from app.db import make_sync_engine
+    from app.services.audit import verify_chain
+
+    engine = make_sync_engine(get_settings())
+    with Session(engine) as session:
+        count, bad = verify_chain(session)
+    engine.dispose()
+    if bad:
+        typer.echo(f"audit chain BROKEN at {len(bad)} row(s): ids {bad[:20]}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit chain intact: {count} rows")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

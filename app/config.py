@@ -1,0 +1,82 @@
+"""Settings from the environment (prefix PEERLINK_), with the safety checks production needs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = ROOT / "var"
+DEV_KEY_FILE = VAR_DIR / "dev-signing-key.pem"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PEERLINK_", env_file=".env", extra="ignore")
+
+    mode: Literal["development", "production"] = "development"
+    database_url: str = f"sqlite:///{VAR_DIR / 'peerlink.db'}"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_pool_size: int = 10
+
+    # Tokens
+    issuer: str = "peerlink"
+    audience: str = "peerlink-api"
+    access_token_minutes: int = Field(15, ge=1, le=15)
+    refresh_token_days: int = Field(14, ge=1, le=90)
+    jwt_algorithm: Literal["ES256"] = "ES256"
+    # Signing key: PEM text or a path to a PEM file. Unset in development: a key is generated
+    # under var/ on first start. Production refuses to start without one.
+    jwt_private_key: SecretStr | None = None
+    jwt_private_key_file: Path | None = None
+    # Public keys (PEM files) of retired signing keys, still accepted for verification.
+    jwt_previous_public_key_files: list[Path] = Field(default_factory=list)
+
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 1_000_000
+
+    # Login throttling (failures) and the storage behind it (memory:// or redis://...).
+    login_limit_per_username: str = "5/minute"
+    login_limit_per_address: str = "20/minute"
+    rate_limit_storage: str = "memory://"
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.mode == "production":
+            if self.jwt_private_key is None and self.jwt_private_key_file is None:
+                raise ValueError("production mode needs PEERLINK_JWT_PRIVATE_KEY(_FILE)")
+            if self.jwt_private_key_file and self.jwt_private_key_file.resolve() == DEV_KEY_FILE:
+                raise ValueError("production mode refuses the generated development key")
+            if "*" in self.cors_origins:
+                raise ValueError("production mode refuses a wildcard CORS origin")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sync_database_url(self) -> str:
+        """URL for the synchronous driver (Alembic, CLI)."""
+        url = self.database_url
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url.replace("sqlite+aiosqlite://", "sqlite://")
+
+    @property
+    def async_database_url(self) -> str:
+        url = self.sync_database_url
+        if url.startswith("sqlite://"):
+            return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+        return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,101 @@
+"""create_app(): settings, database, keys, middleware, routers, error handlers, contract."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.middleware.cors import CORSMiddleware
+
+from app.config import Settings, get_settings
+from app.db import make_async_engine, make_sessionmaker
+from app.errors import FieldError, Problem, install_error_handlers
+from app.logging import configure_logging
+from app.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from app.routers import accounts, audit, auth, facilities, keep_aparts, operations, participants
+from app.security.tokens import KeyRing
+from app.services.auth import Throttle
+
+API_VERSION = "1.0.0"
+DESCRIPTION = """The API that runs peer support programs in prisons and jails.
+
+Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
+`refresh_token`) and send `Authorization: Bearer <access_token>`. Each operation lists the
+scopes it needs. Errors are `application/problem+json` with a stable `code`. Lists are
+cursor-paginated (`limit`, `cursor` -> `next_cursor`). Single resources carry an `ETag`;
+send it back in `If-Match` to avoid lost updates (412 on mismatch).
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    engine = make_async_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="peerlink", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
+        default_response_class=JSONResponse, generate_unique_id_function=_operation_id,
+        openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.keyring = KeyRing.from_settings(settings)
+    app.state.throttle = Throttle(settings)
+
+    for router in (auth.router, operations.router, facilities.router, participants.router,
+                   keep_aparts.router, accounts.users, accounts.clients, audit.router):
+        app.include_router(router)
+    install_error_handlers(app)
+
+    Instrumentator(excluded_handlers=["/metrics", "/livez", "/readyz"]).instrument(app).expose(
+        app, include_in_schema=False)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_credentials=False, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type", "If-Match",
+                                          "Idempotency-Key", "X-Request-ID"],
+                           expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"])
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes, openapi_version="3.1.0")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components["Problem"].pop("$defs", None)
+    components["FieldError"] = FieldError.model_json_schema()
+    # Drop FastAPI's default 422 (HTTPValidationError): ours is problem+json, declared per route.
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            resp = op.get("responses", {}).get("422")
+            if resp and "application/json" in resp.get("content", {}):
+                resp["content"].pop("application/json")
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    app.openapi_schema = schema
+    return schema

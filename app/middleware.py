@@ -1,0 +1,87 @@
+"""Pure-ASGI middleware: body size cap (413), JSON-only bodies (415), access log line."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import problem_response
+
+access_log = logging.getLogger("peerlink.access")
+
+_FORM_PATHS = {"/v1/auth/token", "/v1/auth/revoke"}
+_JSON_TYPES = ("application/json", "application/merge-patch+json")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await problem_response(413, "payload_too_large", "Request body too large",
+                                   f"Bodies are limited to {self.max_bytes} bytes.")(scope, receive, send)
+            return
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        has_body = (length is not None and length != b"0") or b"transfer-encoding" in headers
+        form_path = scope["path"] in _FORM_PATHS
+        if has_body and not form_path and ctype not in _JSON_TYPES:
+            await problem_response(415, "unsupported_media_type", "Unsupported media type",
+                                   "Send request bodies as application/json.")(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await problem_response(413, "payload_too_large", "Request body too large",
+                                   f"Bodies are limited to {self.max_bytes} bytes.")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route: Any = scope.get("route")
+            access_log.info("request", extra={
+                "method": scope["method"], "route": getattr(route, "path", "unmatched"),
+                "status": status, "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+            })

@@ -1,0 +1,12 @@
+"""Table models and API schemas, one module per aggregate; importing this registers every table."""
+
+from app.models.account import ApiClient, RefreshToken, RevokedAccessToken, User
+from app.models.audit import AuditEvent, OutboxEvent
+from app.models.facility import Facility, HousingUnit
+from app.models.keep_apart import KeepApartOrder
+from app.models.participant import Participant, ParticipantExternalId
+
+__all__ = [
+    "ApiClient", "AuditEvent", "Facility", "HousingUnit", "KeepApartOrder", "OutboxEvent",
+    "Participant", "ParticipantExternalId", "RefreshToken", "RevokedAccessToken", "User",
+]

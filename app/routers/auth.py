@@ -1,0 +1,99 @@
+"""/v1/auth: the OAuth2 token endpoint, revocation, the caller's identity; the JWKS."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Form, Request, Response
+
+from app.deps import Principal, SessionDep, require
+from app.models.account import MeRead, TokenResponse
+from app.routers.common import problems
+from app.services import auth as svc
+from app.services.auth import OAuthError
+
+router = APIRouter(tags=["auth"])
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True).decode()
+        cid, _, secret = raw.partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return unquote(cid), unquote(secret)
+
+
+@router.post("/v1/auth/token", response_model=TokenResponse,
+             responses=problems(401, 422, 429, 500) | {400: problems(422)[422] | {
+                 "description": "OAuth2 error (invalid_grant, invalid_scope, ...)"}})
+async def issue_token(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    grant_type: Annotated[Literal["password", "client_credentials", "refresh_token"], Form()],
+    username: Annotated[str | None, Form(max_length=64)] = None,
+    password: Annotated[str | None, Form(max_length=256)] = None,
+    refresh_token: Annotated[str | None, Form(max_length=256)] = None,
+    scope: Annotated[str | None, Form(max_length=2000)] = None,
+) -> TokenResponse:
+    """OAuth2 token endpoint (RFC 6749): `password` for people, `client_credentials` for
+    machines (HTTP Basic client authentication), `refresh_token` (rotated on every use)."""
+    app = request.app
+    response.headers["Cache-Control"] = "no-store"
+    address = request.client.host if request.client else "unknown"
+    common = {"session": session, "settings": app.state.settings, "keyring": app.state.keyring}
+    if grant_type == "password":
+        if not username or not password:
+            raise OAuthError("invalid_request", "username and password are required.")
+        return await svc.password_grant(**common, throttle=app.state.throttle, username=username,
+                                        password=password, scope=scope, address=address)
+    if grant_type == "refresh_token":
+        if not refresh_token:
+            raise OAuthError("invalid_request", "refresh_token is required.")
+        return await svc.refresh_grant(**common, refresh_token=refresh_token, scope=scope)
+    creds = _basic(request)
+    if creds is None:
+        raise OAuthError("invalid_client", "Authenticate the client with HTTP Basic.", status=401,
+                         headers={"WWW-Authenticate": 'Basic realm="peerlink"'})
+    return await svc.client_credentials_grant(
+        **common, throttle=app.state.throttle, client_id=creds[0], client_secret=creds[1],
+        scope=scope, address=address)
+
+
+@router.post("/v1/auth/revoke", status_code=200, responses=problems(422, 500))
+async def revoke_token(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Form(max_length=4096)],
+    token_type_hint: Annotated[Literal["access_token", "refresh_token"] | None, Form()] = None,
+) -> dict[str, str]:
+    """Token revocation (RFC 7009): answers 200 whether or not the token was known."""
+    await svc.revoke(session=session, settings=request.app.state.settings,
+                     keyring=request.app.state.keyring, token=token)
+    return {"status": "ok"}
+
+
+@router.get("/v1/auth/me", response_model=MeRead, responses=problems(401, 500))
+async def get_me(principal: Principal = require()) -> MeRead:
+    return MeRead(
+        subject=str(principal.id), kind=principal.kind, role=principal.role,
+        scopes=sorted(principal.scopes), all_facilities=principal.all_facilities,
+        facility_ids=sorted(principal.facility_ids, key=str), networks=sorted(principal.networks),
+        participant_id=principal.participant_id,
+        username=principal.name if principal.kind == "user" else None,
+        client_id=principal.name if principal.kind == "client" else None,
+    )
+
+
+@router.get("/.well-known/jwks.json", tags=["operations"])
+async def get_jwks(request: Request, response: Response) -> dict[str, list[dict[str, str]]]:
+    """Public keys that verify access tokens (current and recent signing keys)."""
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return request.app.state.keyring.jwks()  # type: ignore[no-any-return]

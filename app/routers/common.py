@@ -1,0 +1,42 @@
+"""What every router shares: documented error responses, pagination parameters, ETags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Header, Query, Response
+
+from app.errors import PROBLEM
+from app.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+_DESCRIPTIONS = {
+    401: "Missing, invalid, expired or revoked credentials",
+    403: "The token lacks a scope this operation needs",
+    404: "No such record, or outside your facilities or network",
+    409: "Conflicts with the current state",
+    412: "If-Match does not match the current version",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid input or a broken rule (see code and errors)",
+    429: "Too many requests (see Retry-After)",
+    500: "Internal error (quote the request id)",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"description": _DESCRIPTIONS[s],
+                "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            for s in statuses}
+
+
+AUTHED = problems(401, 403, 422, 500)
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous "
+                                                                 "page")]
+IfMatch = Annotated[str | None, Header(description="ETag from a previous read; 412 on mismatch")]
+DEFAULT = DEFAULT_LIMIT
+
+
+def set_etag(response: Response, version: int) -> None:
+    response.headers["ETag"] = f'"{version}"'

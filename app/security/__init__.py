@@ -1,0 +1,1 @@
+"""Authentication and authorisation: the only package that imports jose or hashes secrets."""

@@ -1,0 +1,59 @@
+"""The scopes, and the one table that maps each role to its scopes and networks."""
+
+from __future__ import annotations
+
+from app.models.common import Network, Role
+
+SCOPES: dict[str, str] = {
+    "facilities:read": "Read facilities and housing units in scope",
+    "facilities:write": "Create and change facilities and housing units",
+    "participants:read": "Read participants in scope",
+    "participants:write": "Create, change, upsert, merge and archive participants",
+    "keep_apart:read": "Read keep-apart orders (security information)",
+    "keep_apart:write": "Open, close and reopen keep-apart orders",
+    "users:read": "Read user accounts",
+    "users:write": "Create, change and deactivate user accounts",
+    "clients:read": "Read API clients",
+    "clients:write": "Create, change and rotate API clients",
+    "audit:read": "Read the audit trail",
+}
+
+_ALL_NETWORKS = frozenset(Network)
+
+ROLE_SCOPES: dict[Role, frozenset[str]] = {
+    Role.admin: frozenset({
+        "facilities:read", "facilities:write", "users:read", "users:write",
+        "clients:read", "clients:write", "audit:read",
+    }),
+    Role.coordinator: frozenset({
+        "facilities:read", "participants:read", "participants:write",
+        "keep_apart:read", "keep_apart:write",
+    }),
+    Role.staff_coordinator: frozenset({
+        "facilities:read", "participants:read", "participants:write",
+        "keep_apart:read", "keep_apart:write",
+    }),
+    Role.clinician: frozenset({"facilities:read", "participants:read"}),
+    Role.officer: frozenset({"facilities:read", "participants:read"}),
+    # A peer supporter reads only their own participant record until pairings exist.
+    Role.peer_supporter: frozenset({"facilities:read", "participants:read"}),
+    Role.auditor: frozenset({"facilities:read", "audit:read"}),
+    # The most an API client may be granted; each client holds a subset.
+    Role.integration: frozenset({
+        "facilities:read", "participants:read", "participants:write",
+        "keep_apart:read", "keep_apart:write",
+    }),
+}
+
+# Which network's records a role may see at all (the walls between the two networks).
+# peer_supporter: the network of their own participant record; integration: per client.
+ROLE_NETWORKS: dict[Role, frozenset[Network]] = {
+    Role.admin: frozenset(),
+    Role.coordinator: frozenset({Network.incarcerated}),
+    Role.staff_coordinator: frozenset({Network.staff}),
+    Role.clinician: _ALL_NETWORKS,
+    Role.officer: frozenset({Network.incarcerated}),
+    Role.peer_supporter: frozenset(),
+    Role.auditor: frozenset(),
+    Role.integration: _ALL_NETWORKS,
+}

@@ -1,0 +1,1 @@
+"""Use cases and rules, one module per aggregate. Services raise app.errors, never HTTP."""

@@ -1,0 +1,128 @@
+"""The tamper-evident audit trail: every write, every confidential read, every denial.
+
+Each row's hash covers its fields and the previous row's hash, so a row changed or removed
+behind the service's back breaks the chain (`peerlink audit verify`). Appends are serialised
+(PostgreSQL: a transaction-scoped advisory lock; SQLite: write transactions begin IMMEDIATE),
+and UNIQUE(hash) forbids a fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from asgi_correlation_id import correlation_id
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from app.db import utcnow
+from app.models import AuditEvent
+
+log = logging.getLogger("peerlink.audit")
+GENESIS = "0" * 64
+_LOCK_KEY = 0x70656572  # "peer"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    action: str
+    outcome: str = "success"
+    entity_type: str | None = None
+    entity_id: str | None = None
+    facility_id: uuid.UUID | None = None
+
+
+def _digest(prev_hash: str, row: dict[str, Any]) -> str:
+    payload = json.dumps(row, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
+
+
+def _hashed_fields(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "occurred_at": e.occurred_at.isoformat(timespec="microseconds"),
+        "actor_type": e.actor_type, "actor_id": e.actor_id, "role": e.role,
+        "client_id": e.client_id,
+        "facility_id": str(e.facility_id) if e.facility_id else None,
+        "action": e.action, "entity_type": e.entity_type, "entity_id": e.entity_id,
+        "outcome": e.outcome, "request_id": e.request_id,
+    }
+
+
+async def _last_hash(session: AsyncSession) -> str:
+    if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    last = (await session.execute(
+        select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)  # type: ignore[union-attr]
+    )).scalar()
+    return last or GENESIS
+
+
+async def append(session: AsyncSession, entries: Iterable[AuditEntry], *, actor_type: str,
+                 actor_id: str | None, role: str | None, client_id: str | None) -> None:
+    entries = list(entries)
+    if not entries:
+        return
+    prev = await _last_hash(session)
+    now = utcnow()
+    request_id = correlation_id.get()
+    for entry in entries:
+        row = AuditEvent(
+            occurred_at=now, actor_type=actor_type, actor_id=actor_id, role=role,
+            client_id=client_id, facility_id=entry.facility_id, action=entry.action,
+            entity_type=entry.entity_type, entity_id=entry.entity_id, outcome=entry.outcome,
+            request_id=request_id, prev_hash=prev, hash="",
+        )
+        row.hash = _digest(prev, _hashed_fields(row))
+        prev = row.hash
+        session.add(row)
+
+
+async def record_denial(request: Request, *, status: int, code: str) -> None:
+    """Audits a refused request in its own transaction (the request's own was rolled back)."""
+    principal = getattr(request.state, "principal", None)
+    route = request.scope.get("route")
+    template = getattr(route, "path", request.url.path if status != 404 else "unmatched")
+    params = request.path_params or {}
+    entity_id = next((str(v) for k, v in params.items() if k.endswith("id")), None)
+    entry = AuditEntry(action=f"{request.method} {template}",
+                       outcome="denied" if status != 404 else "not_found",
+                       entity_type=getattr(route, "name", None), entity_id=entity_id)
+    async with request.app.state.sessionmaker() as session:
+        await append(
+            session, [entry],
+            actor_type=principal.kind if principal else "anonymous",
+            actor_id=str(principal.id) if principal else None,
+            role=principal.role.value if principal else None,
+            client_id=principal.name if principal and principal.kind == "client" else None,
+        )
+        await session.commit()
+
+
+def verify_chain(session: Session, batch: int = 5000) -> tuple[int, list[int]]:
+    """Walks the chain in id order; returns (rows checked, ids whose hash does not hold)."""
+    bad: list[int] = []
+    prev = GENESIS
+    count = 0
+    last_id = 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.id > last_id)  # type: ignore[operator]
+            .order_by(AuditEvent.id).limit(batch)  # type: ignore[arg-type]
+        ).all()
+        if not rows:
+            break
+        for e in rows:
+            count += 1
+            if e.prev_hash != prev or e.hash != _digest(prev, _hashed_fields(e)):
+                bad.append(int(e.id))  # type: ignore[arg-type]
+            prev = e.hash
+            last_id = int(e.id)  # type: ignore[arg-type]
+        session.expunge_all()
+    return count, bad

@@ -1,0 +1,233 @@
+"""The OAuth2 token endpoint's use cases: password, client_credentials and refresh_token
+grants, revocation (RFC 7009), and login throttling per account and per address."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import DomainError, TooManyRequests
+from app.models import ApiClient, Participant, RefreshToken, RevokedAccessToken, User
+from app.models.account import TokenResponse
+from app.models.common import Network, Role
+from app.security.passwords import new_secret, token_digest, verify_password
+from app.security.principal import Principal
+from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES
+from app.security.tokens import InvalidToken, KeyRing
+from app.services.audit import AuditEntry, append
+from app.services.writer import Writer
+
+
+class OAuthError(DomainError):
+    """RFC 6749 section 5.2 errors, as problem+json with the `error` member kept."""
+
+    status, code, title = 400, "invalid_request", "Token request refused"
+
+    def __init__(self, code: str, detail: str, status: int = 400,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, code=code, headers=headers, error=code)
+        self.status = status
+
+
+class Throttle:
+    """Counts failed logins in a moving window, per username and per client address."""
+
+    def __init__(self, settings: Settings) -> None:
+        uri = settings.rate_limit_storage
+        self._limiter = MovingWindowRateLimiter(storage_from_string(
+            uri if uri.startswith("async+") else f"async+{uri}"))
+        self._per_user: RateLimitItem = parse(settings.login_limit_per_username)
+        self._per_addr: RateLimitItem = parse(settings.login_limit_per_address)
+
+    async def check(self, username: str, address: str) -> None:
+        for item, key in ((self._per_user, f"u:{username}"), (self._per_addr, f"a:{address}")):
+            if not await self._limiter.test(item, "login", key):
+                stats = await self._limiter.get_window_stats(item, "login", key)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                raise TooManyRequests("Too many failed sign-ins; wait before trying again.",
+                                      code="login_throttled", headers={"Retry-After": str(wait)})
+
+    async def fail(self, username: str, address: str) -> None:
+        await self._limiter.hit(self._per_user, "login", f"u:{username}")
+        await self._limiter.hit(self._per_addr, "login", f"a:{address}")
+
+
+def _granted_scopes(requested: str | None, allowed: frozenset[str]) -> str:
+    if not requested:
+        return " ".join(sorted(allowed))
+    asked = set(requested.split())
+    if not asked <= allowed:
+        raise OAuthError("invalid_scope", "A requested scope is not granted to this account.")
+    return " ".join(sorted(asked))
+
+
+def _user_principal(user: User, network: str | None, scopes: str) -> Principal:
+    role = Role(user.role)
+    networks = ROLE_NETWORKS[role]
+    if role == Role.peer_supporter and network:
+        networks = frozenset({Network(network)})
+    return Principal(kind="user", id=user.id, name=user.username, role=role,
+                     scopes=frozenset(scopes.split()), all_facilities=user.all_facilities,
+                     facility_ids=frozenset(uuid.UUID(f) for f in user.facility_ids),
+                     networks=networks, participant_id=user.participant_id)
+
+
+def _access_claims(p: Principal) -> dict[str, Any]:
+    return {"sub_kind": p.kind, "role": p.role.value,
+            "facilities": "all" if p.all_facilities else sorted(str(f) for f in p.facility_ids)}
+
+
+async def _audit_anonymous(session: AsyncSession, action: str, outcome: str,
+                           entity_id: str | None = None) -> None:
+    await session.rollback()
+    await append(session, [AuditEntry(action=action, outcome=outcome, entity_type="auth",
+                                      entity_id=entity_id)],
+                 actor_type="anonymous", actor_id=None, role=None, client_id=None)
+    await session.commit()
+
+
+async def _issue_refresh(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
+                         family: uuid.UUID, scope: str) -> str:
+    token = new_secret("plr_")
+    session.add(RefreshToken(token_hash=token_digest(token), family_id=family, user_id=user_id,
+                             scope=scope,
+                             expires_at=utcnow() + timedelta(days=settings.refresh_token_days)))
+    return token
+
+
+async def password_grant(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
+                         throttle: Throttle, username: str, password: str, scope: str | None,
+                         address: str) -> TokenResponse:
+    username = username.strip().lower()
+    await throttle.check(username, address)
+    row = (await session.execute(
+        select(User, Participant.network).outerjoin(Participant,
+                                                    Participant.id == User.participant_id)
+        .where(User.username == username))).first()
+    user, network = (row[0], row[1]) if row else (None, None)
+    ok = verify_password(password, user.password_hash if user is not None else None)
+    if not ok or user is None or not user.active:
+        await throttle.fail(username, address)
+        await _audit_anonymous(session, "auth.password", "denied",
+                               str(user.id) if user is not None else None)
+        raise OAuthError("invalid_grant", "Wrong username or password.")
+    granted = _granted_scopes(scope, ROLE_SCOPES[Role(user.role)])
+    principal = _user_principal(user, network, granted)
+    access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
+                                           extra=_access_claims(principal))
+    refresh = await _issue_refresh(session, settings, user.id, uuid.uuid4(), granted)
+    w = Writer(session, principal)
+    w.audit("auth.password", "user", user.id)
+    await w.commit()
+    return TokenResponse(access_token=access, expires_in=lifetime, scope=granted,
+                         refresh_token=refresh)
+
+
+async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
+                        refresh_token: str, scope: str | None) -> TokenResponse:
+    stmt = select(RefreshToken).where(RefreshToken.token_hash == token_digest(refresh_token))
+    stored = (await session.execute(stmt.with_for_update())).scalar_one_or_none()
+    now = utcnow()
+    if stored is None:
+        raise OAuthError("invalid_grant", "The refresh token is not valid.")
+    if stored.used_at is not None or stored.revoked_at is not None:
+        # A rotated token came back: someone holds a copy. The whole family dies.
+        await session.execute(update(RefreshToken)
+                              .where(RefreshToken.family_id == stored.family_id,
+                                     RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                              .values(revoked_at=now))
+        await session.commit()
+        await _audit_anonymous(session, "auth.refresh_reuse", "denied", str(stored.user_id))
+        raise OAuthError("invalid_grant", "The refresh token is not valid.")
+    if stored.expires_at <= now:
+        raise OAuthError("invalid_grant", "The refresh token is not valid.")
+    row = (await session.execute(
+        select(User, Participant.network).outerjoin(Participant,
+                                                    Participant.id == User.participant_id)
+        .where(User.id == stored.user_id))).first()
+    if row is None or not row[0].active:
+        raise OAuthError("invalid_grant", "The refresh token is not valid.")
+    user, network = row[0], row[1]
+    allowed = frozenset(stored.scope.split()) & ROLE_SCOPES[Role(user.role)]
+    granted = _granted_scopes(scope, allowed)
+    stored.used_at = now
+    principal = _user_principal(user, network, granted)
+    access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
+                                           extra=_access_claims(principal))
+    new_refresh = await _issue_refresh(session, settings, user.id, stored.family_id, granted)
+    w = Writer(session, principal)
+    w.audit("auth.refresh", "user", user.id)
+    await w.commit()
+    return TokenResponse(access_token=access, expires_in=lifetime, scope=granted,
+                         refresh_token=new_refresh)
+
+
+async def client_credentials_grant(*, session: AsyncSession, settings: Settings,
+                                   keyring: KeyRing, throttle: Throttle, client_id: str,
+                                   client_secret: str, scope: str | None,
+                                   address: str) -> TokenResponse:
+    await throttle.check(f"client:{client_id}", address)
+    client = (await session.execute(select(ApiClient).where(ApiClient.client_id == client_id))
+              ).scalar_one_or_none()
+    ok = verify_password(client_secret, client.secret_hash if client is not None else None)
+    if not ok or client is None or not client.active:
+        await throttle.fail(f"client:{client_id}", address)
+        await _audit_anonymous(session, "auth.client_credentials", "denied",
+                               str(client.id) if client is not None else None)
+        raise OAuthError("invalid_client", "Client authentication failed.", status=401,
+                         headers={"WWW-Authenticate": 'Basic realm="peerlink"'})
+    granted = _granted_scopes(scope, frozenset(client.scopes) & ROLE_SCOPES[Role.integration])
+    principal = Principal(kind="client", id=client.id, name=client.client_id,
+                          role=Role.integration, scopes=frozenset(granted.split()),
+                          all_facilities=client.all_facilities,
+                          facility_ids=frozenset(uuid.UUID(f) for f in client.facility_ids),
+                          networks=frozenset(Network(n) for n in client.networks),
+                          participant_id=None)
+    access, _jti, lifetime = keyring.issue(settings=settings, subject=str(client.id),
+                                           scope=granted, extra=_access_claims(principal))
+    w = Writer(session, principal)
+    w.audit("auth.client_credentials", "api_client", client.id)
+    await w.commit()
+    return TokenResponse(access_token=access, expires_in=lifetime, scope=granted)
+
+
+async def revoke(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
+                 token: str) -> None:
+    """RFC 7009: always succeeds from the caller's view; an unknown token is ignored."""
+    if token.count(".") == 2:
+        try:
+            claims = keyring.verify(token, settings=settings)
+        except InvalidToken:
+            return
+        exists_ = await session.get(RevokedAccessToken, claims["jti"])
+        if exists_ is None:
+            from datetime import UTC, datetime
+
+            session.add(RevokedAccessToken(
+                jti=claims["jti"], expires_at=datetime.fromtimestamp(claims["exp"], UTC)))
+        w = Writer(session, None)
+        w.audit("auth.revoke_access", "token", claims["jti"])
+        await w.commit()
+        return
+    stored = (await session.execute(select(RefreshToken).where(
+        RefreshToken.token_hash == token_digest(token)))).scalar_one_or_none()
+    if stored is None:
+        return
+    await session.execute(update(RefreshToken)
+                          .where(RefreshToken.family_id == stored.family_id,
+                                 RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                          .values(revoked_at=utcnow()))
+    w = Writer(session, None)
+    w.audit("auth.revoke_refresh", "user", stored.user_id)
+    await w.commit()

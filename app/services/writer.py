@@ -1,0 +1,58 @@
+"""One transaction per write: the change, its audit rows and its domain events, all or nothing.
+
+A service collects audit entries and events on a Writer while it works, then calls commit():
+events go to the outbox, audit rows join the chain, and the transaction commits once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow, uuid7
+from app.models import OutboxEvent
+from app.security.principal import Principal
+from app.services import audit
+from app.services.audit import AuditEntry
+
+
+class Writer:
+    def __init__(self, session: AsyncSession, principal: Principal | None) -> None:
+        self.session = session
+        self.principal = principal
+        self._audit: list[AuditEntry] = []
+        self._events: list[OutboxEvent] = []
+
+    def audit(self, action: str, entity_type: str, entity_id: Any,
+              facility_id: uuid.UUID | None = None, outcome: str = "success") -> None:
+        self._audit.append(AuditEntry(action=action, outcome=outcome, entity_type=entity_type,
+                                      entity_id=str(entity_id) if entity_id else None,
+                                      facility_id=facility_id))
+
+    def emit(self, type_: str, entity_type: str, entity_id: uuid.UUID, *,
+             facility_id: uuid.UUID | None = None, network: str | None = None,
+             data: dict[str, Any] | None = None) -> None:
+        """Thin events only: ids, type, time. Never names, notes or free text."""
+        self._events.append(OutboxEvent(
+            event_id=uuid7(), type=type_, occurred_at=utcnow(), entity_type=entity_type,
+            entity_id=entity_id, facility_id=facility_id, network=network, data=data or {},
+        ))
+
+    @property
+    def events(self) -> list[OutboxEvent]:
+        return list(self._events)
+
+    async def commit(self) -> None:
+        self.session.add_all(self._events)
+        p = self.principal
+        await audit.append(
+            self.session, self._audit,
+            actor_type=p.kind if p else "system", actor_id=str(p.id) if p else None,
+            role=p.role.value if p else None,
+            client_id=p.name if p and p.kind == "client" else None,
+        )
+        await self.session.commit()
+        self._audit.clear()
+        self._events.clear()

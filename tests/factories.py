@@ -1,0 +1,154 @@
+"""Factories: rows written straight to the test database, and real tokens signed by the
+app's own key for the accounts they create."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import make_sync_engine
+from app.models import (
+    ApiClient,
+    AuditEvent,
+    Facility,
+    HousingUnit,
+    KeepApartOrder,
+    OutboxEvent,
+    Participant,
+    ParticipantExternalId,
+    User,
+)
+from app.models.common import Network, Role
+from app.models.keep_apart import ordered_pair
+from app.security.passwords import hash_password
+from app.security.scopes import ROLE_SCOPES
+from app.security.tokens import KeyRing
+
+PASSWORD = "correct-horse-battery-staple"
+_HASH = hash_password(PASSWORD)
+_seq = itertools.count(1)
+
+
+class Factory:
+    def __init__(self, settings: Settings, keyring: KeyRing) -> None:
+        self.settings = settings
+        self.keyring = keyring
+        self.engine = make_sync_engine(settings)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _save(self, *rows: Any) -> None:
+        with Session(self.engine, expire_on_commit=False) as s:
+            s.add_all(rows)
+            s.commit()
+
+    # --- records ---------------------------------------------------------------------------
+    def facility(self, code: str | None = None, **kw: Any) -> Facility:
+        n = next(_seq)
+        f = Facility(code=code or f"F{n}", name=kw.pop("name", f"Facility {n}"),
+                     timezone=kw.pop("timezone", "America/Chicago"),
+                     settings=kw.pop("settings", {"caseload_cap": 5, "ack_minutes": {
+                         "imminent": 5, "high": 15, "moderate": 60, "low": 1440}}), **kw)
+        self._save(f)
+        return f
+
+    def unit(self, facility: Facility, code: str | None = None) -> HousingUnit:
+        u = HousingUnit(facility_id=facility.id, code=code or f"U{next(_seq)}", name="Unit")
+        self._save(u)
+        return u
+
+    def participant(self, facility: Facility, network: Network | str = Network.incarcerated,
+                    *, external: tuple[str, str] | None = None, **kw: Any) -> Participant:
+        net = Network(network)
+        p = Participant(
+            network=net.value, legal_name=kw.pop("legal_name", f"Person {next(_seq)}"),
+            facility_id=facility.id,
+            custody_status=kw.pop("custody_status",
+                                  "in_custody" if net == Network.incarcerated else None),
+            employment_status=kw.pop("employment_status",
+                                     "employed" if net == Network.staff else None),
+            date_of_birth=kw.pop("date_of_birth", date(1990, 1, 1)),
+            external_ids=[{"source": external[0], "value": external[1]}] if external else [],
+            **kw,
+        )
+        rows: list[Any] = [p]
+        self._save(p)
+        if external:
+            rows = [ParticipantExternalId(participant_id=p.id, source=external[0],
+                                          value=external[1])]
+            self._save(*rows)
+        return p
+
+    def keep_apart(self, x: Participant, y: Participant, **kw: Any) -> KeepApartOrder:
+        a, b = ordered_pair(x.id, y.id)
+        o = KeepApartOrder(participant_a_id=a, participant_b_id=b,
+                           reason=kw.pop("reason", "threat"), scope=kw.pop("scope", "facility"),
+                           authorised_by="Lt. Test", opened_by="test", status_changed_by="test",
+                           **kw)
+        self._save(o)
+        return o
+
+    def user(self, role: Role | str, facilities: list[Facility] | None = None,
+             participant: Participant | None = None, **kw: Any) -> User:
+        u = User(username=kw.pop("username", f"user{next(_seq)}"), password_hash=_HASH,
+                 role=Role(role).value, all_facilities=facilities is None,
+                 facility_ids=[str(f.id) for f in facilities or []],
+                 participant_id=participant.id if participant else None, **kw)
+        self._save(u)
+        return u
+
+    def api_client(self, scopes: list[str], facilities: list[Facility] | None = None,
+                   networks: list[str] | None = None) -> ApiClient:
+        c = ApiClient(client_id=f"plc_test{next(_seq)}", name="JMS", secret_hash=_HASH,
+                      scopes=scopes, all_facilities=facilities is None,
+                      facility_ids=[str(f.id) for f in facilities or []],
+                      networks=networks or ["incarcerated"])
+        self._save(c)
+        return c
+
+    # --- tokens ----------------------------------------------------------------------------
+    def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:
+        if isinstance(account, ApiClient):
+            granted = scopes or account.scopes
+            kind, role = "client", Role.integration.value
+        else:
+            granted = scopes or sorted(ROLE_SCOPES[Role(account.role)])
+            kind, role = "user", account.role
+        token, _jti, _ = self.keyring.issue(
+            settings=self.settings, subject=str(account.id), scope=" ".join(granted),
+            extra={"sub_kind": kind, "role": role,
+                   "facilities": "all" if account.all_facilities else account.facility_ids})
+        return token
+
+    def headers(self, account: User | ApiClient, scopes: list[str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(account, scopes)}"}
+
+    # --- inspection ------------------------------------------------------------------------
+    def count(self, model: Any, *where: Any) -> int:
+        with Session(self.engine) as s:
+            return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
+
+    def events(self, type_: str | None = None) -> list[OutboxEvent]:
+        with Session(self.engine) as s:
+            stmt = select(OutboxEvent).order_by(OutboxEvent.id)  # type: ignore[arg-type]
+            if type_:
+                stmt = stmt.where(OutboxEvent.type == type_)
+            return list(s.scalars(stmt))
+
+    def audits(self, action: str | None = None) -> list[AuditEvent]:
+        with Session(self.engine) as s:
+            stmt = select(AuditEvent).order_by(AuditEvent.id)  # type: ignore[arg-type]
+            if action:
+                stmt = stmt.where(AuditEvent.action == action)
+            return list(s.scalars(stmt))
+
+    def get(self, model: Any, id_: uuid.UUID) -> Any:
+        with Session(self.engine, expire_on_commit=False) as s:
+            return s.get(model, id_)
