@@ -79,6 +79,8 @@ def db_url(migrated_url: str, tmp_path: Path) -> Iterator[str]:
         tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
         with engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            # A tampering test may have switched the append-only guard off.
+            conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only"))
         engine.dispose()
         yield migrated_url
     else:
