@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from asgi_correlation_id import CorrelationIdFilter
 
-_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "correlation_id"}
+_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {
+    "message", "asctime", "correlation_id", "color_message"}
 
 
 class JSONFormatter(logging.Formatter):

@@ -1,0 +1,92 @@
+"""Demo data for frontend teams (development mode only): two facilities with housing units,
+one user per role with documented passwords, participants in both networks, a keep-apart order."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Facility, HousingUnit, KeepApartOrder, Participant, ParticipantExternalId, User
+from app.models.account import ClientCreate
+from app.models.common import Role
+from app.models.facility import FacilitySettings
+from app.models.keep_apart import ordered_pair
+from app.security.passwords import hash_password
+from app.services.accounts import create_client
+from app.services.writer import Writer
+
+# Development passwords, documented in the README. Never used outside development mode.
+DEMO_PASSWORD = "{role}-demo-pass"
+
+_FIRST = ["Alex", "Jordan", "Sam", "Chris", "Pat", "Robin", "Taylor", "Morgan", "Jamie", "Casey",
+          "Drew", "Jesse", "Lee", "Rene", "Toni", "Kim"]
+_LAST = ["Garcia", "Smith", "Johnson", "Nguyen", "Brown", "Okafor", "Miller", "Davis", "Lopez",
+         "Wilson", "Khan", "Moore"]
+
+
+async def load_demo(session: AsyncSession) -> str:
+    if (await session.execute(select(Facility.id).where(Facility.code == "CCJ"))).first():
+        return "demo data already loaded"
+    rng = random.Random(7)  # noqa: S311 (demo names, not secrets)
+    ccj = Facility(code="CCJ", name="County Correctional Jail", timezone="America/Chicago",
+                   settings=FacilitySettings().model_dump())
+    nsp = Facility(code="NSP", name="Northern State Prison", timezone="America/New_York",
+                   settings=FacilitySettings(caseload_cap=4).model_dump())
+    session.add_all([ccj, nsp])
+    await session.flush()
+    units: dict[Any, list[HousingUnit]] = {}
+    for fac, codes in ((ccj, ["A1", "A2", "B1", "MED"]), (nsp, ["E", "F", "G"])):
+        units[fac.id] = [HousingUnit(facility_id=fac.id, code=c, name=f"Unit {c}") for c in codes]
+        session.add_all(units[fac.id])
+    await session.flush()
+
+    people: list[Participant] = []
+    for i in range(36):
+        fac = ccj if i % 3 else nsp
+        staff = i % 6 == 5
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        supporter = i % 4 == 0
+        p = Participant(
+            network="staff" if staff else "incarcerated", legal_name=f"{first} {last}",
+            preferred_name=first, date_of_birth=date(1970 + i % 30, 1 + i % 12, 1 + i % 27),
+            languages=["en"] + (["es"] if i % 5 == 0 else []), facility_id=fac.id,
+            housing_unit_id=None if staff else rng.choice(units[fac.id]).id,
+            custody_status=None if staff else "in_custody",
+            employment_status="employed" if staff else None,
+            is_supporter=supporter, is_recipient=not supporter,
+            supporter_availability="active" if supporter else None,
+            external_ids=[{"source": "jms", "value": f"DEMO-{i:04d}"}],
+        )
+        people.append(p)
+    session.add_all(people)
+    await session.flush()
+    session.add_all([ParticipantExternalId(participant_id=p.id, source="jms",
+                                           value=p.external_ids[0]["value"]) for p in people])
+    inc = [p for p in people if p.network == "incarcerated" and p.facility_id == ccj.id]
+    a, b = ordered_pair(inc[1].id, inc[2].id)
+    session.add(KeepApartOrder(participant_a_id=a, participant_b_id=b, reason="threat",
+                               scope="facility", authorised_by="Lt. Demo", opened_by="demo",
+                               status_changed_by="demo"))
+    supporter = next(p for p in inc if p.is_supporter)
+    lines = []
+    for role in Role:
+        if role == Role.integration:
+            continue
+        password = DEMO_PASSWORD.format(role=role.value)
+        session.add(User(username=role.value, password_hash=hash_password(password),
+                         role=role.value, all_facilities=True, facility_ids=[],
+                         participant_id=supporter.id if role == Role.peer_supporter else None))
+        lines.append(f"  {role.value:<18} password {password}")
+    w = Writer(session, None)
+    w.audit("demo.load", "facility", ccj.id)
+    await w.commit()
+    client, secret = await create_client(session=session, principal=None, data=ClientCreate(
+        name="Demo JMS", scopes=["facilities:read", "participants:read", "participants:write",
+                                 "keep_apart:read", "keep_apart:write"]))
+    return ("demo data loaded: facilities CCJ and NSP, 36 participants, 1 keep-apart order\n"
+            "users (development only):\n" + "\n".join(lines) +
+            f"\nintegration client: {client.client_id} secret {secret} (shown once)")

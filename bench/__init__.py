@@ -1,0 +1,1 @@
+"""`make bench`: the PostgreSQL load benchmark (see bench/README.md)."""
