@@ -4,7 +4,6 @@ current state (one database round trip), and the scope check every route declare
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,43 +44,8 @@ class Principal:
         return self.all_facilities or facility_id in self.facility_ids
 
 
-class _VerifiedCache:
-    """Signature checks are the costliest step of a request; a token string verified once
-    need not be verified again before it expires (revocation is still checked per request)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._size = size
-
-    def get(self, token: str, now: float) -> dict[str, Any] | None:
-        claims = self._items.get(token)
-        if claims is None:
-            return None
-        if claims["exp"] <= now:
-            self._items.pop(token, None)
-            return None
-        return claims
-
-    def put(self, token: str, claims: dict[str, Any]) -> None:
-        self._items[token] = claims
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-
-_cache = _VerifiedCache()
-
-
 def verify_access_token(token: str, keyring: KeyRing, settings: Settings) -> dict[str, Any]:
-    import time
-
-    now = time.time()
-    claims = _cache.get(token, now)
-    if claims is None:
-        claims = keyring.verify(token, settings=settings)
-        _cache.put(token, claims)
-    elif claims["nbf"] > now:
-        raise InvalidToken("not yet valid")
-    return claims
+    return keyring.verify_cached(token, settings=settings)
 
 
 async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Principal:

@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,35 @@ def _thumbprint(jwk_dict: dict[str, str]) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
 
 
+class VerifiedCache:
+    """Signature checks are the costliest step of a request; a token string this key ring
+    verified need not be verified again before it expires. Revocation and the account's
+    state are still checked on every request (app.security.principal)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._size = size
+
+    def get(self, token: str, now: float) -> dict[str, Any] | None:
+        claims = self._items.get(token)
+        if claims is not None and claims["exp"] <= now:
+            self._items.pop(token, None)
+            return None
+        return claims
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        self._items[token] = claims
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
 @dataclass
 class KeyRing:
     signing_kid: str
     signing_pem: str
     public_jwks: dict[str, dict[str, str]]
     _verifiers: dict[str, Any] = field(default_factory=dict)
+    _verified: VerifiedCache = field(default_factory=VerifiedCache)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
@@ -93,6 +117,16 @@ class KeyRing:
         token = jwt.encode(claims, self.signing_pem, algorithm=ALGORITHM,
                            headers={"kid": self.signing_kid, "typ": TOKEN_TYPE})
         return token, jti, lifetime
+
+    def verify_cached(self, token: str, *, settings: Settings) -> dict[str, Any]:
+        now = time.time()
+        claims = self._verified.get(token, now)
+        if claims is None:
+            claims = self.verify(token, settings=settings)
+            self._verified.put(token, claims)
+        elif claims["nbf"] > now:
+            raise InvalidToken("not yet valid")
+        return claims
 
     def verify(self, token: str, *, settings: Settings) -> dict[str, Any]:
         try:
