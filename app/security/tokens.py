@@ -137,7 +137,8 @@ class KeyRing:
             raise InvalidToken("algorithm not allowed")
         if header.get("typ") != TOKEN_TYPE:
             raise InvalidToken("not an access token")
-        key = self._verifiers.get(header.get("kid", ""))
+        kid = header.get("kid")
+        key = self._verifiers.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise InvalidToken("unknown kid")
         try:
@@ -151,7 +152,12 @@ class KeyRing:
             raise InvalidToken(str(exc)) from exc
         if not isinstance(claims.get("scope"), str) or not isinstance(claims.get("jti"), str):
             raise InvalidToken("missing claim")
-        if claims["exp"] - claims["iat"] > settings.access_token_minutes * 60:
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(iat, int) or not isinstance(exp, int):
+            raise InvalidToken("bad time claims")
+        if iat > time.time() + 60:
+            raise InvalidToken("issued in the future")
+        if exp - iat > settings.access_token_minutes * 60:
             raise InvalidToken("lifetime too long")
         return claims
 
