@@ -156,8 +156,8 @@ def _route(request: Request) -> str:
 
 async def _audit_denial(request: Request, exc: DomainError) -> None:
     """Every denied attempt (401, 403, and 404s on scoped records) joins the audit trail."""
-    if exc.status not in (401, 403, 404):
-        return
+    if exc.status not in (401, 403, 404) or request.url.path == "/v1/auth/token":
+        return  # the token endpoint audits its own refusals, with the account concerned
     from app.services import audit  # late import: services depend on this module
 
     try:

@@ -511,10 +511,15 @@ def test_revoking_a_refresh_token_kills_its_family(client, factory, which):
 
 
 def test_revoke_answers_200_for_unknown_tokens(client):
-    odd_kid = GARBAGE["kid_is_list"].removeprefix("Bearer ")
-    for token in ("plr_unknown", "a.b.c", "garbage", odd_kid):
+    for token in ("plr_unknown", "a.b.c", "garbage"):
         r = client.post("/v1/auth/revoke", data={"token": token})
         assert r.status_code == 200, (token, r.text)
+
+
+@pytest.mark.parametrize("name", ["kid_is_list", "kid_is_object"])
+def test_revoke_answers_200_for_a_token_with_a_non_string_kid(client, name):
+    r = client.post("/v1/auth/revoke", data={"token": GARBAGE[name].removeprefix("Bearer ")})
+    assert r.status_code == 200, r.text
 
 
 def test_deactivated_user_loses_access_and_refresh(client, factory):
