@@ -92,3 +92,14 @@ def test_list_filters(client, factory, ctx):
     assert count() == 3
     assert count(participant_id=str(ctx["a"].id)) == 2
     assert count(participant_id=str(ctx["a"].id), status="open") == 1
+
+
+def test_cross_network_order_refused(client, factory, ctx):
+    staff = factory.participant(ctx["f"], network="staff")
+    both = factory.api_client(["keep_apart:write", "keep_apart:read"], [ctx["f"]],
+                              networks=["incarcerated", "staff"])
+    r = client.post("/v1/keep-apart-orders", headers=factory.headers(both), json={
+        "participant_ids": [str(ctx["a"].id), str(staff.id)], "reason": "threat",
+        "scope": "facility", "authorised_by": "Lt. Diaz"})
+    assert r.status_code == 422 and r.json()["code"] == "network_mismatch"
+    assert factory.count(KeepApartOrder) == 0

@@ -43,10 +43,20 @@ async def _check_participant_link(session: AsyncSession, role: Role,
                                      "type": "participant_not_supporter"}])
 
 
+def _check_grant(principal: Principal | None, facility_ids: list[uuid.UUID] | None) -> None:
+    """An admin limited to some facilities grants only within them (None = all facilities)."""
+    if principal is None or principal.all_facilities:
+        return
+    if facility_ids is None or not set(facility_ids) <= principal.facility_ids:
+        raise RuleViolation("You can grant only facilities within your own scope.",
+                            code="facility_not_grantable")
+
+
 async def create_user(*, session: AsyncSession, principal: Principal | None,
                       data: UserCreate) -> User:
     await _check_participant_link(session, data.role, data.participant_id)
     facility_ids = await ids_by_codes(session, data.facility_codes or [])
+    _check_grant(principal, None if data.facility_codes is None else facility_ids)
     user = User(
         username=data.username.lower(), password_hash=hash_password(data.password.get_secret_value()),
         role=data.role.value, all_facilities=data.facility_codes is None,
@@ -100,9 +110,13 @@ async def update_user(*, session: AsyncSession, principal: Principal, user_id: u
     if data.password is not None:
         user.password_hash = hash_password(data.password.get_secret_value())
     if "facility_codes" in fields and data.facility_codes is not None:
-        user.facility_ids = [str(f) for f in await ids_by_codes(session, data.facility_codes)]
+        ids = await ids_by_codes(session, data.facility_codes)
+        _check_grant(principal, ids)
+        user.facility_ids = [str(f) for f in ids]
         user.all_facilities = False
     if data.all_facilities is not None:
+        if data.all_facilities:
+            _check_grant(principal, None)
         user.all_facilities = data.all_facilities
     user.version += 1
     user.updated_at = utcnow()
@@ -155,6 +169,7 @@ async def create_client(*, session: AsyncSession, principal: Principal | None,
                         data: ClientCreate) -> tuple[ApiClient, str]:
     secret = new_secret("pls_")
     facility_ids = await ids_by_codes(session, data.facility_codes or [])
+    _check_grant(principal, None if data.facility_codes is None else facility_ids)
     client = ApiClient(
         client_id=new_secret("plc_", 12), name=data.name, secret_hash=hash_password(secret),
         scopes=_check_client_scopes(data.scopes), all_facilities=data.facility_codes is None,
@@ -195,9 +210,13 @@ async def update_client(*, session: AsyncSession, principal: Principal, client_i
     if data.scopes is not None:
         client.scopes = _check_client_scopes(data.scopes)
     if data.facility_codes is not None:
-        client.facility_ids = [str(f) for f in await ids_by_codes(session, data.facility_codes)]
+        ids = await ids_by_codes(session, data.facility_codes)
+        _check_grant(principal, ids)
+        client.facility_ids = [str(f) for f in ids]
         client.all_facilities = False
     if data.all_facilities is not None:
+        if data.all_facilities:
+            _check_grant(principal, None)
         client.all_facilities = data.all_facilities
     if data.networks is not None:
         client.networks = sorted({n.value for n in data.networks})

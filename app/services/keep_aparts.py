@@ -62,6 +62,9 @@ async def create(*, session: AsyncSession, principal: Principal,
                             code="unknown_participant",
                             errors=[{"field": "participant_ids", "message": "unknown participant",
                                      "type": "unknown_participant"}])
+    if people[0].network != people[1].network:
+        raise RuleViolation("A keep-apart order joins two people of the same network.",
+                            code="network_mismatch")
     existing = (await session.execute(select(func.count()).select_from(KeepApartOrder).where(
         KeepApartOrder.participant_a_id == a, KeepApartOrder.participant_b_id == b,
         KeepApartOrder.status == "open"))).scalar_one()

@@ -60,12 +60,17 @@ def housing_units(principal: Principal) -> Select[Any]:
 
 
 def keep_apart_orders(principal: Principal) -> Select[Any]:
-    """Visible when either person is visible to the caller."""
+    """Visible when either person is visible to the caller and both are of the caller's
+    networks (an order never carries one network's ids across the wall)."""
     visible = visible_participant_ids(principal)
-    return select(KeepApartOrder).where(or_(
-        KeepApartOrder.participant_a_id.in_(visible),  # type: ignore[attr-defined]
-        KeepApartOrder.participant_b_id.in_(visible),  # type: ignore[attr-defined]
-    ))
+    networks = [n.value for n in principal.networks]
+    of_my_networks = select(Participant.id).where(Participant.network.in_(networks))
+    return select(KeepApartOrder).where(
+        or_(KeepApartOrder.participant_a_id.in_(visible),
+            KeepApartOrder.participant_b_id.in_(visible)),
+        KeepApartOrder.participant_a_id.in_(of_my_networks),
+        KeepApartOrder.participant_b_id.in_(of_my_networks),
+    )
 
 
 def audit_events(principal: Principal) -> Select[Any]:
