@@ -71,7 +71,7 @@ async def load_demo(session: AsyncSession) -> str:
     session.add(KeepApartOrder(participant_a_id=a, participant_b_id=b, reason="threat",
                                scope="facility", authorised_by="Lt. Demo", opened_by="demo",
                                status_changed_by="demo"))
-    supporter = next(p for p in inc if p.is_supporter)
+    peer = next(p for p in inc if p.is_supporter)
     lines = []
     for role in Role:
         if role == Role.integration:
@@ -79,7 +79,7 @@ async def load_demo(session: AsyncSession) -> str:
         password = DEMO_PASSWORD.format(role=role.value)
         session.add(User(username=role.value, password_hash=hash_password(password),
                          role=role.value, all_facilities=True, facility_ids=[],
-                         participant_id=supporter.id if role == Role.peer_supporter else None))
+                         participant_id=peer.id if role == Role.peer_supporter else None))
         lines.append(f"  {role.value:<18} password {password}")
     w = Writer(session, None)
     w.audit("demo.load", "facility", ccj.id)
