@@ -9,7 +9,6 @@ GET /naive/{id}  the FastAPI full-stack template's way of reading an item: a syn
 Run: BENCH_BASELINE_DATABASE_URL=postgresql://... uvicorn bench.baseline_app:create_app --factory
 """
 
-from __future__ import annotations
 
 import os
 import uuid

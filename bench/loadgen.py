@@ -2,7 +2,7 @@
 
 Reads a JSON job on stdin, writes a JSON result on stdout:
   job    {"host", "port", "requests": [raw request text, ...], "concurrency", "warmup", "duration"}
-  result {"completed", "total", "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
+  result {"completed", "total", "sent", "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
           "errors", "statuses", "error_sample"}
 Requests are sent in list order, round robin, shared by all connections. Only responses that
 complete inside the measured window count; the warmup keeps the same connections.
@@ -62,6 +62,14 @@ class _Gen:
         _, proto = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
         self.conns.append(proto)
 
+    async def reconnect(self) -> None:
+        try:
+            await self.connect()
+        except OSError:
+            self.errors += 1
+            return
+        self.conns[-1].send()
+
     async def run(self) -> dict[str, Any]:
         await asyncio.gather(*(self.connect() for _ in range(self.concurrency)))
         for c in list(self.conns):
@@ -86,7 +94,7 @@ class _Gen:
             return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
 
         return {
-            "completed": len(lat), "total": self.total, "window_s": window,
+            "completed": len(lat), "total": self.total, "sent": self.i, "window_s": window,
             "rps": len(lat) / window if window > 0 else 0.0,
             "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
             "max_ms": lat[-1] * 1000 if lat else float("nan"),
@@ -160,9 +168,8 @@ class _Conn(asyncio.Protocol):
         self.transport = None
         if self.busy:
             self._finish(time.perf_counter(), 599, b"connection lost")
-        if not g.stopping:
-            asyncio.ensure_future(g.connect()).add_done_callback(
-                lambda f: f.exception() or g.conns[-1].send())
+        if not g.stopping:  # the server closed it: carry on with a new connection
+            asyncio.ensure_future(g.reconnect())
 
 
 def main() -> None:

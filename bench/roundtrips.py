@@ -1,9 +1,9 @@
 """Counts database round trips per request, in-process, from libpq's own protocol trace.
 
 Every new pool connection of an engine gets `PQtrace` switched on into its own file. A round
-trip is one ReadyForQuery from the server: the client waits for it before sending the next
-command (psycopg without pipeline mode), so this counts BEGIN/COMMIT/ROLLBACK too, which
-SQLAlchemy's cursor events never see.
+trip is one command the client sends and then waits for (psycopg without pipeline mode): a
+simple Query, or the Sync that ends an extended-protocol command. So BEGIN, COMMIT and
+ROLLBACK count too, which SQLAlchemy's cursor events never see.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def _short(sql: str, width: int = 90) -> str:
 class Tracer:
     def __init__(self, engine: Engine, label: str) -> None:
         self.dir = tempfile.mkdtemp(prefix=f"peerlink-bench-trace-{label}-")
-        self.files: list[Any] = []
+        self.files: list[str] = []
+        self._open: list[Any] = []  # the traced streams must outlive the connections
         event.listen(engine, "connect", self._on_connect)
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
@@ -40,6 +41,14 @@ class Tracer:
         conn.pgconn.trace(f.fileno())
         conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
         self.files.append(path)
+        self._open.append(f)
+
+    def close(self) -> None:
+        import shutil
+
+        for f in self._open:
+            f.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def mark(self) -> dict[str, int]:
         return {p: os.path.getsize(p) for p in self.files}
@@ -69,22 +78,28 @@ def _trips(text: str) -> list[str]:
         elif msgs:
             d, t, rest = msgs[-1]
             msgs[-1] = (d, t, rest + "\n" + line)
+    # Count what the client sends: each simple Query and each extended-protocol Sync ends a
+    # command the client then waits for (one ReadyForQuery each). libpq buffers the trace of
+    # received messages until its next send, so the replies are not what is counted.
     out: list[str] = []
     desc: str | None = None
     for d, t, rest in msgs:
-        if d == "F" and desc is None:
-            if t == "Query":
-                m = _QUERY.match(rest)
-                desc = _short(m.group(1) if m else rest)
-            elif t == "Parse":
+        if d != "F":
+            continue
+        if t == "Query":
+            m = _QUERY.match(rest)
+            out.append(_short(m.group(1) if m else rest))
+            desc = None
+        elif t == "Sync":
+            out.append(desc or "?")
+            desc = None
+        elif desc is None:
+            if t == "Parse":
                 m = _PARSE.match(rest)
                 desc = _short(m.group(2) if m else rest)
             elif t == "Bind":
                 m = _BIND.match(rest)
                 desc = f"(prepared statement {m.group(1) if m else '?'})"
-            elif t != "Sync":
+            else:
                 desc = t
-        elif d == "B" and t == "ReadyForQuery":
-            out.append(desc or "?")
-            desc = None
     return out

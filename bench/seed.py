@@ -77,7 +77,8 @@ def seed(url: str, n: int) -> Seeded:
         conn.cursor().executemany(
             "INSERT INTO housing_unit (id, facility_id, code, name, active, created_at) "
             "VALUES (%s, %s, %s, %s, true, %s)",
-            [(uid, facility_id, code, f"Unit {code}", now) for uid, code in zip(unit_ids, UNIT_CODES)])
+            [(uid, facility_id, code, f"Unit {code}", now)
+             for uid, code in zip(unit_ids, UNIT_CODES, strict=True)])
         cols = ("id, network, legal_name, preferred_name, date_of_birth, languages, facility_id, "
                 "housing_unit_id, custody_status, employment_status, is_supporter, is_recipient, "
                 "supporter_availability, unavailable_until, external_ids, archived_at, "
