@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     jwt_private_key_file: Path | None = None
     # Public keys (PEM files) of retired signing keys, still accepted for verification.
     jwt_previous_public_key_files: list[Path] = Field(default_factory=list)
+    # How long a process may reuse an account's checked state for one token (0 = never).
+    # Revocations and account changes invalidate at once (LISTEN/NOTIFY); this bounds the rest.
+    principal_cache_seconds: float = Field(10.0, ge=0, le=60)
 
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000

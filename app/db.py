@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel import SQLModel
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 
@@ -113,6 +113,57 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessionmaker() as session:
-        yield session
+def make_read_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """GET and HEAD run on their own pool of autocommit connections on PostgreSQL: no
+    BEGIN/ROLLBACK around a read, nothing to reset when a connection goes back. A read that
+    must write (an audited confidential read) opens its own transaction with
+    app.state.sessionmaker, as audit.record_denial does. SQLite shares the one engine."""
+    if settings.is_sqlite:
+        return engine
+    return create_async_engine(settings.async_database_url, isolation_level="AUTOCOMMIT",
+                               pool_reset_on_return=None, pool_size=settings.db_pool_size,
+                               max_overflow=settings.db_pool_size)
+
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class _LazySession:
+    __slots__ = ("maker", "session")
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+        self.maker = maker
+        self.session: AsyncSession | None = None
+
+    def get(self) -> AsyncSession:
+        if self.session is None:
+            self.session = self.maker()
+        return self.session
+
+
+class SessionMiddleware:
+    """One database session per request, opened on first use and closed (rolled back if
+    uncommitted) when the request ends. Cheaper than a yield-dependency, and a request that
+    never touches the database (a cached principal on /v1/auth/me) never opens one."""
+
+    def __init__(self, app: ASGIApp, *, sessionmaker: async_sessionmaker[AsyncSession],
+                 read_sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.app = app
+        self.write = sessionmaker
+        self.read = read_sessionmaker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        lazy = _LazySession(self.read if scope["method"] in _READ_METHODS else self.write)
+        scope.setdefault("state", {})["db"] = lazy
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if lazy.session is not None:
+                await lazy.session.close()
+
+
+async def get_session(request: Request) -> AsyncSession:
+    return request.state.db.get()  # type: ignore[no-any-return]

@@ -125,6 +125,7 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        await _end_request_transaction(request)
         await _audit_denial(request, exc)
         return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.headers,
                                 **exc.extra)
@@ -144,9 +145,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        await _end_request_transaction(request)
         log.exception("unhandled error", extra={"path_template": _route(request)})
         return problem_response(500, "internal_error", "Internal server error",
                                 "Something went wrong on our side; quote the request id.")
+
+
+async def _end_request_transaction(request: Request) -> None:
+    """A refused request changes nothing: roll its transaction back now, before anything
+    else (the denial's audit row) needs the database."""
+    lazy = getattr(request.state, "db", None)
+    if lazy is not None and lazy.session is not None:
+        await lazy.session.close()
 
 
 def _route(request: Request) -> str:

@@ -9,17 +9,17 @@ from typing import Any
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.middleware.cors import CORSMiddleware
 
 from app.config import Settings, get_settings
-from app.db import make_async_engine, make_sessionmaker
+from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.errors import FieldError, Problem, install_error_handlers
 from app.logging import configure_logging
-from app.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
 from app.routers import accounts, audit, auth, facilities, keep_aparts, operations, participants
+from app.security import invalidation
+from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
@@ -45,17 +45,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        PRINCIPALS.ttl = settings.principal_cache_seconds
+        async with invalidation.running(settings):
+            yield
         await engine.dispose()
+        if read_engine is not engine:
+            await read_engine.dispose()
 
     app = FastAPI(
         title="peerlink", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
-        default_response_class=JSONResponse, generate_unique_id_function=_operation_id,
+        generate_unique_id_function=_operation_id,
         openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    read_engine = make_read_engine(settings, engine)
+    app.state.read_sessionmaker = make_sessionmaker(read_engine)
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.throttle = Throttle(settings)
 
@@ -64,8 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     install_error_handlers(app)
 
-    Instrumentator(excluded_handlers=["/metrics", "/livez", "/readyz"]).instrument(app).expose(
-        app, include_in_schema=False)
+    app.add_api_route("/metrics", metrics_response, include_in_schema=False)
+    app.add_middleware(SessionMiddleware, sessionmaker=app.state.sessionmaker,
+                       read_sessionmaker=app.state.read_sessionmaker)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -73,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type", "If-Match",
                                           "Idempotency-Key", "X-Request-ID"],
                            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"])
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -1,11 +1,21 @@
-"""Pure-ASGI middleware: body size cap (413), JSON-only bodies (415), access log line."""
+"""Pure-ASGI middleware: body size cap (413), JSON-only bodies (415), access log + metrics."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem_response
@@ -60,7 +70,16 @@ class _TooLarge(Exception):
     pass
 
 
-class AccessLogMiddleware:
+REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("http_request_duration_seconds", "HTTP request duration", ["method", "route"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+_UNMEASURED = {"/metrics", "/livez", "/readyz"}
+
+
+class ObservabilityMiddleware:
+    """One pass per request for the access log line and the Prometheus metrics, both labelled
+    by the route template (never the raw path, which carries ids)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -80,8 +99,22 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
+            elapsed = time.perf_counter() - start
             route: Any = scope.get("route")
-            access_log.info("request", extra={
-                "method": scope["method"], "route": getattr(route, "path", "unmatched"),
-                "status": status, "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-            })
+            template = getattr(route, "path", None) or "unmatched"
+            if template not in _UNMEASURED:
+                REQUESTS.labels(scope["method"], template, str(status)).inc()
+                LATENCY.labels(scope["method"], template).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra={
+                    "method": scope["method"], "route": template, "status": status,
+                    "duration_ms": round(elapsed * 1000, 2)})
+
+
+def metrics_response() -> Response:
+    """Prometheus exposition; several worker processes share PROMETHEUS_MULTIPROC_DIR."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -73,8 +73,8 @@ async def create_participant(body: ParticipantCreate, session: SessionDep, respo
 async def get_participant(participant_id: uuid.UUID, session: SessionDep, response: Response,
                           principal: Principal = require("participants:read"),
                           ) -> ParticipantRead:
-    p = await svc.get(session=session, principal=principal, participant_id=participant_id)
-    return _out(response, p)
+    row = await svc.read(session=session, principal=principal, participant_id=participant_id)
+    return _out(response, row)
 
 
 @router.patch("/{participant_id}", response_model=ParticipantRead,

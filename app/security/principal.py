@@ -1,8 +1,15 @@
 """Who is calling: the Principal, built from a verified access token and the account's
-current state (one database round trip), and the scope check every route declares."""
+current state, and the scope check every route declares.
+
+The account's state (active, role, facilities, network, token not revoked) is read from the
+database at most once per token every few seconds: PRINCIPALS caches it by token id.
+Revocations and account changes drop the entries at once in the process that made them
+(Writer.invalidate_auth) and in every other process through PostgreSQL NOTIFY
+(app.security.invalidation); until a process listens, it does not cache."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +20,6 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
-from app.db import get_session
 from app.errors import Forbidden, Unauthorized
 from app.models import ApiClient, Participant, RevokedAccessToken, User
 from app.models.common import Network, Role
@@ -42,6 +48,63 @@ class Principal:
 
     def sees_facility(self, facility_id: uuid.UUID | None) -> bool:
         return self.all_facilities or facility_id in self.facility_ids
+
+
+class PrincipalCache:
+    def __init__(self, ttl_seconds: float = 10.0, size: int = 20_000) -> None:
+        self.ttl = ttl_seconds
+        self.size = size
+        self.enabled = True
+        self._by_jti: dict[str, tuple[float, Principal]] = {}
+        self._jtis_by_subject: dict[uuid.UUID, set[str]] = {}
+
+    def get(self, jti: str, now: float) -> Principal | None:
+        if not self.enabled:
+            return None
+        hit = self._by_jti.get(jti)
+        if hit is None:
+            return None
+        if hit[0] <= now:
+            self.forget_token(jti)
+            return None
+        return hit[1]
+
+    def put(self, principal: Principal, now: float) -> None:
+        if not self.enabled or self.ttl <= 0 or principal.jti is None:
+            return
+        if len(self._by_jti) >= self.size:
+            self.clear()
+        self._by_jti[principal.jti] = (now + self.ttl, principal)
+        self._jtis_by_subject.setdefault(principal.id, set()).add(principal.jti)
+
+    def forget_token(self, jti: str) -> None:
+        hit = self._by_jti.pop(jti, None)
+        if hit is not None:
+            self._jtis_by_subject.get(hit[1].id, set()).discard(jti)
+
+    def forget_subject(self, subject: uuid.UUID) -> None:
+        for jti in self._jtis_by_subject.pop(subject, set()):
+            self._by_jti.pop(jti, None)
+
+    def clear(self) -> None:
+        self._by_jti.clear()
+        self._jtis_by_subject.clear()
+
+    def apply(self, message: str) -> None:
+        """Applies an invalidation message: 'jti:<id>', 'sub:<uuid>' or 'all'."""
+        kind, _, value = message.partition(":")
+        if kind == "jti":
+            self.forget_token(value)
+        elif kind == "sub":
+            try:
+                self.forget_subject(uuid.UUID(value))
+            except ValueError:
+                self.clear()
+        else:
+            self.clear()
+
+
+PRINCIPALS = PrincipalCache()
 
 
 def verify_access_token(token: str, keyring: KeyRing, settings: Settings) -> dict[str, Any]:
@@ -99,14 +162,19 @@ async def get_principal(
     security_scopes: SecurityScopes,
     request: Request,
     token: str | None = Depends(oauth2_scheme),
-    session: AsyncSession = Depends(get_session),
 ) -> Principal:
     if not token:
         raise Unauthorized()
     settings: Settings = request.app.state.settings
     try:
         claims = verify_access_token(token, request.app.state.keyring, settings)
-        principal = await load_principal(session, claims)
+        now = time.time()
+        principal = PRINCIPALS.get(claims["jti"], now)
+        if principal is None:
+            # Only a cache miss touches the database, on a short read of its own.
+            async with request.app.state.read_sessionmaker() as session:
+                principal = await load_principal(session, claims)
+            PRINCIPALS.put(principal, now)
     except InvalidToken as exc:
         request.state.auth_failure = str(exc)  # for the log line; never for the body
         raise Unauthorized() from None

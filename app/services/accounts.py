@@ -122,6 +122,7 @@ async def update_user(*, session: AsyncSession, principal: Principal, user_id: u
     user.updated_at = utcnow()
     w = Writer(session, principal)
     w.audit("user.update", "user", user.id)
+    w.invalidate_auth(subject=user.id)
     if data.password is not None or "role" in fields:
         await _revoke_user_refresh_tokens(session, user.id)
     await w.commit()
@@ -142,6 +143,7 @@ async def set_user_active(*, session: AsyncSession, principal: Principal, user_i
         await _revoke_user_refresh_tokens(session, user.id)
     w = Writer(session, principal)
     w.audit("user.activate" if active else "user.deactivate", "user", user.id)
+    w.invalidate_auth(subject=user.id)
     await w.commit()
     return user
 
@@ -226,6 +228,7 @@ async def update_client(*, session: AsyncSession, principal: Principal, client_i
     client.updated_at = utcnow()
     w = Writer(session, principal)
     w.audit("client.update", "api_client", client.id)
+    w.invalidate_auth(subject=client.id)
     await w.commit()
     return client
 

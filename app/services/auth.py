@@ -218,6 +218,7 @@ async def revoke(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
                 jti=claims["jti"], expires_at=datetime.fromtimestamp(claims["exp"], UTC)))
         w = Writer(session, None)
         w.audit("auth.revoke_access", "token", claims["jti"])
+        w.invalidate_auth(jti=claims["jti"])
         await w.commit()
         return
     stored = (await session.execute(select(RefreshToken).where(

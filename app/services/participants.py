@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Row, and_, or_, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +40,7 @@ from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
 from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.scoping import P
 from app.services.writer import Writer
 
 
@@ -66,36 +67,44 @@ async def get(*, session: AsyncSession, principal: Principal, participant_id: uu
     return row
 
 
+async def read(*, session: AsyncSession, principal: Principal,
+               participant_id: uuid.UUID) -> Row[Any]:
+    """One participant as a Core row (the read path: no ORM object is built)."""
+    row = (await session.execute(
+        scoping.participant_rows(principal).where(P.id == participant_id))).first()
+    if row is None:
+        raise NotFound("No such participant.")
+    return row
+
+
 async def list_(*, session: AsyncSession, principal: Principal, filters: ListFilters,
-                limit: int, cursor: str | None) -> tuple[list[Participant], str | None]:
+                limit: int, cursor: str | None) -> tuple[list[Row[Any]], str | None]:
     after = decode_uuid_cursor(cursor, "participant")
-    stmt = scoping.participants(principal)
+    stmt = scoping.participant_rows(principal)
     f = filters
     if after is not None:
-        stmt = stmt.where(Participant.id > after)
+        stmt = stmt.where(P.id > after)
     if f.facility_id:
-        stmt = stmt.where(Participant.facility_id == f.facility_id)
+        stmt = stmt.where(P.facility_id == f.facility_id)
     if f.network:
-        stmt = stmt.where(Participant.network == f.network.value)
+        stmt = stmt.where(P.network == f.network.value)
     if f.custody_status:
-        stmt = stmt.where(Participant.custody_status == f.custody_status.value)
+        stmt = stmt.where(P.custody_status == f.custody_status.value)
     if f.program_role == ProgramRole.supporter:
-        stmt = stmt.where(Participant.is_supporter.is_(True))  # type: ignore[attr-defined]
+        stmt = stmt.where(P.is_supporter.is_(True))
     elif f.program_role == ProgramRole.recipient:
-        stmt = stmt.where(Participant.is_recipient.is_(True))  # type: ignore[attr-defined]
+        stmt = stmt.where(P.is_recipient.is_(True))
     if f.housing_unit_id:
-        stmt = stmt.where(Participant.housing_unit_id == f.housing_unit_id)
+        stmt = stmt.where(P.housing_unit_id == f.housing_unit_id)
     if f.updated_since:
-        stmt = stmt.where(Participant.updated_at >= f.updated_since)
+        stmt = stmt.where(P.updated_at >= f.updated_since)
     if not f.include_archived:
-        stmt = stmt.where(Participant.archived_at.is_(None))  # type: ignore[union-attr]
+        stmt = stmt.where(P.archived_at.is_(None))
     if f.q:
-        stmt = stmt.where(or_(
-            Participant.legal_name.ilike(f"%{_escape(f.q)}%", escape="\\"),  # type: ignore[attr-defined]
-            Participant.preferred_name.ilike(f"%{_escape(f.q)}%", escape="\\"),  # type: ignore[union-attr]
-        ))
-    stmt = stmt.order_by(Participant.id).limit(limit + 1)
-    rows = list((await session.execute(stmt)).scalars())
+        pattern = f"%{_escape(f.q)}%"
+        stmt = stmt.where(or_(P.legal_name.ilike(pattern, escape="\\"),
+                              P.preferred_name.ilike(pattern, escape="\\")))
+    rows = list((await session.execute(stmt.order_by(P.id).limit(limit + 1))).all())
     nxt = encode_cursor("participant", rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], nxt
 
@@ -348,7 +357,10 @@ async def merge(*, session: AsyncSession, principal: Principal, participant_id: 
     survivor.external_ids = [*(survivor.external_ids or []), *(dup.external_ids or [])]
     dup.external_ids = []
     await _move_keep_aparts(session, survivor.id, dup.id, now, principal, w)
-    await session.execute(sql_update(User).where(User.participant_id == dup.id)  # type: ignore[arg-type]
+    linked = (await session.execute(select(User.id).where(User.participant_id == dup.id))).scalars()
+    for user_id in list(linked):
+        w.invalidate_auth(subject=user_id)
+    await session.execute(sql_update(User).where(User.participant_id == dup.id)
                           .values(participant_id=survivor.id))
     dup.archived_at = now
     dup.merged_into_id = survivor.id

@@ -29,26 +29,36 @@ def _where(stmt: Select[Any], *clauses: Any) -> Select[Any]:
     return stmt.where(*real) if real else stmt
 
 
+# Reads select from the Core table (rows, not ORM objects: several times cheaper per row);
+# writes select the ORM entity. Both take their WHERE clauses from participant_clauses.
+PARTICIPANT = Participant.__table__
+P = PARTICIPANT.c
+
+
 def participant_clauses(principal: Principal) -> list[Any]:
     clauses: list[Any] = [
-        Participant.network.in_([n.value for n in principal.networks])  # type: ignore[attr-defined]
-        if principal.networks else false(),
-        _facility_clause(principal, Participant.facility_id),
+        P.network.in_([n.value for n in principal.networks]) if principal.networks else false(),
+        _facility_clause(principal, P.facility_id),
     ]
     if principal.role == Role.peer_supporter:
         # Until pairings exist a peer supporter sees only their own record.
-        clauses.append(Participant.id == principal.participant_id
-                       if principal.participant_id else false())
+        clauses.append(P.id == principal.participant_id if principal.participant_id else false())
     return [c for c in clauses if c is not None]
 
 
 def participants(principal: Principal, *columns: Any) -> Select[Any]:
+    """ORM entities (for writes) or the given columns."""
     stmt = select(*columns) if columns else select(Participant)
     return stmt.where(*participant_clauses(principal))
 
 
+def participant_rows(principal: Principal) -> Select[Any]:
+    """Core rows of every participant column (for reads)."""
+    return select(PARTICIPANT).where(*participant_clauses(principal))
+
+
 def visible_participant_ids(principal: Principal) -> Select[Any]:
-    return participants(principal, Participant.id)
+    return participants(principal, P.id)
 
 
 def facilities(principal: Principal) -> Select[Any]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow, uuid7
 from app.models import OutboxEvent
-from app.security.principal import Principal
+from app.security.principal import PRINCIPALS, Principal
 from app.services import audit
 from app.services.audit import AuditEntry
 
@@ -24,6 +25,7 @@ class Writer:
         self.principal = principal
         self._audit: list[AuditEntry] = []
         self._events: list[OutboxEvent] = []
+        self._auth_changes: list[str] = []
 
     def audit(self, action: str, entity_type: str, entity_id: Any,
               facility_id: uuid.UUID | None = None, outcome: str = "success") -> None:
@@ -40,6 +42,10 @@ class Writer:
             entity_id=entity_id, facility_id=facility_id, network=network, data=data or {},
         ))
 
+    def invalidate_auth(self, *, subject: uuid.UUID | None = None, jti: str | None = None) -> None:
+        """Cached principals of this account / token are dropped when the change commits."""
+        self._auth_changes.append(f"sub:{subject}" if subject else f"jti:{jti}")
+
     @property
     def events(self) -> list[OutboxEvent]:
         return list(self._events)
@@ -53,6 +59,13 @@ class Writer:
             role=p.role.value if p else None,
             client_id=p.name if p and p.kind == "client" else None,
         )
+        if self._auth_changes and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            for message in self._auth_changes:
+                await self.session.execute(text("SELECT pg_notify(:c, :m)"),
+                                           {"c": "peerlink_auth", "m": message})
         await self.session.commit()
+        for message in self._auth_changes:
+            PRINCIPALS.apply(message)  # this process at once; the others on NOTIFY
         self._audit.clear()
         self._events.clear()
+        self._auth_changes.clear()
