@@ -33,10 +33,8 @@ cursor-paginated (`limit`, `cursor` -> `next_cursor`). Single resources carry an
 send it back in `If-Match` to avoid lost updates (412 on mismatch).
 """
 
-
 def _operation_id(route: APIRoute) -> str:
     return route.name
-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -60,13 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
-    read_engine = make_read_engine(settings, engine)
+    read_engine = app.state.read_engine = make_read_engine(settings, engine)
     app.state.read_sessionmaker = make_sessionmaker(read_engine)
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.throttle = Throttle(settings)
 
-    for router in (auth.router, operations.router, facilities.router, participants.router,
-                   keep_aparts.router, accounts.users, accounts.clients, audit.router):
+    # Routes are matched in order: the resources integrators hit hardest come first.
+    for router in (participants.router, keep_aparts.router, facilities.router, auth.router,
+                   operations.router, accounts.users, accounts.clients, audit.router):
         app.include_router(router)
     install_error_handlers(app)
 
@@ -85,7 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
-
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:

@@ -54,7 +54,7 @@ class PrincipalCache:
     def __init__(self, ttl_seconds: float = 10.0, size: int = 20_000) -> None:
         self.ttl = ttl_seconds
         self.size = size
-        self.enabled = True
+        self.enabled = False  # switched on by app.security.invalidation.running (lifespan)
         self._by_jti: dict[str, tuple[float, Principal]] = {}
         self._jtis_by_subject: dict[uuid.UUID, set[str]] = {}
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, or_, select
+from sqlalchemy import Row, and_, null, or_, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,28 +119,28 @@ async def _resolve_location(session: AsyncSession, principal: Principal, *,
                             facility_id: uuid.UUID | None, facility_code: str | None,
                             unit_id: uuid.UUID | None, unit_code: str | None,
                             ) -> tuple[uuid.UUID, uuid.UUID | None]:
-    stmt = scoping.facilities(principal)
-    stmt = stmt.where(Facility.id == facility_id) if facility_id else stmt.where(
-        Facility.code == facility_code)
-    facility = (await session.execute(stmt)).scalar_one_or_none()
-    if facility is None:
+    """Facility (within scope) and housing unit (of that facility) in one query."""
+    fac, unit = Facility.__table__, HousingUnit.__table__
+    want_unit = unit_id is not None or unit_code is not None
+    unit_match = and_(unit.c.facility_id == fac.c.id,
+                      unit.c.id == unit_id if unit_id else unit.c.code == unit_code)
+    stmt = (select(fac.c.id, unit.c.id.label("unit_id")).select_from(fac.outerjoin(unit, unit_match))
+            if want_unit else select(fac.c.id, null().label("unit_id")))
+    stmt = stmt.where(fac.c.id == facility_id if facility_id else fac.c.code == facility_code,
+                      *scoping.facility_clauses(principal))
+    row = (await session.execute(stmt)).first()
+    if row is None:
         raise RuleViolation("The facility is unknown or outside your scope.",
                             code="unknown_facility",
                             errors=[{"field": "facility_id" if facility_id else "facility_code",
                                      "message": "unknown facility", "type": "unknown_facility"}])
-    if unit_id is None and unit_code is None:
-        return facility.id, None
-    ustmt = select(HousingUnit.id).where(HousingUnit.facility_id == facility.id)
-    ustmt = ustmt.where(HousingUnit.id == unit_id) if unit_id else ustmt.where(
-        HousingUnit.code == unit_code)
-    unit = (await session.execute(ustmt)).scalar_one_or_none()
-    if unit is None:
+    if want_unit and row.unit_id is None:
         raise RuleViolation("The housing unit is not one of this facility's.",
                             code="unknown_housing_unit",
                             errors=[{"field": "housing_unit_id" if unit_id else "housing_unit_code",
                                      "message": "unknown housing unit for this facility",
                                      "type": "unknown_housing_unit"}])
-    return facility.id, unit
+    return row.id, row.unit_id
 
 
 def _check_network(principal: Principal, network: Network) -> None:
@@ -282,11 +282,18 @@ async def upsert_by_external_id(*, session: AsyncSession, principal: Principal, 
     if not any(e.source == source and e.value == value for e in ids):
         ids.insert(0, ExternalId(source=source, value=value))
     data = data.model_copy(update={"external_ids": ids})
-    owner = (await session.execute(
-        select(ParticipantExternalId.participant_id)
-        .where(ParticipantExternalId.source == source, ParticipantExternalId.value == value)
+    ext = ParticipantExternalId.__table__.c
+    p = (await session.execute(
+        scoping.participants(principal)
+        .join(ParticipantExternalId.__table__, ext.participant_id == Participant.id)
+        .where(ext.source == source, ext.value == value)
+        .with_for_update(of=Participant.__table__)
     )).scalar_one_or_none()
-    if owner is None:
+    if p is None:
+        taken = (await session.execute(select(ext.participant_id).where(
+            ext.source == source, ext.value == value))).first()
+        if taken is not None:  # someone outside the caller's scope holds this id
+            raise NotFound("No such participant.")
         try:
             return await create(session=session, principal=principal, data=data), True
         except Conflict:
@@ -296,7 +303,6 @@ async def upsert_by_external_id(*, session: AsyncSession, principal: Principal, 
             return await upsert_by_external_id(session=session, principal=principal,
                                                source=source, value=value, data=data,
                                                _retry=False)
-    p = await get(session=session, principal=principal, participant_id=owner, for_update=True)
     if p.network != data.network.value:
         raise RuleViolation("A participant's network cannot change.", code="network_immutable")
     w = Writer(session, principal)

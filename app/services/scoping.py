@@ -61,6 +61,11 @@ def visible_participant_ids(principal: Principal) -> Select[Any]:
     return participants(principal, P.id)
 
 
+def facility_clauses(principal: Principal) -> list[Any]:
+    clause = _facility_clause(principal, Facility.__table__.c.id)
+    return [] if clause is None else [clause]
+
+
 def facilities(principal: Principal) -> Select[Any]:
     return _where(select(Facility), _facility_clause(principal, Facility.id))
 
