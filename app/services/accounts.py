@@ -18,7 +18,7 @@ from app.security.principal import Principal
 from app.security.scopes import ROLE_SCOPES
 from app.services.common import check_version
 from app.services.facilities import ids_by_codes
-from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.pagination import keyset_page
 from app.services.writer import Writer
 
 
@@ -83,17 +83,13 @@ async def get_user(*, session: AsyncSession, user_id: uuid.UUID) -> User:
 
 async def list_users(*, session: AsyncSession, limit: int, cursor: str | None,
                      role: Role | None, active: bool | None) -> tuple[list[User], str | None]:
-    after = decode_uuid_cursor(cursor, "user")
     stmt = select(User)
-    if after:
-        stmt = stmt.where(User.id > after)
     if role:
         stmt = stmt.where(User.role == role.value)
     if active is not None:
         stmt = stmt.where(User.active == active)
-    rows = list((await session.execute(stmt.order_by(User.id).limit(limit + 1))).scalars())
-    nxt = encode_cursor("user", rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], nxt
+    return await keyset_page(session, stmt, User.__table__.c.id, kind="user", limit=limit,
+                             cursor=cursor)
 
 
 async def update_user(*, session: AsyncSession, principal: Principal, user_id: uuid.UUID,
@@ -194,13 +190,8 @@ async def get_client(*, session: AsyncSession, client_id: uuid.UUID) -> ApiClien
 
 async def list_clients(*, session: AsyncSession, limit: int,
                        cursor: str | None) -> tuple[list[ApiClient], str | None]:
-    after = decode_uuid_cursor(cursor, "client")
-    stmt = select(ApiClient)
-    if after:
-        stmt = stmt.where(ApiClient.id > after)
-    rows = list((await session.execute(stmt.order_by(ApiClient.id).limit(limit + 1))).scalars())
-    nxt = encode_cursor("client", rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], nxt
+    return await keyset_page(session, select(ApiClient), ApiClient.__table__.c.id, kind="client",
+                             limit=limit, cursor=cursor)
 
 
 async def update_client(*, session: AsyncSession, principal: Principal, client_id: uuid.UUID,

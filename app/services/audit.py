@@ -14,12 +14,16 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from asgi_correlation_id import correlation_id
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from app.security.principal import Principal
 from starlette.requests import Request
 
 from app.db import utcnow
@@ -126,3 +130,22 @@ def verify_chain(session: Session, batch: int = 5000) -> tuple[int, list[int]]:
             last_id = int(e.id)  # type: ignore[arg-type]
         session.expunge_all()
     return count, bad
+
+
+async def list_events(*, session: AsyncSession, principal: Principal, limit: int,
+                      cursor: str | None, filters: dict[str, str | None],
+                      since: datetime | None, until: datetime | None,
+                      ) -> tuple[list[AuditEvent], str | None]:
+    from app.services import scoping  # scoping imports the principal, which imports this
+    from app.services.pagination import keyset_page
+
+    table = AuditEvent.__table__
+    stmt = scoping.audit_events(principal)
+    for name, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(table.c[name] == value)
+    if since:
+        stmt = stmt.where(table.c.occurred_at >= since)
+    if until:
+        stmt = stmt.where(table.c.occurred_at < until)
+    return await keyset_page(session, stmt, table.c.id, kind="audit", limit=limit, cursor=cursor)

@@ -15,7 +15,7 @@ from app.models.facility import FacilityCreate, FacilityUpdate, HousingUnitCreat
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
-from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.pagination import keyset_page
 from app.services.writer import Writer
 
 
@@ -30,13 +30,8 @@ async def get(*, session: AsyncSession, principal: Principal, facility_id: uuid.
 
 async def list_(*, session: AsyncSession, principal: Principal, limit: int,
                 cursor: str | None) -> tuple[list[Facility], str | None]:
-    after = decode_uuid_cursor(cursor, "facility")
-    stmt = scoping.facilities(principal).order_by(Facility.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(Facility.id > after)
-    rows = list((await session.execute(stmt)).scalars())
-    nxt = encode_cursor("facility", rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], nxt
+    return await keyset_page(session, scoping.facilities(principal), Facility.__table__.c.id,
+                             kind="facility", limit=limit, cursor=cursor)
 
 
 async def create(*, session: AsyncSession, principal: Principal, data: FacilityCreate) -> Facility:

@@ -15,7 +15,7 @@ from app.models.keep_apart import KeepApartCreate, KeepApartStatus, ordered_pair
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
-from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.pagination import keyset_page
 from app.services.writer import Writer
 
 
@@ -33,18 +33,14 @@ async def get(*, session: AsyncSession, principal: Principal, order_id: uuid.UUI
 async def list_(*, session: AsyncSession, principal: Principal, participant_id: uuid.UUID | None,
                 status: KeepApartStatus | None, limit: int,
                 cursor: str | None) -> tuple[list[KeepApartOrder], str | None]:
-    after = decode_uuid_cursor(cursor, "keep_apart")
     stmt = scoping.keep_apart_orders(principal)
-    if after:
-        stmt = stmt.where(KeepApartOrder.id > after)
     if participant_id:
         stmt = stmt.where((KeepApartOrder.participant_a_id == participant_id)
                           | (KeepApartOrder.participant_b_id == participant_id))
     if status:
         stmt = stmt.where(KeepApartOrder.status == status.value)
-    rows = list((await session.execute(stmt.order_by(KeepApartOrder.id).limit(limit + 1))).scalars())
-    nxt = encode_cursor("keep_apart", rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], nxt
+    return await keyset_page(session, stmt, KeepApartOrder.__table__.c.id, kind="keep_apart",
+                             limit=limit, cursor=cursor)
 
 
 def _event_scope(p: Participant) -> dict[str, object]:

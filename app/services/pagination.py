@@ -8,6 +8,9 @@ import json
 import uuid
 from typing import Any
 
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.errors import DomainError
 
 MAX_LIMIT = 200
@@ -53,3 +56,19 @@ def decode_int_cursor(cursor: str | None, kind: str) -> int | None:
     if not value.isdigit():
         raise BadCursor("The cursor is not one this list issued.")
     return int(value)
+
+
+async def keyset_page(session: AsyncSession, stmt: Select[Any], key: Any, *, kind: str,
+                      limit: int, cursor: str | None, rows: bool = False,
+                      ) -> tuple[list[Any], str | None]:
+    """One page of `stmt` ordered by the unique `key` (a UUID or integer id column), after the
+    cursor's key: `WHERE key > :after ORDER BY key LIMIT n+1`, so page 1,000 costs what page 1
+    does. `rows=True` returns Core rows, else the first entity of each row."""
+    integer = key.type.python_type is int
+    after = decode_int_cursor(cursor, kind) if integer else decode_uuid_cursor(cursor, kind)
+    if after is not None:
+        stmt = stmt.where(key > after)
+    result = await session.execute(stmt.order_by(key).limit(limit + 1))
+    items = list(result.all() if rows else result.scalars())
+    nxt = encode_cursor(kind, items[limit - 1].id) if len(items) > limit else None
+    return items[:limit], nxt

@@ -39,7 +39,7 @@ from app.models.participant import (
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
-from app.services.pagination import decode_uuid_cursor, encode_cursor
+from app.services.pagination import keyset_page
 from app.services.scoping import P
 from app.services.writer import Writer
 
@@ -79,11 +79,8 @@ async def read(*, session: AsyncSession, principal: Principal,
 
 async def list_(*, session: AsyncSession, principal: Principal, filters: ListFilters,
                 limit: int, cursor: str | None) -> tuple[list[Row[Any]], str | None]:
-    after = decode_uuid_cursor(cursor, "participant")
     stmt = scoping.participant_rows(principal)
     f = filters
-    if after is not None:
-        stmt = stmt.where(P.id > after)
     if f.facility_id:
         stmt = stmt.where(P.facility_id == f.facility_id)
     if f.network:
@@ -104,9 +101,8 @@ async def list_(*, session: AsyncSession, principal: Principal, filters: ListFil
         pattern = f"%{_escape(f.q)}%"
         stmt = stmt.where(or_(P.legal_name.ilike(pattern, escape="\\"),
                               P.preferred_name.ilike(pattern, escape="\\")))
-    rows = list((await session.execute(stmt.order_by(P.id).limit(limit + 1))).all())
-    nxt = encode_cursor("participant", rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], nxt
+    return await keyset_page(session, stmt, P.id, kind="participant", limit=limit, cursor=cursor,
+                             rows=True)
 
 
 def _escape(q: str) -> str:
