@@ -6,12 +6,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
 DEV_KEY_FILE = VAR_DIR / "dev-signing-key.pem"
+
+
+class CertificationPolicy(BaseModel):
+    validity_months: int = Field(24, ge=1, le=120)
+    refresher_hours: float = Field(8.0, ge=0, le=500)
+
+
+def _default_policies() -> dict[str, CertificationPolicy]:
+    return {"incarcerated": CertificationPolicy(), "staff": CertificationPolicy()}
 
 
 class Settings(BaseSettings):
@@ -38,6 +47,9 @@ class Settings(BaseSettings):
     # How long a process may reuse an account's checked state for one token (0 = never).
     # Revocations and account changes invalidate at once (LISTEN/NOTIFY); this bounds the rest.
     principal_cache_seconds: float = Field(10.0, ge=0, le=60)
+
+    # Certificate validity and renewal per network (JSON in PEERLINK_CERTIFICATION).
+    certification: dict[str, CertificationPolicy] = Field(default_factory=_default_policies)
 
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000

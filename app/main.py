@@ -17,13 +17,22 @@ from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_
 from app.errors import FieldError, Problem, install_error_handlers
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
-from app.routers import accounts, audit, auth, facilities, keep_aparts, operations, participants
+from app.routers import (
+    accounts,
+    audit,
+    auth,
+    facilities,
+    keep_aparts,
+    operations,
+    participants,
+    training,
+)
 from app.security import invalidation
 from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -65,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routes are matched in order: the resources integrators hit hardest come first.
     for router in (participants.router, keep_aparts.router, facilities.router, auth.router,
-                   operations.router, accounts.users, accounts.clients, audit.router):
+                   operations.router, accounts.users, accounts.clients, audit.router,
+                   training.courses, training.enrollments, training.people, training.certs):
         app.include_router(router)
     install_error_handlers(app)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,6 +16,9 @@ from app.db import make_sync_engine
 from app.models import (
     ApiClient,
     AuditEvent,
+    ConductSignature,
+    Course,
+    Enrollment,
     Facility,
     HousingUnit,
     KeepApartOrder,
@@ -112,6 +115,27 @@ class Factory:
                       networks=networks or ["incarcerated"])
         self._save(c)
         return c
+
+    def course(self, *, required: bool = True, refresher: bool = False, hours: float = 8,
+               network: str | None = None, **kw: Any) -> Course:
+        c = Course(title=kw.pop("title", f"Course {next(_seq)}"), hours=hours, network=network,
+                   required_for_certification=required, refresher=refresher, **kw)
+        self._save(c)
+        return c
+
+    def enrollment(self, person: Participant, course: Course, status: str = "enrolled",
+                   completed_at: datetime | None = None) -> Enrollment:
+        e = Enrollment(participant_id=person.id, course_id=course.id, status=status,
+                       enrolled_by="test", completed_at=completed_at,
+                       completed_by="test" if completed_at else None)
+        self._save(e)
+        return e
+
+    def signature(self, person: Participant, signed_on: date) -> ConductSignature:
+        s = ConductSignature(participant_id=person.id, conduct_version="v1", signed_on=signed_on,
+                             witnessed_by="test")
+        self._save(s)
+        return s
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

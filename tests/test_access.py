@@ -217,6 +217,21 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("PATCH", "/v1/clients/{client_id}",                          (200, 403, 403, 403, 403, 403, 403, 403)),
     ("POST", "/v1/clients/{client_id}/rotate-secret",             (200, 403, 403, 403, 403, 403, 403, 403)),
     ("GET", "/v1/audit-events",                                   (200, 403, 403, 403, 403, 403, 200, 403)),
+    ("GET", "/v1/courses",                                        (200, 200, 200, 403, 403, 200, 403, 403)),
+    ("GET", "/v1/courses/{course_id}",                            (200, 200, 200, 403, 403, 200, 403, 403)),
+    ("POST", "/v1/courses",                                       (201, 403, 403, 403, 403, 403, 403, 403)),
+    ("PATCH", "/v1/courses/{course_id}",                          (200, 403, 403, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/courses/{course_id}/retire",                    (200, 403, 403, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/enrollments",                                    (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("GET", "/v1/enrollments/{enrollment_id}",                    (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("POST", "/v1/enrollments",                                   (403, 201, 201, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/enrollments/{enrollment_id}/start",             (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/enrollments/{enrollment_id}/complete",          (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/enrollments/{enrollment_id}/withdraw",          (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/enrollments/{enrollment_id}/fail",              (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/participants/{participant_id}/code-of-conduct", (403, 201, 201, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/participants/{participant_id}/certification",    (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("GET", "/v1/certifications/expiring",                        (403, 200, 200, 403, 403, 200, 403, 403)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -261,6 +276,12 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         subs["user_id"] = f.user(Role.officer, [a], active=not template.endswith("/reactivate")).id
     if "{client_id}" in template:
         subs["client_id"] = f.api_client(["participants:read"], [a]).id
+    if "{course_id}" in template:
+        subs["course_id"] = f.course().id
+    if "{enrollment_id}" in template:
+        owner = ctx.own or ctx.person()
+        status = "in_progress" if template.endswith("/fail") else "enrolled"
+        subs["enrollment_id"] = f.enrollment(owner, f.course(), status=status).id
     path = template.format(**subs)
     person = {"network": ctx.network, "legal_name": "New Person", "facility_code": a.code}
     bodies: dict[tuple[str, str], Any] = {
@@ -286,6 +307,15 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         ("POST", "/v1/clients"): lambda: {"name": "EHR", "scopes": ["participants:read"],
                                           "facility_codes": [a.code]},
         ("PATCH", "/v1/clients/{client_id}"): lambda: {"name": "Renamed"},
+        ("POST", "/v1/courses"): lambda: {"title": "Boundaries", "hours": 4},
+        ("PATCH", "/v1/courses/{course_id}"): lambda: {"hours": 6},
+        ("POST", "/v1/enrollments"): lambda: {"participant_id": str(ctx.person().id),
+                                              "course_id": str(f.course().id)},
+        ("POST", "/v1/enrollments/{enrollment_id}/complete"): lambda: {"score": 90},
+        ("POST", "/v1/enrollments/{enrollment_id}/withdraw"): lambda: {"reason": "moved"},
+        ("POST", "/v1/enrollments/{enrollment_id}/fail"): lambda: {},
+        ("POST", "/v1/participants/{participant_id}/code-of-conduct"):
+            lambda: {"conduct_version": "2026-01"},
     }
     make = bodies.get((method, template))
     return path, make() if make else None

@@ -10,3 +10,6 @@ __all__ = [
     "ApiClient", "AuditEvent", "Facility", "HousingUnit", "KeepApartOrder", "OutboxEvent",
     "Participant", "ParticipantExternalId", "RefreshToken", "RevokedAccessToken", "User",
 ]
+from app.models.training import ConductSignature, Course, Enrollment  # noqa: E402
+
+__all__ += ["ConductSignature", "Course", "Enrollment"]

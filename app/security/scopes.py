@@ -16,6 +16,10 @@ SCOPES: dict[str, str] = {
     "clients:read": "Read API clients",
     "clients:write": "Create, change and rotate API clients",
     "audit:read": "Read the audit trail",
+    "courses:read": "Read the course catalogue of your networks",
+    "courses:write": "Create, change and retire courses",
+    "training:read": "Read enrollments, code-of-conduct signatures and certification",
+    "training:write": "Enroll participants, move enrollments along, record conduct signatures",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -23,20 +27,22 @@ _ALL_NETWORKS = frozenset(Network)
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.admin: frozenset({
         "facilities:read", "facilities:write", "users:read", "users:write",
-        "clients:read", "clients:write", "audit:read",
+        "clients:read", "clients:write", "audit:read", "courses:read", "courses:write",
     }),
     Role.coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
-        "keep_apart:read", "keep_apart:write",
+        "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
-        "keep_apart:read", "keep_apart:write",
+        "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read"}),
     Role.officer: frozenset({"facilities:read", "participants:read"}),
-    # A peer supporter reads only their own participant record until pairings exist.
-    Role.peer_supporter: frozenset({"facilities:read", "participants:read"}),
+    # A peer supporter reads only their own participant record (and its training) until
+    # pairings exist.
+    Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
+                                    "training:read"}),
     Role.auditor: frozenset({"facilities:read", "audit:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({

@@ -1,0 +1,162 @@
+"""Certification, derived from training records (never typed in).
+
+A supporter is certified while every active required course of their network is completed,
+the code of conduct is signed, and the certificate has not expired. The first period starts
+when the last of those was done and lasts the network's validity period; it renews, from the
+day they are reached, each time the network's refresher hours are completed within a period
+(or after it lapsed, which restores it).
+"""
+
+from __future__ import annotations
+
+import calendar
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import CertificationPolicy, Settings
+from app.db import utcnow
+from app.models import ConductSignature, Course, Enrollment, Participant
+from app.models.training import (
+    CertificationMissing,
+    CertificationRead,
+    EnrollmentStatus,
+    ExpiringCertificate,
+    MissingCourse,
+)
+from app.security.principal import Principal
+from app.services import scoping
+
+
+@dataclass(frozen=True)
+class Completion:
+    course_id: uuid.UUID
+    on: date
+    hours: float
+    refresher: bool
+
+
+@dataclass
+class CertState:
+    certified: bool
+    since: date | None
+    until: date | None
+    missing_courses: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    conduct_missing: bool = False
+    expired: bool = False
+    refresher_hours_needed: float = 0.0
+
+
+def add_months(d: date, months: int) -> date:
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
+
+
+def derive(*, required: list[tuple[uuid.UUID, str]], completions: list[Completion],
+           signed_on: date | None, policy: CertificationPolicy, today: date) -> CertState:
+    """Pure: the certification state from training records (see the module's docstring)."""
+    first_done: dict[uuid.UUID, date] = {}
+    for c in sorted(completions, key=lambda c: c.on):
+        first_done.setdefault(c.course_id, c.on)
+    missing = [(cid, title) for cid, title in required if cid not in first_done]
+    if missing or signed_on is None:
+        return CertState(certified=False, since=None, until=None, missing_courses=missing,
+                         conduct_missing=signed_on is None)
+    start = max([first_done[cid] for cid, _ in required] + [signed_on])
+    until = add_months(start, policy.validity_months)
+    hours = 0.0
+    for c in sorted((c for c in completions if c.refresher), key=lambda c: c.on):
+        if c.on <= start:
+            continue
+        hours += c.hours
+        if hours >= policy.refresher_hours > 0:
+            start, until, hours = c.on, add_months(c.on, policy.validity_months), 0.0
+    certified = today <= until
+    return CertState(certified=certified, since=start, until=until, expired=not certified,
+                     refresher_hours_needed=max(0.0, policy.refresher_hours - hours))
+
+
+def _policy(settings: Settings, network: str) -> CertificationPolicy:
+    return settings.certification.get(network) or CertificationPolicy()
+
+
+async def _required(session: AsyncSession, network: str) -> list[tuple[uuid.UUID, str]]:
+    c = Course.__table__.c
+    rows = await session.execute(select(c.id, c.title).where(
+        c.required_for_certification.is_(True), c.active.is_(True),
+        (c.network.is_(None)) | (c.network == network)).order_by(c.title))
+    return [(r.id, r.title) for r in rows]
+
+
+async def states(session: AsyncSession, settings: Settings,
+                 people: list[tuple[uuid.UUID, str]]) -> dict[uuid.UUID, CertState]:
+    """Certification of many participants in four queries, whatever their number."""
+    if not people:
+        return {}
+    ids = [pid for pid, _ in people]
+    required = {n: await _required(session, n) for n in {net for _, net in people}}
+    e, c = Enrollment.__table__.c, Course.__table__.c
+    done: dict[uuid.UUID, list[Completion]] = defaultdict(list)
+    rows = await session.execute(
+        select(e.participant_id, e.course_id, e.completed_at, c.hours, c.refresher)
+        .join(Course.__table__, c.id == e.course_id)
+        .where(e.participant_id.in_(ids), e.status == EnrollmentStatus.completed.value))
+    for r in rows:
+        done[r.participant_id].append(Completion(r.course_id, r.completed_at.date(), r.hours,
+                                                 r.refresher))
+    s = ConductSignature.__table__.c
+    signed: dict[uuid.UUID, date] = dict((await session.execute(
+        select(s.participant_id, func.min(s.signed_on)).where(s.participant_id.in_(ids))
+        .group_by(s.participant_id))).all())
+    today = utcnow().date()
+    return {pid: derive(required=required[net], completions=done[pid], signed_on=signed.get(pid),
+                        policy=_policy(settings, net), today=today)
+            for pid, net in people}
+
+
+async def state_of(session: AsyncSession, settings: Settings, participant: Any) -> CertState:
+    return (await states(session, settings, [(participant.id, participant.network)]))[participant.id]
+
+
+def to_read(participant_id: uuid.UUID, st: CertState) -> CertificationRead:
+    return CertificationRead(
+        participant_id=participant_id, certified=st.certified, since=st.since, until=st.until,
+        missing=CertificationMissing(
+            courses=[MissingCourse(id=i, title=t) for i, t in st.missing_courses],
+            code_of_conduct=st.conduct_missing, expired=st.expired,
+            refresher_hours=st.refresher_hours_needed))
+
+
+async def get(*, session: AsyncSession, settings: Settings, principal: Principal,
+              participant_id: uuid.UUID) -> CertificationRead:
+    from app.services.participants import read
+
+    p = await read(session=session, principal=principal, participant_id=participant_id)
+    return to_read(p.id, await state_of(session, settings, p))
+
+
+async def expiring(*, session: AsyncSession, settings: Settings, principal: Principal,
+                   within_days: int, facility_id: uuid.UUID | None) -> list[ExpiringCertificate]:
+    """Supporters in scope, certified today, whose certificate ends within `within_days`."""
+    P = scoping.P
+    stmt = scoping.participants(principal, P.id, P.network, P.facility_id).where(
+        P.is_supporter.is_(True), P.archived_at.is_(None))
+    if facility_id:
+        stmt = stmt.where(P.facility_id == facility_id)
+    people = (await session.execute(stmt.order_by(P.id))).all()
+    found = await states(session, settings, [(p.id, p.network) for p in people])
+    horizon = utcnow().date() + timedelta(days=within_days)
+    out = [ExpiringCertificate(participant_id=p.id, facility_id=p.facility_id,
+                               until=found[p.id].until)  # type: ignore[arg-type]
+           for p in people if found[p.id].certified and found[p.id].until
+           and found[p.id].until <= horizon]  # type: ignore[operator]
+    return sorted(out, key=lambda x: (x.until, str(x.participant_id)))
+
+
+__all__ = ["Participant", "add_months", "derive", "expiring", "get", "state_of", "states"]
