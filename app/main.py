@@ -24,6 +24,7 @@ from app.routers import (
     facilities,
     keep_aparts,
     operations,
+    pairings,
     participants,
     training,
 )
@@ -32,7 +33,7 @@ from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -73,8 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.throttle = Throttle(settings)
 
     # Routes are matched in order: the resources integrators hit hardest come first.
-    for router in (participants.router, keep_aparts.router, facilities.router, auth.router,
-                   operations.router, accounts.users, accounts.clients, audit.router,
+    for router in (participants.router, pairings.router, keep_aparts.router, facilities.router,
+                   auth.router, operations.router, accounts.users, accounts.clients, audit.router,
                    training.courses, training.enrollments, training.people, training.certs):
         app.include_router(router)
     install_error_handlers(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,6 +23,7 @@ from app.models import (
     HousingUnit,
     KeepApartOrder,
     OutboxEvent,
+    Pairing,
     Participant,
     ParticipantExternalId,
     User,
@@ -136,6 +137,34 @@ class Factory:
                              witnessed_by="test")
         self._save(s)
         return s
+
+    def certified_supporter(self, facility: Facility, network: str = "incarcerated",
+                            **kw: Any) -> Participant:
+        """A supporter who passes every eligibility rule: required training done, conduct
+        signed, available, in custody (or employed)."""
+        kw.setdefault("supporter_availability", "active")
+        person = self.participant(facility, network, is_supporter=True, **kw)
+        with Session(self.engine, expire_on_commit=False) as s:
+            c = Course.__table__.c
+            required = list(s.scalars(select(Course).where(
+                c.required_for_certification.is_(True), c.active.is_(True),
+                c.network.is_(None) | (c.network == network))))
+        for course in required or [self.course(title=f"Required {next(_seq)}")]:
+            self.enrollment(person, course, status="completed", completed_at=datetime.now(UTC))
+        self.signature(person, date.today())
+        return person
+
+    def recipient(self, facility: Facility, network: str = "incarcerated",
+                  **kw: Any) -> Participant:
+        return self.participant(facility, network, is_recipient=True, **kw)
+
+    def pairing(self, supporter: Participant, recipient: Participant,
+                status: str = "active") -> Pairing:
+        p = Pairing(supporter_id=supporter.id, recipient_id=recipient.id,
+                    facility_id=recipient.facility_id, network=recipient.network, status=status,
+                    proposed_by="test")
+        self._save(p)
+        return p
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

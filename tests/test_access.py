@@ -232,6 +232,14 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/participants/{participant_id}/code-of-conduct", (403, 201, 201, 403, 403, 403, 403, 403)),
     ("GET", "/v1/participants/{participant_id}/certification",    (403, 200, 200, 403, 403, 200, 403, 403)),
     ("GET", "/v1/certifications/expiring",                        (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("GET", "/v1/pairings",                                       (403, 200, 200, 403, 403, 200, 403, 200)),
+    ("GET", "/v1/pairings/candidates",                            (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/pairings",                                      (403, 201, 201, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/pairings/{pairing_id}",                          (403, 200, 200, 403, 403, 200, 403, 200)),
+    ("POST", "/v1/pairings/{pairing_id}/activate",                (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/pairings/{pairing_id}/pause",                   (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/pairings/{pairing_id}/resume",                  (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/pairings/{pairing_id}/end",                     (403, 200, 200, 403, 403, 403, 403, 403)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -277,12 +285,20 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
     if "{client_id}" in template:
         subs["client_id"] = f.api_client(["participants:read"], [a]).id
     if "{course_id}" in template:
-        subs["course_id"] = f.course().id
+        subs["course_id"] = f.course(required=False).id
     if "{enrollment_id}" in template:
         owner = ctx.own or ctx.person()
         status = "in_progress" if template.endswith("/fail") else "enrolled"
-        subs["enrollment_id"] = f.enrollment(owner, f.course(), status=status).id
-    path = template.format(**subs)
+        subs["enrollment_id"] = f.enrollment(owner, f.course(required=False), status=status).id
+    if "{pairing_id}" in template:
+        status = {"activate": "proposed", "resume": "paused"}.get(template.rsplit("/", 1)[-1],
+                                                                  "active")
+        supporter = ctx.own or f.certified_supporter(a, ctx.network)
+        subs["pairing_id"] = f.pairing(supporter, f.recipient(a, ctx.network), status=status).id
+    query = ""
+    if template == "/v1/pairings/candidates":
+        query = f"?recipient_id={f.recipient(a, ctx.network).id}"
+    path = template.format(**subs) + query
     person = {"network": ctx.network, "legal_name": "New Person", "facility_code": a.code}
     bodies: dict[tuple[str, str], Any] = {
         ("POST", "/v1/facilities"): lambda: {"code": f"N{_uid()}", "name": "New",
@@ -310,12 +326,19 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         ("POST", "/v1/courses"): lambda: {"title": "Boundaries", "hours": 4},
         ("PATCH", "/v1/courses/{course_id}"): lambda: {"hours": 6},
         ("POST", "/v1/enrollments"): lambda: {"participant_id": str(ctx.person().id),
-                                              "course_id": str(f.course().id)},
+                                              "course_id": str(f.course(required=False).id)},
         ("POST", "/v1/enrollments/{enrollment_id}/complete"): lambda: {"score": 90},
         ("POST", "/v1/enrollments/{enrollment_id}/withdraw"): lambda: {"reason": "moved"},
         ("POST", "/v1/enrollments/{enrollment_id}/fail"): lambda: {},
         ("POST", "/v1/participants/{participant_id}/code-of-conduct"):
             lambda: {"conduct_version": "2026-01"},
+        ("POST", "/v1/pairings"): lambda: {
+            "supporter_id": str(f.certified_supporter(a, ctx.network).id),
+            "recipient_id": str(f.recipient(a, ctx.network).id)},
+        ("POST", "/v1/pairings/{pairing_id}/activate"): lambda: {},
+        ("POST", "/v1/pairings/{pairing_id}/pause"): lambda: {"reason": "supporter on leave"},
+        ("POST", "/v1/pairings/{pairing_id}/resume"): lambda: {},
+        ("POST", "/v1/pairings/{pairing_id}/end"): lambda: {"reason": "completed"},
     }
     make = bodies.get((method, template))
     return path, make() if make else None

@@ -13,3 +13,6 @@ __all__ = [
 from app.models.training import ConductSignature, Course, Enrollment  # noqa: E402
 
 __all__ += ["ConductSignature", "Course", "Enrollment"]
+from app.models.pairing import Pairing, PairingTransition  # noqa: E402
+
+__all__ += ["Pairing", "PairingTransition"]

@@ -61,6 +61,7 @@ class Participant(SQLModel, table=True):
     is_recipient: bool = False
     supporter_availability: str | None = Field(default=None, max_length=16)
     unavailable_until: date | None = None
+    caseload_cap: int | None = None  # a supporter's own cap, below the facility's
     # Read copy of participant_external_id rows, kept in the same transaction (one-query reads).
     external_ids: list = json_field()
     archived_at: datetime | None = ts_field(nullable=True)
@@ -107,6 +108,7 @@ class _ParticipantFields(InputModel):
     program_roles: list[ProgramRole] = PField(default_factory=list, max_length=2)
     supporter_availability: Availability | None = None
     unavailable_until: date | None = None
+    caseload_cap: int | None = PField(None, ge=1, le=50)
 
 
 def _check_shape(model: Any) -> Any:
@@ -151,6 +153,7 @@ class ParticipantUpdate(InputModel):
     program_roles: list[ProgramRole] | None = PField(None, max_length=2)
     supporter_availability: Availability | None = None
     unavailable_until: date | None = None
+    caseload_cap: int | None = PField(None, ge=1, le=50)
 
 
 class MergeRequest(InputModel):
@@ -176,6 +179,7 @@ class ParticipantRead(BaseModel):
     program_roles: list[ProgramRole]
     supporter_availability: Availability | None
     unavailable_until: date | None
+    caseload_cap: int | None
     external_ids: list[ExternalIdRead]
     archived: bool
     merged_into_id: uuid.UUID | None
@@ -194,7 +198,7 @@ class ParticipantRead(BaseModel):
             housing_unit_id=p.housing_unit_id,
             custody_status=p.custody_status, employment_status=p.employment_status,
             program_roles=roles, supporter_availability=p.supporter_availability,
-            unavailable_until=p.unavailable_until,
+            unavailable_until=p.unavailable_until, caseload_cap=p.caseload_cap,
             external_ids=[ExternalIdRead(**e) for e in (p.external_ids or [])],
             archived=p.archived_at is not None, merged_into_id=p.merged_into_id,
             version=p.version, created_at=p.created_at, updated_at=p.updated_at,

@@ -20,6 +20,8 @@ SCOPES: dict[str, str] = {
     "courses:write": "Create, change and retire courses",
     "training:read": "Read enrollments, code-of-conduct signatures and certification",
     "training:write": "Enroll participants, move enrollments along, record conduct signatures",
+    "pairings:read": "Read pairings in scope (a peer supporter: their own)",
+    "pairings:write": "Propose, activate, pause, resume and end pairings; see candidates",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -32,22 +34,24 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
+        "pairings:read", "pairings:write",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
+        "pairings:read", "pairings:write",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read"}),
     Role.officer: frozenset({"facilities:read", "participants:read"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
-                                    "training:read"}),
+                                    "training:read", "pairings:read"}),
     Role.auditor: frozenset({"facilities:read", "audit:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
-        "keep_apart:read", "keep_apart:write",
+        "keep_apart:read", "keep_apart:write", "pairings:read",
     }),
 }
 

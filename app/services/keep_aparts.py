@@ -13,7 +13,7 @@ from app.errors import Conflict, NotFound, RuleViolation
 from app.models import KeepApartOrder, Participant
 from app.models.keep_apart import KeepApartCreate, KeepApartStatus, ordered_pair
 from app.security.principal import Principal
-from app.services import scoping
+from app.services import pairings, scoping
 from app.services.common import check_version
 from app.services.pagination import keyset_page
 from app.services.writer import Writer
@@ -82,6 +82,7 @@ async def create(*, session: AsyncSession, principal: Principal,
                        "taken.", code="keep_apart_exists") from None
     w = Writer(session, principal)
     w.audit("keep_apart.open", "keep_apart_order", order.id, people[0].facility_id)
+    await pairings.end_between(session, w, a, b)
     w.emit("keep_apart.opened", "keep_apart_order", order.id, **_event_scope(people[0]))  # type: ignore[arg-type]
     await w.commit()
     return order
@@ -122,5 +123,7 @@ async def transition(*, session: AsyncSession, principal: Principal, order_id: u
             order.id, a.facility_id)
     w.emit("keep_apart.opened" if verb == "open" else "keep_apart.closed", "keep_apart_order",
            order.id, facility_id=a.facility_id, network=a.network)
+    if verb == "open":
+        await pairings.end_between(session, w, order.participant_a_id, order.participant_b_id)
     await w.commit()
     return order

@@ -244,7 +244,27 @@ async def _apply(session: AsyncSession, principal: Principal, p: Participant,
         w.emit("participant.transferred", "participant", p.id,
                data={"from_facility_id": str(before_facility)}, **ev)
     w.emit("participant.updated", "participant", p.id, data={"changed": sorted(changed)}, **ev)
+    await _cascade_pairings(session, w, p, changed, before_facility)
     return sorted(changed)
+
+
+async def _cascade_pairings(session: AsyncSession, w: Writer, p: Participant,
+                            changed: dict[str, Any], before_facility: uuid.UUID) -> None:
+    """Custody and availability changes move the person's pairings, in this transaction."""
+    from app.services import pairings
+
+    if "custody_status" in changed and p.custody_status == CustodyStatus.released.value:
+        await pairings.cascade(session, w, p.id, action="end", reason="released")
+    elif p.facility_id != before_facility or (
+            "custody_status" in changed and p.custody_status == CustodyStatus.transferred.value):
+        await pairings.cascade(session, w, p.id, action="end", reason="transferred")
+    elif "employment_status" in changed and p.employment_status == "separated":
+        await pairings.cascade(session, w, p.id, action="end", reason="other")
+    if "supporter_availability" in changed and p.supporter_availability != Availability.active:
+        await pairings.cascade(session, w, p.id, action="pause", reason="supporter_unavailable",
+                               only_as_supporter=True, statuses=("active",))
+    if "housing_unit_id" in changed:
+        await pairings.pause_keep_apart_conflicts(session, w, p.id)
 
 
 def _bump(p: Participant) -> None:

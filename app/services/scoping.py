@@ -61,6 +61,11 @@ def visible_participant_ids(principal: Principal) -> Select[Any]:
     return participants(principal, P.id)
 
 
+def facility_clauses_for(principal: Principal, column: Any) -> list[Any]:
+    clause = _facility_clause(principal, column)
+    return [] if clause is None else [clause]
+
+
 def facility_clauses(principal: Principal) -> list[Any]:
     clause = _facility_clause(principal, Facility.__table__.c.id)
     return [] if clause is None else [clause]

@@ -1,0 +1,170 @@
+"""Pairings: a certified supporter matched with a recipient, and every transition they went
+through (who, when, why)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+from pydantic import Field as PField
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from app.db import uuid7
+from app.models.common import InputModel, Network, ts_field
+
+
+class PairingStatus(StrEnum):
+    proposed = "proposed"
+    active = "active"
+    paused = "paused"
+    ended = "ended"
+
+
+class EndReason(StrEnum):
+    completed = "completed"
+    recipient_request = "recipient_request"
+    supporter_request = "supporter_request"
+    boundary_concern = "boundary_concern"
+    released = "released"
+    transferred = "transferred"
+    certification_lapsed = "certification_lapsed"
+    keep_apart = "keep_apart"
+    other = "other"
+
+
+# What counts against a supporter's caseload and a recipient's one-active-pairing rule.
+HOLDING = ("active", "paused")
+
+
+class Pairing(SQLModel, table=True):
+    __tablename__ = "pairing"
+    __table_args__ = (
+        Index("ix_pairing_supporter_status", "supporter_id", "status"),
+        Index("ix_pairing_recipient_status", "recipient_id", "status"),
+        Index("ix_pairing_facility_network_id", "facility_id", "network", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    supporter_id: uuid.UUID = Field(foreign_key="participant.id")
+    recipient_id: uuid.UUID = Field(foreign_key="participant.id")
+    facility_id: uuid.UUID = Field(foreign_key="facility.id")
+    network: str = Field(max_length=16)
+    status: str = Field(default=PairingStatus.proposed.value, max_length=16)
+    override_reason: str | None = Field(default=None, max_length=500)
+    proposed_at: datetime = ts_field(default_now=True)
+    proposed_by: str = Field(max_length=64)
+    activated_at: datetime | None = ts_field(nullable=True)
+    activated_by: str | None = Field(default=None, max_length=64)
+    ended_at: datetime | None = ts_field(nullable=True)
+    ended_by: str | None = Field(default=None, max_length=64)
+    end_reason: str | None = Field(default=None, max_length=32)
+    pause_reason: str | None = Field(default=None, max_length=500)
+    version: int = 1
+    updated_at: datetime = ts_field(default_now=True, index=True)
+
+
+class PairingTransition(SQLModel, table=True):
+    """One row per transition: pauses and resumes repeat, so their stamps live here."""
+
+    __tablename__ = "pairing_transition"
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    pairing_id: uuid.UUID = Field(foreign_key="pairing.id", index=True)
+    action: str = Field(max_length=16)
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str = Field(max_length=16)
+    at: datetime = ts_field(default_now=True)
+    by: str = Field(max_length=64)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class PairingCreate(InputModel):
+    supporter_id: uuid.UUID
+    recipient_id: uuid.UUID
+    override_reason: str | None = PField(
+        None, min_length=10, max_length=500,
+        description="Coordinators only: allows a second active pairing for the recipient")
+
+
+class PairingAction(InputModel):
+    reason: str | None = PField(None, min_length=1, max_length=500)
+    override_reason: str | None = PField(None, min_length=10, max_length=500)
+
+
+class PairingEnd(InputModel):
+    reason: EndReason
+    note: str | None = PField(None, min_length=1, max_length=500)
+
+
+class TransitionRead(BaseModel):
+    action: str
+    from_status: str | None
+    to_status: str
+    at: datetime
+    by: str
+    reason: str | None
+
+    model_config = {"from_attributes": True}
+
+
+class RecipientView(BaseModel):
+    """What a peer supporter sees of the person they support."""
+
+    preferred_name: str | None
+    housing_unit_id: uuid.UUID | None
+
+
+class PairingRead(BaseModel):
+    id: uuid.UUID
+    supporter_id: uuid.UUID
+    recipient_id: uuid.UUID
+    facility_id: uuid.UUID
+    network: Network
+    status: PairingStatus
+    override_reason: str | None = None
+    proposed_at: datetime
+    proposed_by: str
+    activated_at: datetime | None
+    activated_by: str | None
+    ended_at: datetime | None
+    ended_by: str | None
+    end_reason: EndReason | None
+    pause_reason: str | None
+    version: int
+    updated_at: datetime
+    recipient: RecipientView | None = PField(
+        None, description="Only in a peer supporter's view of their own pairings")
+
+    model_config = {"from_attributes": True}
+
+
+class Refusal(BaseModel):
+    code: str
+    detail: str
+
+
+class CandidateScore(BaseModel):
+    shared_language: int
+    same_housing_unit: int
+    previous_supporter: int
+    caseload: int
+    total: int
+
+
+class Candidate(BaseModel):
+    supporter_id: uuid.UUID
+    preferred_name: str | None
+    eligible: bool
+    score: CandidateScore | None = None
+    caseload: int
+    refusals: list[Refusal] = PField(default_factory=list)
+
+
+class CandidateList(BaseModel):
+    recipient_id: uuid.UUID
+    eligible: list[Candidate]
+    ineligible: list[Candidate] | None = PField(
+        None, description="Coordinators only: each supporter who is excluded, and why")

@@ -1,0 +1,394 @@
+"""Pairings: propose, activate, pause, resume, end, with the safeguards that make matching
+safe. The eligibility rules are one pure function over gathered facts (`refusals`), used for a
+single pair (propose/activate/resume) and for every supporter at once (candidates)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Conflict, DomainError, NotFound, RuleViolation
+from app.models import Facility, KeepApartOrder, Pairing, PairingTransition, Participant
+from app.models.common import Network, Role
+from app.models.pairing import (
+    HOLDING,
+    Candidate,
+    CandidateList,
+    CandidateScore,
+    PairingCreate,
+    PairingStatus,
+    RecipientView,
+    Refusal,
+)
+from app.security.principal import Principal
+from app.services import certification, scoping
+from app.services.common import check_version
+from app.services.pagination import keyset_page
+from app.services.workflow import Transition, step, table
+from app.services.writer import Writer
+
+PR = Pairing.__table__.c
+K = KeepApartOrder.__table__.c
+P = scoping.P
+_COORDINATORS = frozenset({Role.coordinator, Role.staff_coordinator})
+_S = PairingStatus
+PAIRING_FLOW = table(
+    Transition("activate", frozenset({_S.proposed.value}), _S.active.value, _COORDINATORS),
+    Transition("pause", frozenset({_S.active.value}), _S.paused.value, _COORDINATORS),
+    Transition("resume", frozenset({_S.paused.value}), _S.active.value, _COORDINATORS),
+    Transition("end", frozenset({_S.proposed.value, _S.active.value, _S.paused.value}),
+               _S.ended.value, _COORDINATORS),
+)
+_CHECKED = {"activate", "resume"}  # and propose
+
+
+class NotEligible(RuleViolation):
+    code, title = "not_eligible", "This pairing is not possible"
+
+
+@dataclass
+class Facts:
+    supporter: Any
+    recipient: Any
+    certified: bool
+    keep_apart: bool
+    caseload: int
+    cap: int
+    recipient_holding: int
+
+
+def refusals(f: Facts, *, override: bool) -> list[tuple[str, str, int]]:
+    """Every rule the pair breaks, in order: (code, detail, status). Pure."""
+    s, r = f.supporter, f.recipient
+    out: list[tuple[str, str, int]] = []
+    if s.id == r.id:
+        out.append(("self_pairing", "A person cannot support themselves.", 422))
+    if not s.is_supporter:
+        out.append(("not_a_supporter", "The supporter does not hold the supporter role.", 422))
+    if not r.is_recipient:
+        out.append(("not_a_recipient", "The recipient does not hold the recipient role.", 422))
+    if s.network != r.network:
+        out.append(("network_mismatch", "Supporter and recipient are in different networks.",
+                    422))
+    if s.facility_id != r.facility_id:
+        out.append(("different_facility", "Supporter and recipient are at different facilities.",
+                    422))
+    for who, p in (("supporter", s), ("recipient", r)):
+        if p.archived_at is not None:
+            out.append(("archived", f"The {who}'s record is archived.", 422))
+        elif p.network == Network.incarcerated.value and p.custody_status != "in_custody":
+            out.append(("not_in_custody", f"The {who} is not in custody.", 422))
+        elif p.network == Network.staff.value and p.employment_status != "employed":
+            out.append(("not_employed", f"The {who} is not currently employed.", 422))
+    if s.supporter_availability != "active":
+        out.append(("supporter_unavailable", "The supporter is not available.", 422))
+    if not f.certified:
+        out.append(("supporter_not_certified", "The supporter is not certified.", 422))
+    if f.keep_apart:
+        out.append(("keep_apart", "An open keep-apart order stands between the two.", 422))
+    if f.caseload >= f.cap:
+        out.append(("caseload_full", f"The supporter's caseload is full ({f.cap}).", 409))
+    if f.recipient_holding and not override:
+        out.append(("recipient_already_paired",
+                    "The recipient already has an active pairing; a coordinator may override "
+                    "with a written reason.", 409))
+    return out
+
+
+def _raise(principal: Principal, found: list[tuple[str, str, int]]) -> None:
+    code, detail, status = found[0]
+    if code == "keep_apart" and principal.role not in _COORDINATORS:
+        # Security information: others learn only that the match is not possible.
+        raise NotEligible("This pairing is not possible.")
+    err: DomainError = Conflict(detail, code=code) if status == 409 else RuleViolation(
+        detail, code=code)
+    raise err
+
+
+async def _lock_people(session: AsyncSession, principal: Principal, *ids: uuid.UUID) -> dict[
+        uuid.UUID, Participant]:
+    """Both people, row-locked in id order (two coordinators racing for the last slot of a
+    caseload queue here; the loser then sees the winner's pairing)."""
+    rows = (await session.execute(
+        scoping.participants(principal).where(P.id.in_(sorted(set(ids))))
+        .order_by(P.id).with_for_update())).scalars().all()
+    found = {p.id: p for p in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound("No such participant.")
+    return found
+
+
+async def _facts(session: AsyncSession, settings: Settings, supporter: Participant,
+                 recipient: Participant, exclude: uuid.UUID | None) -> Facts:
+    a, b = sorted((supporter.id, recipient.id))
+    keep_apart = (await session.execute(select(func.count()).select_from(KeepApartOrder.__table__)
+                                        .where(K.participant_a_id == a, K.participant_b_id == b,
+                                               K.status == "open"))).scalar_one() > 0
+    others = PR.id != exclude if exclude else True
+
+    async def holding(column: Any, pid: uuid.UUID) -> int:
+        return int((await session.execute(select(func.count()).select_from(Pairing.__table__)
+                                           .where(column == pid, PR.status.in_(HOLDING), others))
+                    ).scalar_one())
+
+    facility_cap = (await session.execute(select(Facility.__table__.c.settings).where(
+        Facility.__table__.c.id == supporter.facility_id))).scalar_one().get("caseload_cap", 5)
+    cap = min(facility_cap, supporter.caseload_cap or facility_cap)
+    cert = await certification.state_of(session, settings, supporter)
+    return Facts(supporter=supporter, recipient=recipient, certified=cert.certified,
+                 keep_apart=keep_apart, caseload=await holding(PR.supporter_id, supporter.id),
+                 cap=cap, recipient_holding=await holding(PR.recipient_id, recipient.id))
+
+
+def _transition_row(pairing: Pairing, action: str, before: str | None, principal: Principal | None,
+                    reason: str | None) -> PairingTransition:
+    return PairingTransition(pairing_id=pairing.id, action=action, from_status=before,
+                             to_status=pairing.status, at=utcnow(),
+                             by=principal.actor if principal else "system", reason=reason)
+
+
+def _event(w: Writer, type_: str, pairing: Pairing) -> None:
+    w.emit(type_, "pairing", pairing.id, facility_id=pairing.facility_id, network=pairing.network)
+
+
+async def propose(*, session: AsyncSession, settings: Settings, principal: Principal,
+                  data: PairingCreate) -> Pairing:
+    people = await _lock_people(session, principal, data.supporter_id, data.recipient_id)
+    supporter, recipient = people[data.supporter_id], people[data.recipient_id]
+    override = bool(data.override_reason) and principal.role in _COORDINATORS
+    found = refusals(await _facts(session, settings, supporter, recipient, None),
+                     override=override)
+    if found:
+        _raise(principal, found)
+    pairing = Pairing(supporter_id=supporter.id, recipient_id=recipient.id,
+                      facility_id=recipient.facility_id, network=recipient.network,
+                      proposed_by=principal.actor,
+                      override_reason=data.override_reason if override else None)
+    session.add(pairing)
+    await session.flush()
+    session.add(_transition_row(pairing, "propose", None, principal, data.override_reason))
+    w = Writer(session, principal)
+    w.audit("pairing.propose", "pairing", pairing.id, pairing.facility_id)
+    if override:
+        w.audit("pairing.override_one_active", "pairing", pairing.id, pairing.facility_id)
+    _event(w, "pairing.proposed", pairing)
+    await w.commit()
+    return pairing
+
+
+def pairings(principal: Principal) -> Any:
+    """The scoped base query of pairings: network and facility walls; a peer supporter sees
+    only the pairings they support."""
+    nets = [n.value for n in principal.networks]
+    stmt = select(Pairing).where(PR.network.in_(nets) if nets else False,
+                                 *scoping.facility_clauses_for(principal, PR.facility_id))
+    if principal.role == Role.peer_supporter:
+        stmt = stmt.where(PR.supporter_id == principal.participant_id
+                          if principal.participant_id else False)
+    return stmt
+
+
+async def get(*, session: AsyncSession, principal: Principal, pairing_id: uuid.UUID,
+              for_update: bool = False) -> Pairing:
+    stmt = pairings(principal).where(PR.id == pairing_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    found = (await session.execute(stmt)).scalar_one_or_none()
+    if found is None:
+        raise NotFound("No such pairing.")
+    return found
+
+
+async def list_(*, session: AsyncSession, principal: Principal, status: PairingStatus | None,
+                participant_id: uuid.UUID | None, facility_id: uuid.UUID | None, limit: int,
+                cursor: str | None) -> tuple[list[Pairing], str | None]:
+    stmt = pairings(principal)
+    if status:
+        stmt = stmt.where(PR.status == status.value)
+    if participant_id:
+        stmt = stmt.where(or_(PR.supporter_id == participant_id, PR.recipient_id == participant_id))
+    if facility_id:
+        stmt = stmt.where(PR.facility_id == facility_id)
+    return await keyset_page(session, stmt, PR.id, kind="pairing", limit=limit, cursor=cursor)
+
+
+async def recipient_views(session: AsyncSession, items: list[Pairing]) -> dict[uuid.UUID,
+                                                                                RecipientView]:
+    """For a peer supporter's view: each recipient's preferred name and housing unit only."""
+    ids = {p.recipient_id for p in items}
+    if not ids:
+        return {}
+    rows = await session.execute(select(P.id, P.preferred_name, P.housing_unit_id)
+                                 .where(P.id.in_(ids)))
+    return {r.id: RecipientView(preferred_name=r.preferred_name, housing_unit_id=r.housing_unit_id)
+            for r in rows}
+
+
+async def transition(*, session: AsyncSession, settings: Settings, principal: Principal,
+                     pairing_id: uuid.UUID, action: str, reason: str | None = None,
+                     override_reason: str | None = None, end_reason: str | None = None,
+                     if_match: str | None = None) -> Pairing:
+    if override_reason and principal.role not in _COORDINATORS:
+        override_reason = None
+    pairing = await get(session=session, principal=principal, pairing_id=pairing_id,
+                        for_update=True)
+    check_version(pairing.version, if_match)
+    target = step(PAIRING_FLOW, action, pairing.status, principal.role)
+    if action in _CHECKED:
+        people = await _lock_people(session, principal, pairing.supporter_id,
+                                    pairing.recipient_id)
+        override = bool(override_reason or pairing.override_reason)
+        found = refusals(await _facts(session, settings, people[pairing.supporter_id],
+                                      people[pairing.recipient_id], pairing.id),
+                         override=override)
+        if found:
+            _raise(principal, found)
+    w = Writer(session, principal)
+    if override_reason and not pairing.override_reason:
+        pairing.override_reason = override_reason
+        w.audit("pairing.override_one_active", "pairing", pairing.id, pairing.facility_id)
+    apply(session, w, pairing, action, target, principal,
+          reason=end_reason if action == "end" else reason, note=reason)
+    w.audit(f"pairing.{action}", "pairing", pairing.id, pairing.facility_id)
+    await w.commit()
+    return pairing
+
+
+_EVENTS = {"activate": "pairing.activated", "pause": "pairing.paused",
+           "resume": "pairing.resumed", "end": "pairing.ended"}
+
+
+def apply(session: AsyncSession, w: Writer, pairing: Pairing, action: str, target: str,
+          principal: Principal | None, *, reason: str | None, note: str | None = None) -> None:
+    """Moves a pairing (rules already checked): stamps, transition row, event. Shared by the
+    endpoints and the cascades (release, transfer, keep-apart, availability, lapse)."""
+    now, by = utcnow(), principal.actor if principal else "system"
+    before = pairing.status
+    if action == "activate" and pairing.activated_at is None:
+        pairing.activated_at, pairing.activated_by = now, by
+    if action == "end":
+        pairing.ended_at, pairing.ended_by, pairing.end_reason = now, by, reason
+    pairing.pause_reason = reason if action == "pause" else None
+    pairing.status = target
+    pairing.version += 1
+    pairing.updated_at = now
+    session.add(_transition_row(pairing, action, before, principal, note or reason))
+    _event(w, _EVENTS[action], pairing)
+
+
+async def cascade(session: AsyncSession, w: Writer, participant_id: uuid.UUID, *, action: str,
+                  reason: str, only_as_supporter: bool = False,
+                  statuses: tuple[str, ...] = ("proposed", "active", "paused")) -> int:
+    """Ends or pauses a person's pairings in the caller's transaction, each with its event."""
+    cond = PR.supporter_id == participant_id if only_as_supporter else or_(
+        PR.supporter_id == participant_id, PR.recipient_id == participant_id)
+    found = (await session.execute(select(Pairing).where(cond, PR.status.in_(statuses))
+                                   .with_for_update())).scalars().all()
+    target = _S.ended.value if action == "end" else _S.paused.value
+    for pairing in found:
+        apply(session, w, pairing, action, target, None, reason=reason)
+        w.audit(f"pairing.{action}", "pairing", pairing.id, pairing.facility_id)
+    return len(found)
+
+
+# --- candidates ------------------------------------------------------------------------------
+
+async def candidates(*, session: AsyncSession, settings: Settings, principal: Principal,
+                     recipient_id: uuid.UUID) -> CandidateList:
+    """Eligible supporters for a recipient, ranked, with the score's parts; for coordinators
+    also the ineligible ones and why. A fixed number of queries, whatever the supporters."""
+    recipient = (await session.execute(scoping.participants(principal)
+                                       .where(P.id == recipient_id))).scalar_one_or_none()
+    if recipient is None:
+        raise NotFound("No such participant.")
+    people = (await session.execute(
+        scoping.participant_rows(principal).where(
+            P.facility_id == recipient.facility_id, P.network == recipient.network,
+            P.is_supporter.is_(True), P.archived_at.is_(None), P.id != recipient.id)
+    )).all()
+    ids = [p.id for p in people]
+    certs = await certification.states(session, settings, [(p.id, p.network) for p in people])
+    load: dict[uuid.UUID, int] = dict((await session.execute(
+        select(PR.supporter_id, func.count()).where(PR.supporter_id.in_(ids),
+                                                    PR.status.in_(HOLDING))
+        .group_by(PR.supporter_id))).all()) if ids else {}
+    apart: set[uuid.UUID] = set()
+    for a, b in (await session.execute(select(K.participant_a_id, K.participant_b_id).where(
+            K.status == "open",
+            or_(K.participant_a_id == recipient.id, K.participant_b_id == recipient.id)))).all():
+        apart.add(b if a == recipient.id else a)
+    previous = set((await session.execute(select(PR.supporter_id).where(
+        PR.recipient_id == recipient.id, PR.status == "ended"))).scalars())
+    holding = int((await session.execute(select(func.count()).select_from(Pairing.__table__)
+                                         .where(PR.recipient_id == recipient.id,
+                                                PR.status.in_(HOLDING)))).scalar_one())
+    facility_cap = (await session.execute(select(Facility.__table__.c.settings).where(
+        Facility.__table__.c.id == recipient.facility_id))).scalar_one().get("caseload_cap", 5)
+    coordinator = principal.role in _COORDINATORS
+    languages = set(recipient.languages or [])
+    eligible: list[Candidate] = []
+    ineligible: list[Candidate] = []
+    for s in people:
+        cap = min(facility_cap, s.caseload_cap or facility_cap)
+        facts = Facts(supporter=s, recipient=recipient, certified=certs[s.id].certified,
+                      keep_apart=s.id in apart, caseload=load.get(s.id, 0), cap=cap,
+                      recipient_holding=holding)
+        found = refusals(facts, override=False)
+        found = [f for f in found if f[0] != "recipient_already_paired"]
+        if found:
+            if coordinator:
+                ineligible.append(Candidate(
+                    supporter_id=s.id, preferred_name=s.preferred_name, eligible=False,
+                    caseload=facts.caseload,
+                    refusals=[Refusal(code=c, detail=d) for c, d, _ in found]))
+            continue
+        parts = {
+            "shared_language": 3 if languages & set(s.languages or []) else 0,
+            "same_housing_unit": 2 if s.housing_unit_id and
+            s.housing_unit_id == recipient.housing_unit_id else 0,
+            "previous_supporter": 2 if s.id in previous else 0,
+            "caseload": cap - facts.caseload,
+        }
+        eligible.append(Candidate(supporter_id=s.id, preferred_name=s.preferred_name,
+                                  eligible=True, caseload=facts.caseload,
+                                  score=CandidateScore(**parts, total=sum(parts.values()))))
+    eligible.sort(key=lambda c: (-(c.score.total if c.score else 0), c.caseload,
+                                 str(c.supporter_id)))
+    return CandidateList(recipient_id=recipient.id, eligible=eligible,
+                         ineligible=ineligible if coordinator else None)
+
+
+async def pause_keep_apart_conflicts(session: AsyncSession, w: Writer,
+                                     participant_id: uuid.UUID) -> int:
+    """After a housing move: an active pairing of this person that now stands against an open
+    keep-apart order is paused."""
+    found = (await session.execute(
+        select(Pairing).join(KeepApartOrder.__table__, or_(
+            (K.participant_a_id == PR.supporter_id) & (K.participant_b_id == PR.recipient_id),
+            (K.participant_a_id == PR.recipient_id) & (K.participant_b_id == PR.supporter_id)))
+        .where(or_(PR.supporter_id == participant_id, PR.recipient_id == participant_id),
+               PR.status == "active", K.status == "open").with_for_update(of=Pairing.__table__)
+    )).scalars().all()
+    for pairing in found:
+        apply(session, w, pairing, "pause", _S.paused.value, None, reason="keep_apart")
+        w.audit("pairing.pause", "pairing", pairing.id, pairing.facility_id)
+    return len(found)
+
+
+async def end_between(session: AsyncSession, w: Writer, x: uuid.UUID, y: uuid.UUID) -> int:
+    """A keep-apart order between two paired people ends their pairing."""
+    found = (await session.execute(select(Pairing).where(
+        or_((PR.supporter_id == x) & (PR.recipient_id == y),
+            (PR.supporter_id == y) & (PR.recipient_id == x)),
+        PR.status.in_(("proposed", "active", "paused"))).with_for_update())).scalars().all()
+    for pairing in found:
+        apply(session, w, pairing, "end", _S.ended.value, None, reason="keep_apart")
+        w.audit("pairing.end", "pairing", pairing.id, pairing.facility_id)
+    return len(found)
