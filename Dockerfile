@@ -7,12 +7,14 @@ RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    PEERLINK_MODE=production PEERLINK_HOST=0.0.0.0 PEERLINK_PORT=8000
+    PEERLINK_MODE=production PEERLINK_HOST=0.0.0.0 PEERLINK_PORT=8000 \
+    PYTHONPATH=/app
 RUN useradd --system --uid 10001 --home /app peerlink
 WORKDIR /app
 COPY --from=build /install /usr/local
 COPY alembic.ini ./
 COPY alembic ./alembic
+# /app comes first on the path, so the code runs from here, beside alembic/ and alembic.ini.
 COPY app ./app
 RUN mkdir -p /app/var && chown peerlink /app/var
 USER peerlink

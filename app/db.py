@@ -91,7 +91,8 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 def make_sync_engine(settings: Settings) -> Engine:
-    engine = create_engine(settings.sync_database_url, pool_pre_ping=True)
+    # hide_parameters: values (names, dates of birth) never reach an error message or a log.
+    engine = create_engine(settings.sync_database_url, pool_pre_ping=True, hide_parameters=True)
     if settings.is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -102,7 +103,7 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     if not settings.is_sqlite:
         kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size)
-    engine = create_async_engine(settings.async_database_url, **kwargs)
+    engine = create_async_engine(settings.async_database_url, hide_parameters=True, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -121,6 +122,7 @@ def make_read_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
     if settings.is_sqlite:
         return engine
     return create_async_engine(settings.async_database_url, isolation_level="AUTOCOMMIT",
+                               hide_parameters=True,
                                pool_reset_on_return=None, pool_size=settings.db_pool_size,
                                max_overflow=settings.db_pool_size)
 

@@ -148,7 +148,8 @@ def install_error_handlers(app: FastAPI) -> None:
         await _end_request_transaction(request)
         log.exception("unhandled error", extra={"path_template": _route(request)})
         return problem_response(500, "internal_error", "Internal server error",
-                                "Something went wrong on our side; quote the request id.")
+                                "Something went wrong on our side; quote the request id.",
+                                headers={"X-Request-ID": correlation_id.get() or ""})
 
 
 async def _end_request_transaction(request: Request) -> None:
@@ -164,9 +165,16 @@ def _route(request: Request) -> str:
     return getattr(route, "path", "unmatched")
 
 
+# 422 refusals that are really authorisation: reaching for a facility, network or person
+# outside the caller's scope.
+_AUDITED_REFUSALS = frozenset({"network_not_allowed", "unknown_facility", "unknown_participant",
+                               "not_eligible"})
+
+
 async def _audit_denial(request: Request, exc: DomainError) -> None:
     """Every denied attempt (401, 403, and 404s on scoped records) joins the audit trail."""
-    if exc.status not in (401, 403, 404) or request.url.path == "/v1/auth/token":
+    if (exc.status not in (401, 403, 404) and exc.code not in _AUDITED_REFUSALS) or \
+            request.url.path == "/v1/auth/token":
         return  # the token endpoint audits its own refusals, with the account concerned
     from app.services import audit  # late import: services depend on this module
 

@@ -15,6 +15,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -66,8 +67,11 @@ class BodyLimitMiddleware:
                                    f"Bodies are limited to {self.max_bytes} bytes.")(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body parsing lets it through as a 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "Request body too large")
 
 
 REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])

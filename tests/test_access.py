@@ -778,17 +778,19 @@ def test_out_of_scope_404_is_indistinguishable_from_a_missing_record(client, wor
     assert not differences, "\n".join(differences)
 
 
-def test_facility_limited_admin_grants_only_its_facilities(client, factory):
-    a, b = factory.facility("ADM-A"), factory.facility("ADM-B")
-    admin_a = factory.user(Role.admin, [a])
-    h = factory.headers(admin_a)
-    body = {"password": "long-enough-password", "role": "coordinator"}
-    ok = client.post("/v1/users", headers=h, json=body | {"username": "coord-a", "facility_codes": ["ADM-A"]})
-    assert ok.status_code == 201
-    for codes in (["ADM-B"], ["ADM-A", "ADM-B"], None):
-        r = client.post("/v1/users", headers=h,
-                        json=body | {"username": f"coord{len(codes or [])}", "facility_codes": codes})
-        assert r.status_code == 422 and r.json()["code"] == "facility_not_grantable"
-    r = client.post("/v1/clients", headers=h, json={"name": "JMS", "scopes": ["participants:read"]})
-    assert r.status_code == 422
-    assert b.id  # facility B exists and stayed out of reach
+def test_account_administration_is_for_all_facility_admins(client, factory):
+    a = factory.facility("ADM-A")
+    admin = factory.headers(factory.user(Role.admin))
+    body = {"password": "long-enough-password", "username": "adm-a"}
+    r = client.post("/v1/users", headers=admin,
+                    json=body | {"role": "admin", "facility_codes": ["ADM-A"]})
+    assert r.status_code == 422 and r.json()["code"] == "admin_needs_all_facilities"
+    r = client.post("/v1/users", headers=admin, json=body | {"role": "integration"})
+    assert r.status_code == 422 and r.json()["code"] == "role_not_for_users"
+    # A facility-limited admin row (made behind the API) gets no account scopes at all.
+    limited = factory.headers(factory.user(Role.admin, [a]))
+    top = factory.user(Role.admin)
+    assert client.patch(f"/v1/users/{top.id}", headers=limited,
+                        json={"password": "hijacked-password-1"}).status_code == 403
+    assert client.get("/v1/clients", headers=limited).status_code == 403
+    assert client.get(f"/v1/facilities/{a.id}", headers=limited).status_code == 200

@@ -684,3 +684,23 @@ def test_me_for_a_client(client, factory):
     assert me["all_facilities"] is False
     assert me["facility_ids"] == [str(f.id)]
     assert sorted(me["networks"]) == ["incarcerated", "staff"]
+
+
+def test_concurrent_guesses_cannot_outrun_the_throttle(app, factory):
+    import asyncio
+
+    import httpx
+
+    factory.user(Role.coordinator, [factory.facility()], username="target")
+
+    async def guess_all() -> list[int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 1234))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                rs = await asyncio.gather(*[c.post("/v1/auth/token", data={
+                    "grant_type": "password", "username": "target",
+                    "password": f"wrong-{i}"}) for i in range(12)])
+        return [r.status_code for r in rs]
+
+    statuses = asyncio.run(guess_all())
+    assert statuses.count(400) <= 5 and statuses.count(429) >= 7, statuses

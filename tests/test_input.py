@@ -124,3 +124,41 @@ def test_server_error_hides_exception_text(app, factory, ctx):
         r = c.get("/boom-test")
     body = _assert_problem(r, 500, "internal_error")
     assert "hunter2" not in r.text and "RuntimeError" not in body["detail"]
+
+
+def test_explicit_null_for_a_required_field_is_422(client, factory, ctx):
+    p = factory.participant(ctx["f"], legal_name="Kept Name")
+    r = client.patch(f"/v1/participants/{p.id}", headers=ctx["h"], json={"legal_name": None})
+    _assert_problem(r, 422, "validation_error")
+    assert "Kept Name" not in r.text
+    assert factory.get(Participant, p.id).legal_name == "Kept Name"
+
+
+def test_timestamps_without_offset_are_422(client, ctx):
+    for path, param in (("/v1/participants", "updated_since"), ("/v1/audit-events", "since")):
+        headers = ctx["admin"] if "audit" in path else ctx["h"]
+        r = client.get(path, headers=headers, params={param: "2024-01-01T00:00:00"})
+        _assert_problem(r, 422, "validation_error")
+
+
+def test_upsert_with_null_statuses_stays_idempotent(client, factory, ctx):
+    url = "/v1/participants/by-external-id/jms/N-1"
+    body = _valid() | {"custody_status": None, "supporter_availability": None}
+    assert client.put(url, headers=ctx["h"], json=body).status_code == 201
+    for _ in range(2):
+        r = client.put(url, headers=ctx["h"], json=body)
+        assert r.status_code == 200 and r.json()["version"] == 1
+        assert r.json()["custody_status"] == "in_custody"
+
+
+def test_chunked_oversized_body_is_413(client, factory, ctx):
+    def chunks():
+        yield b'{"network": "incarcerated", "legal_name": "'
+        for _ in range(1200):
+            yield b"x" * 1000
+        yield b'", "facility_code": "CCJ"}'
+
+    r = client.post("/v1/participants", headers=ctx["h"] | {"Content-Type": "application/json"},
+                    content=chunks())
+    _assert_problem(r, 413, "payload_too_large")
+    assert factory.count(Participant) == 0

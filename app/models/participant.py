@@ -140,6 +140,8 @@ class ParticipantUpsert(ParticipantCreate):
 
 
 class ParticipantUpdate(InputModel):
+    """PATCH: only the fields sent change; a required field cannot be set to null."""
+
     legal_name: Name | None = None
     preferred_name: Name | None = None
     date_of_birth: date | None = None
@@ -154,6 +156,21 @@ class ParticipantUpdate(InputModel):
     supporter_availability: Availability | None = None
     unavailable_until: date | None = None
     caseload_cap: int | None = PField(None, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _nulls(self) -> ParticipantUpdate:
+        return _no_explicit_nulls(self)  # type: ignore[no-any-return]
+
+
+_NOT_NULL = ("legal_name", "languages", "program_roles", "facility_id", "facility_code")
+
+
+def _no_explicit_nulls(model: Any) -> Any:
+    nulls = [f for f in _NOT_NULL if f in model.model_fields_set and getattr(model, f) is None]
+    if nulls:
+        raise ValueError(f"{', '.join(nulls)} cannot be null")
+    return model
+
 
 
 class MergeRequest(InputModel):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
+from pydantic import AwareDatetime
 
 from app.deps import Principal, SessionDep, require
 from app.models.audit import AuditEventRead
@@ -20,7 +19,8 @@ async def list_audit_events(
     session: SessionDep, principal: Principal = require("audit:read"),
     limit: Limit = DEFAULT, cursor: Cursor = None, actor_id: str | None = None,
     entity_type: str | None = None, entity_id: str | None = None, action: str | None = None,
-    outcome: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    outcome: str | None = None, since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> Page[AuditEventRead]:
     """Oldest first; follow next_cursor to read on."""
     rows, nxt = await svc.list_events(

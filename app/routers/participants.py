@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import AwareDatetime
 
 from app.deps import Principal, SessionDep, require
 from app.models.common import Network, Page
@@ -47,7 +47,7 @@ async def list_participants(
     housing_unit_id: uuid.UUID | None = None,
     q: Annotated[str | None, Query(min_length=2, max_length=100,
                                    description="Name search (legal or preferred)")] = None,
-    updated_since: Annotated[datetime | None, Query(description="RFC 3339 with offset")] = None,
+    updated_since: Annotated[AwareDatetime | None, Query(description="RFC 3339 with offset")] = None,
     include_archived: bool = False,
 ) -> Page[ParticipantRead]:
     filters = svc.ListFilters(

@@ -23,7 +23,7 @@ from app.config import Settings, get_settings
 from app.errors import Forbidden, Unauthorized
 from app.models import ApiClient, Participant, RevokedAccessToken, User
 from app.models.common import Network, Role
-from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES, SCOPES
+from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES, SCOPES, scopes_for
 from app.security.tokens import InvalidToken, KeyRing
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", scopes=SCOPES, auto_error=False)
@@ -152,7 +152,7 @@ async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Princ
         networks = frozenset({Network(row.network)})
     return Principal(
         kind="user", id=subject, name=row.username, role=role,
-        scopes=token_scopes & ROLE_SCOPES[role], all_facilities=row.all_facilities,
+        scopes=token_scopes & scopes_for(role, row.all_facilities), all_facilities=row.all_facilities,
         facility_ids=frozenset(uuid.UUID(f) for f in row.facility_ids), networks=networks,
         participant_id=row.participant_id, jti=claims["jti"],
     )

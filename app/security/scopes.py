@@ -67,3 +67,12 @@ ROLE_NETWORKS: dict[Role, frozenset[Network]] = {
     Role.auditor: frozenset(),
     Role.integration: _ALL_NETWORKS,
 }
+
+
+ACCOUNT_SCOPES = frozenset({"users:read", "users:write", "clients:read", "clients:write"})
+
+
+def scopes_for(role: Role, all_facilities: bool) -> frozenset[str]:
+    """The role's scopes; account administration only for an all-facilities admin."""
+    scopes = ROLE_SCOPES[role]
+    return scopes if all_facilities else scopes - ACCOUNT_SCOPES

@@ -43,20 +43,22 @@ async def _check_participant_link(session: AsyncSession, role: Role,
                                      "type": "participant_not_supporter"}])
 
 
-def _check_grant(principal: Principal | None, facility_ids: list[uuid.UUID] | None) -> None:
-    """An admin limited to some facilities grants only within them (None = all facilities)."""
-    if principal is None or principal.all_facilities:
-        return
-    if facility_ids is None or not set(facility_ids) <= principal.facility_ids:
-        raise RuleViolation("You can grant only facilities within your own scope.",
-                            code="facility_not_grantable")
+def _check_role(role: Role, all_facilities: bool) -> None:
+    """Account administration is system-wide: an admin holds every facility. Integration is
+    for API clients, never for a person's account."""
+    if role == Role.integration:
+        raise RuleViolation("The integration role is for API clients (/v1/clients).",
+                            code="role_not_for_users")
+    if role == Role.admin and not all_facilities:
+        raise RuleViolation("An admin account covers all facilities.",
+                            code="admin_needs_all_facilities")
 
 
 async def create_user(*, session: AsyncSession, principal: Principal | None,
                       data: UserCreate) -> User:
+    _check_role(data.role, data.facility_codes is None)
     await _check_participant_link(session, data.role, data.participant_id)
     facility_ids = await ids_by_codes(session, data.facility_codes or [])
-    _check_grant(principal, None if data.facility_codes is None else facility_ids)
     user = User(
         username=data.username.lower(), password_hash=hash_password(data.password.get_secret_value()),
         role=data.role.value, all_facilities=data.facility_codes is None,
@@ -106,14 +108,11 @@ async def update_user(*, session: AsyncSession, principal: Principal, user_id: u
     if data.password is not None:
         user.password_hash = hash_password(data.password.get_secret_value())
     if "facility_codes" in fields and data.facility_codes is not None:
-        ids = await ids_by_codes(session, data.facility_codes)
-        _check_grant(principal, ids)
-        user.facility_ids = [str(f) for f in ids]
+        user.facility_ids = [str(f) for f in await ids_by_codes(session, data.facility_codes)]
         user.all_facilities = False
     if data.all_facilities is not None:
-        if data.all_facilities:
-            _check_grant(principal, None)
         user.all_facilities = data.all_facilities
+    _check_role(role, user.all_facilities)
     user.version += 1
     user.updated_at = utcnow()
     w = Writer(session, principal)
@@ -167,7 +166,6 @@ async def create_client(*, session: AsyncSession, principal: Principal | None,
                         data: ClientCreate) -> tuple[ApiClient, str]:
     secret = new_secret("pls_")
     facility_ids = await ids_by_codes(session, data.facility_codes or [])
-    _check_grant(principal, None if data.facility_codes is None else facility_ids)
     client = ApiClient(
         client_id=new_secret("plc_", 12), name=data.name, secret_hash=hash_password(secret),
         scopes=_check_client_scopes(data.scopes), all_facilities=data.facility_codes is None,
@@ -203,13 +201,9 @@ async def update_client(*, session: AsyncSession, principal: Principal, client_i
     if data.scopes is not None:
         client.scopes = _check_client_scopes(data.scopes)
     if data.facility_codes is not None:
-        ids = await ids_by_codes(session, data.facility_codes)
-        _check_grant(principal, ids)
-        client.facility_ids = [str(f) for f in ids]
+        client.facility_ids = [str(f) for f in await ids_by_codes(session, data.facility_codes)]
         client.all_facilities = False
     if data.all_facilities is not None:
-        if data.all_facilities:
-            _check_grant(principal, None)
         client.all_facilities = data.all_facilities
     if data.networks is not None:
         client.networks = sorted({n.value for n in data.networks})

@@ -96,7 +96,7 @@ async def record_denial(request: Request, *, status: int, code: str) -> None:
     params = request.path_params or {}
     entity_id = next((str(v) for k, v in params.items() if k.endswith("id")), None)
     entry = AuditEntry(action=f"{request.method} {template}",
-                       outcome="denied" if status != 404 else "not_found",
+                       outcome={404: "not_found", 422: "refused"}.get(status, "denied"),
                        entity_type=getattr(route, "name", None), entity_id=entity_id)
     async with request.app.state.sessionmaker() as session:
         await append(

@@ -23,7 +23,7 @@ from app.models.account import TokenResponse
 from app.models.common import Network, Role
 from app.security.passwords import new_secret, token_digest, verify_password
 from app.security.principal import Principal
-from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES
+from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES, scopes_for
 from app.security.tokens import InvalidToken, KeyRing
 from app.services.audit import AuditEntry, append
 from app.services.writer import Writer
@@ -41,7 +41,7 @@ class OAuthError(DomainError):
 
 
 class Throttle:
-    """Counts failed logins in a moving window, per username and per client address."""
+    """Counts sign-in attempts in a moving window, per username and per client address."""
 
     def __init__(self, settings: Settings) -> None:
         uri = settings.rate_limit_storage
@@ -51,16 +51,15 @@ class Throttle:
         self._per_addr: RateLimitItem = parse(settings.login_limit_per_address)
 
     async def check(self, username: str, address: str) -> None:
+        """Counts the attempt before the password is checked, so concurrent guesses cannot
+        all slip through between a test and a hit."""
         for item, key in ((self._per_user, f"u:{username}"), (self._per_addr, f"a:{address}")):
-            if not await self._limiter.test(item, "login", key):
+            if not await self._limiter.hit(item, "login", key):
                 stats = await self._limiter.get_window_stats(item, "login", key)
                 wait = max(1, math.ceil(stats.reset_time - time.time()))
                 raise TooManyRequests("Too many failed sign-ins; wait before trying again.",
                                       code="login_throttled", headers={"Retry-After": str(wait)})
 
-    async def fail(self, username: str, address: str) -> None:
-        await self._limiter.hit(self._per_user, "login", f"u:{username}")
-        await self._limiter.hit(self._per_addr, "login", f"a:{address}")
 
 
 def _granted_scopes(requested: str | None, allowed: frozenset[str]) -> str:
@@ -118,11 +117,10 @@ async def password_grant(*, session: AsyncSession, settings: Settings, keyring: 
     user, network = (row[0], row[1]) if row else (None, None)
     ok = verify_password(password, user.password_hash if user is not None else None)
     if not ok or user is None or not user.active:
-        await throttle.fail(username, address)
         await _audit_anonymous(session, "auth.password", "denied",
                                str(user.id) if user is not None else None)
         raise OAuthError("invalid_grant", "Wrong username or password.")
-    granted = _granted_scopes(scope, ROLE_SCOPES[Role(user.role)])
+    granted = _granted_scopes(scope, scopes_for(Role(user.role), user.all_facilities))
     principal = _user_principal(user, network, granted)
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
                                            extra=_access_claims(principal))
@@ -140,6 +138,7 @@ async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: K
     stored = (await session.execute(stmt.with_for_update())).scalar_one_or_none()
     now = utcnow()
     if stored is None:
+        await _audit_anonymous(session, "auth.refresh", "denied")
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     if stored.used_at is not None or stored.revoked_at is not None:
         # A rotated token came back: someone holds a copy. The whole family dies.
@@ -151,15 +150,17 @@ async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: K
         await _audit_anonymous(session, "auth.refresh_reuse", "denied", str(stored.user_id))
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     if stored.expires_at <= now:
+        await _audit_anonymous(session, "auth.refresh", "denied", str(stored.user_id))
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     row = (await session.execute(
         select(User, Participant.network).outerjoin(Participant,
                                                     Participant.id == User.participant_id)
         .where(User.id == stored.user_id))).first()
     if row is None or not row[0].active:
+        await _audit_anonymous(session, "auth.refresh", "denied", str(stored.user_id))
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     user, network = row[0], row[1]
-    allowed = frozenset(stored.scope.split()) & ROLE_SCOPES[Role(user.role)]
+    allowed = frozenset(stored.scope.split()) & scopes_for(Role(user.role), user.all_facilities)
     granted = _granted_scopes(scope, allowed)
     stored.used_at = now
     principal = _user_principal(user, network, granted)
@@ -182,7 +183,6 @@ async def client_credentials_grant(*, session: AsyncSession, settings: Settings,
               ).scalar_one_or_none()
     ok = verify_password(client_secret, client.secret_hash if client is not None else None)
     if not ok or client is None or not client.active:
-        await throttle.fail(f"client:{client_id}", address)
         await _audit_anonymous(session, "auth.client_credentials", "denied",
                                str(client.id) if client is not None else None)
         raise OAuthError("invalid_client", "Client authentication failed.", status=401,

@@ -154,6 +154,9 @@ def _desired(data: ParticipantCreate | ParticipantUpdate, fields_set: set[str]) 
     out: dict[str, Any] = {}
     for k, v in raw.items():
         out[k] = v.value if hasattr(v, "value") else v
+    for k in ("custody_status", "employment_status", "supporter_availability"):
+        if k in out and out[k] is None:
+            del out[k]  # null never clears a status: an upsert without it leaves it as it is
     if "program_roles" in fields_set:
         roles = set(data.program_roles or [])
         out["is_supporter"] = ProgramRole.supporter in roles
@@ -378,7 +381,7 @@ async def merge(*, session: AsyncSession, principal: Principal, participant_id: 
         .values(participant_id=survivor.id))
     survivor.external_ids = [*(survivor.external_ids or []), *(dup.external_ids or [])]
     dup.external_ids = []
-    await _move_keep_aparts(session, survivor.id, dup.id, now, principal, w)
+    await _move_keep_aparts(session, survivor.id, dup.id, now, principal, w, survivor)
     linked = (await session.execute(select(User.id).where(User.participant_id == dup.id))).scalars()
     for user_id in list(linked):
         w.invalidate_auth(subject=user_id)
@@ -396,8 +399,15 @@ async def merge(*, session: AsyncSession, principal: Principal, participant_id: 
     return survivor
 
 
+def _closed(w: Writer, o: KeepApartOrder, scope: Participant) -> None:
+    w.audit("keep_apart.close", "keep_apart_order", o.id, scope.facility_id)
+    w.emit("keep_apart.closed", "keep_apart_order", o.id, facility_id=scope.facility_id,
+           network=scope.network)
+
+
 async def _move_keep_aparts(session: AsyncSession, survivor: uuid.UUID, dup: uuid.UUID,
-                            now: datetime, principal: Principal, w: Writer) -> None:
+                            now: datetime, principal: Principal, w: Writer,
+                            scope: Participant) -> None:
     orders = (await session.execute(select(KeepApartOrder).where(or_(
         KeepApartOrder.participant_a_id == dup, KeepApartOrder.participant_b_id == dup)))).scalars()
     for o in list(orders):
@@ -406,7 +416,7 @@ async def _move_keep_aparts(session: AsyncSession, survivor: uuid.UUID, dup: uui
             # An order between the two halves of one person no longer means anything.
             if o.status == "open":
                 _close(o, now, principal, "merged: both records are one person")
-                w.emit("keep_apart.closed", "keep_apart_order", o.id)
+                _closed(w, o, scope)
             continue
         a, b = ordered_pair(survivor, other)
         if o.status == "open":
@@ -415,8 +425,9 @@ async def _move_keep_aparts(session: AsyncSession, survivor: uuid.UUID, dup: uui
                 KeepApartOrder.status == "open")))).scalar_one_or_none()
             if twin is not None:
                 _close(o, now, principal, "merged: the survivor already has this order")
-                w.emit("keep_apart.closed", "keep_apart_order", o.id)
+                _closed(w, o, scope)
         o.participant_a_id, o.participant_b_id = a, b
+        w.audit("keep_apart.merge_move", "keep_apart_order", o.id, scope.facility_id)
         o.version += 1
         o.updated_at = now
         await session.flush()
