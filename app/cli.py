@@ -160,6 +160,43 @@ def clients_create(
                            "scopes": client.scopes}))
 
 
+@app.command("worker")
+def worker_cmd() -> None:
+    """Run the background jobs (certification sweep, ...) until interrupted."""
+    from app.db import make_async_engine, make_sessionmaker
+    from app.logging import configure_logging
+    from app.worker import run_forever
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+
+    async def go() -> None:
+        engine = make_async_engine(settings)
+        try:
+            await run_forever(make_sessionmaker(engine), settings)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+@app.command("run-job")
+def run_job_cmd(name: str) -> None:
+    """Run one round of a background job now (e.g. certification_sweep) and print its result."""
+    from app.worker import _jobs, run_job
+
+    job = next((j for j in _jobs() if j.name == name), None)
+    if job is None:
+        _fail(f"unknown job {name}; known: {', '.join(j.name for j in _jobs())}")
+
+    async def go(session: Any) -> Any:
+        from app.db import make_sessionmaker
+
+        return await run_job(make_sessionmaker(session.bind), get_settings(), job)
+
+    typer.echo(json.dumps(_run(go)))
+
+
 @app.command()
 def openapi(output: Path = ROOT / "openapi" / "openapi.json") -> None:
     """Write the OpenAPI contract the app generates."""

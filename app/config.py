@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # Certificate validity and renewal per network (JSON in PEERLINK_CERTIFICATION).
     certification: dict[str, CertificationPolicy] = Field(default_factory=_default_policies)
 
+    # Background jobs (app/worker.py): inside the service, or `peerlink worker` on its own.
+    # Unset: inside the service on the embedded SQLite, a separate process on PostgreSQL.
+    embedded_worker: bool | None = None
+    certification_sweep_minutes: float = Field(60, gt=0)
+
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
 
@@ -71,6 +76,10 @@ class Settings(BaseSettings):
             if "*" in self.cors_origins:
                 raise ValueError("production mode refuses a wildcard CORS origin")
         return self
+
+    @property
+    def run_embedded_worker(self) -> bool:
+        return self.is_sqlite if self.embedded_worker is None else self.embedded_worker
 
     @property
     def is_sqlite(self) -> bool:

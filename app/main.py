@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
+from app import worker
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.errors import FieldError, Problem, install_error_handlers
@@ -54,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         PRINCIPALS.ttl = settings.principal_cache_seconds
-        async with invalidation.running(settings):
+        async with invalidation.running(settings), \
+                worker.embedded(app.state.sessionmaker, settings):
             yield
         await engine.dispose()
         if read_engine is not engine:

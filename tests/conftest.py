@@ -93,7 +93,8 @@ def db_url(migrated_url: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture()
 def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, mode="development", jwt_private_key=TEST_KEY,
-                    log_level="WARNING", rate_limit_storage="memory://")
+                    log_level="WARNING", rate_limit_storage="memory://",
+                    embedded_worker=False)  # jobs run where a test calls them
 
 
 @pytest.fixture()

@@ -217,3 +217,60 @@ def test_network_rule_holds_even_where_no_caller_can_see_both_networks(factory, 
                            keep_apart=False, caseload=0, cap=5, recipient_holding=0),
                      override=False)
     assert [c for c, _, _ in found] == ["network_mismatch"]
+
+
+def _sweep(app):
+    from app.worker import _jobs, run_job
+
+    job = next(j for j in _jobs() if j.name == "certification_sweep")
+    return asyncio.run(run_job(app.state.sessionmaker, app.state.settings, job))
+
+
+def test_lapsed_certificate_pauses_then_renewal_resumes(app, client, factory, ctx):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from app.models import ConductSignature, Enrollment
+
+    p = factory.pairing(ctx["sup"], ctx["rec"])
+    long_ago = datetime.now(UTC) - timedelta(days=800)
+    with factory.engine.begin() as conn:  # the certificate ran out: training 800 days ago
+        conn.execute(update(Enrollment).where(Enrollment.participant_id == ctx["sup"].id)
+                     .values(completed_at=long_ago))
+        conn.execute(update(ConductSignature).where(
+            ConductSignature.participant_id == ctx["sup"].id).values(signed_on=long_ago.date()))
+    assert _sweep(app) == {"supporters_checked": 1, "paused": 1, "resumed": 0}
+    paused = factory.get(Pairing, p.id)
+    assert paused.status == "paused" and paused.pause_reason == "certification_lapsed"
+    assert len(factory.events("certification.lapsed")) == 1
+    assert _sweep(app)["paused"] == 0  # nothing twice
+    refresher = factory.course(required=False, refresher=True, hours=8)
+    factory.enrollment(ctx["sup"], refresher, status="completed", completed_at=datetime.now(UTC))
+    assert _sweep(app)["resumed"] == 1
+    assert factory.get(Pairing, p.id).status == "active"
+    assert [e.type for e in factory.events()][-1] == "pairing.resumed"
+
+
+def test_service_runs_the_sweep_itself_when_embedded(settings, factory, ctx):
+    """`make run` on the embedded default: the service is its own worker."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from app.main import create_app
+    from app.models import ConductSignature, Enrollment
+
+    p = factory.pairing(ctx["sup"], ctx["rec"])
+    long_ago = datetime.now(UTC) - timedelta(days=800)
+    with factory.engine.begin() as conn:
+        conn.execute(update(Enrollment).values(completed_at=long_ago))
+        conn.execute(update(ConductSignature).values(signed_on=long_ago.date()))
+    app = create_app(settings.model_copy(update={"embedded_worker": True}))
+    with TestClient(app):
+        deadline = time.monotonic() + 5
+        while factory.get(Pairing, p.id).status != "paused" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert factory.get(Pairing, p.id).pause_reason == "certification_lapsed"

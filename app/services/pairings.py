@@ -392,3 +392,37 @@ async def end_between(session: AsyncSession, w: Writer, x: uuid.UUID, y: uuid.UU
         apply(session, w, pairing, "end", _S.ended.value, None, reason="keep_apart")
         w.audit("pairing.end", "pairing", pairing.id, pairing.facility_id)
     return len(found)
+
+
+async def certification_sweep(session: AsyncSession, settings: Settings) -> dict[str, int]:
+    """Periodic: a supporter whose certificate lapsed has active pairings paused
+    (`certification_lapsed`, with `certification.lapsed`); once renewed, the pairings paused
+    for that reason resume (if nothing else now stands in the way). One transaction."""
+    lapsed_pause = (PR.status == "paused") & (PR.pause_reason == "certification_lapsed")
+    involved = select(PR.supporter_id).where((PR.status == "active") | lapsed_pause)
+    people = (await session.execute(select(Participant).where(P.id.in_(involved)))).scalars().all()
+    states = await certification.states(session, settings, [(p.id, p.network) for p in people])
+    w = Writer(session, None)
+    paused = resumed = 0
+    for person in people:
+        if not states[person.id].certified:
+            n = await cascade(session, w, person.id, action="pause", reason="certification_lapsed",
+                              only_as_supporter=True, statuses=("active",))
+            if n:
+                paused += n
+                w.emit("certification.lapsed", "participant", person.id,
+                       facility_id=person.facility_id, network=person.network)
+            continue
+        waiting = (await session.execute(select(Pairing).where(
+            PR.supporter_id == person.id, lapsed_pause).with_for_update())).scalars().all()
+        for pairing in waiting:
+            recipient = await session.get(Participant, pairing.recipient_id)
+            found = refusals(await _facts(session, settings, person, recipient, pairing.id),
+                             override=bool(pairing.override_reason))
+            if found:
+                continue
+            apply(session, w, pairing, "resume", _S.active.value, None, reason="certified again")
+            w.audit("pairing.resume", "pairing", pairing.id, pairing.facility_id)
+            resumed += 1
+    await w.commit()
+    return {"supporters_checked": len(people), "paused": paused, "resumed": resumed}

@@ -1,0 +1,91 @@
+"""Background jobs: periodic work that must run whether or not anyone calls the API.
+
+`peerlink worker` runs them as their own process (production, PostgreSQL: several workers may
+run; each round of a job is taken by one of them under a transaction-scoped advisory lock).
+For the embedded SQLite default the service runs them itself (`PEERLINK_EMBEDDED_WORKER`).
+State lives in the database, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+
+log = logging.getLogger("peerlink.worker")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[AsyncSession, Settings], Awaitable[dict[str, int]]]
+    every_seconds: Callable[[Settings], float]
+
+
+def _jobs() -> list[Job]:
+    from app.services.pairings import certification_sweep
+
+    return [Job("certification_sweep", certification_sweep,
+                lambda s: s.certification_sweep_minutes * 60)]
+
+
+async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
+                  job: Job) -> dict[str, int] | None:
+    """One round of `job`; None when another worker holds this round."""
+    async with maker() as session:
+        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            key = zlib.crc32(job.name.encode())
+            got = (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                         {"k": key})).scalar()
+            if not got:
+                return None
+        return await job.run(session, settings)
+
+
+async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Settings,
+                      stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    jobs = _jobs()
+    due = {job.name: 0.0 for job in jobs}
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        now = loop.time()
+        for job in jobs:
+            if due[job.name] > now:
+                continue
+            try:
+                result = await run_job(maker, settings, job)
+                if result:
+                    log.info("job done", extra={"job": job.name, **result})
+            except Exception:
+                log.exception("job failed", extra={"job": job.name})
+            due[job.name] = now + job.every_seconds(settings)
+        wait = max(0.5, min(due.values()) - loop.time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+
+
+@contextlib.asynccontextmanager
+async def embedded(maker: async_sessionmaker[AsyncSession], settings: Settings) -> Any:
+    """Runs the worker inside the service for the app's lifetime, when configured to."""
+    if not settings.run_embedded_worker:
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_forever(maker, settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
