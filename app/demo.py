@@ -10,7 +10,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Facility, HousingUnit, KeepApartOrder, Participant, ParticipantExternalId, User
+from app.db import utcnow
+from app.models import (
+    ConductSignature,
+    Course,
+    Enrollment,
+    Facility,
+    HousingUnit,
+    KeepApartOrder,
+    Pairing,
+    Participant,
+    ParticipantExternalId,
+    User,
+)
 from app.models.account import ClientCreate
 from app.models.common import Role
 from app.models.facility import FacilitySettings
@@ -72,6 +84,25 @@ async def load_demo(session: AsyncSession) -> str:
                                scope="facility", authorised_by="Lt. Demo", opened_by="demo",
                                status_changed_by="demo"))
     peer = next(p for p in inc if p.is_supporter)
+    courses = [Course(title=t, hours=h, required_for_certification=r, refresher=not r)
+               for t, h, r in (("Peer supporter foundations", 16, True),
+                               ("Suicide prevention and crisis response", 12, True),
+                               ("Confidentiality and boundaries", 6, True),
+                               ("Annual refresher", 8, False))]
+    session.add_all(courses)
+    await session.flush()
+    now = utcnow()
+    for p in people:
+        if p.is_supporter:
+            for c in courses[:3]:
+                session.add(Enrollment(participant_id=p.id, course_id=c.id, status="completed",
+                                       enrolled_by="demo", completed_at=now, completed_by="demo"))
+            session.add(ConductSignature(participant_id=p.id, conduct_version="2026-01",
+                                         signed_on=now.date(), witnessed_by="demo"))
+    recipients = [p for p in inc if p.is_recipient and p.facility_id == peer.facility_id]
+    session.add(Pairing(supporter_id=peer.id, recipient_id=recipients[-1].id,
+                        facility_id=peer.facility_id, network=peer.network, status="active",
+                        proposed_by="demo", activated_at=now, activated_by="demo"))
     lines = []
     for role in Role:
         if role == Role.integration:
@@ -87,6 +118,7 @@ async def load_demo(session: AsyncSession) -> str:
     client, secret = await create_client(session=session, principal=None, data=ClientCreate(
         name="Demo JMS", scopes=["facilities:read", "participants:read", "participants:write",
                                  "keep_apart:read", "keep_apart:write"]))
-    return ("demo data loaded: facilities CCJ and NSP, 36 participants, 1 keep-apart order\n"
+    return ("demo data loaded: facilities CCJ and NSP, 36 participants (supporters certified),\n"
+            "4 courses, 1 keep-apart order, 1 active pairing\n"
             "users (development only):\n" + "\n".join(lines) +
             f"\nintegration client: {client.client_id} secret {secret} (shown once)")
