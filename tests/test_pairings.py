@@ -274,3 +274,16 @@ def test_service_runs_the_sweep_itself_when_embedded(settings, factory, ctx):
         while factory.get(Pairing, p.id).status != "paused" and time.monotonic() < deadline:
             time.sleep(0.05)
     assert factory.get(Pairing, p.id).pause_reason == "certification_lapsed"
+
+
+def test_housing_move_pauses_a_pairing_that_now_conflicts(client, factory, ctx):
+    """An order imported behind the service's back (no cascade ran) is caught by the next
+    housing move of either person."""
+    p = factory.pairing(ctx["sup"], ctx["rec"])
+    factory.keep_apart(ctx["sup"], ctx["rec"], scope="unit")
+    factory.unit(ctx["f"], "C9")
+    r = client.patch(f"/v1/participants/{ctx['rec'].id}", headers=ctx["h"],
+                     json={"housing_unit_code": "C9"})
+    assert r.status_code == 200
+    moved = factory.get(Pairing, p.id)
+    assert moved.status == "paused" and moved.pause_reason == "keep_apart"
