@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401
+from sqlalchemy import Text  # noqa: F401 (autogenerate renders JSONB(astext_type=Text()))
 from alembic import op
 ${imports if imports else ""}
 

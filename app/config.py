@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
 DEV_KEY_FILE = VAR_DIR / "dev-signing-key.pem"
+DEV_NOTE_KEY_FILE = VAR_DIR / "dev-note-key"
 
 
 class CertificationPolicy(BaseModel):
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     # Certificate validity and renewal per network (JSON in PEERLINK_CERTIFICATION).
     certification: dict[str, CertificationPolicy] = Field(default_factory=_default_policies)
 
+    # Confidential notes: master keys by id (base64 of 32 random bytes) and the current one.
+    note_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    note_key_id: str | None = None
+
     # Background jobs (app/worker.py): inside the service, or `peerlink worker` on its own.
     # Unset: inside the service on the embedded SQLite, a separate process on PostgreSQL.
     embedded_worker: bool | None = None
@@ -73,6 +78,8 @@ class Settings(BaseSettings):
                 raise ValueError("production mode needs PEERLINK_JWT_PRIVATE_KEY(_FILE)")
             if self.jwt_private_key_file and self.jwt_private_key_file.resolve() == DEV_KEY_FILE:
                 raise ValueError("production mode refuses the generated development key")
+            if not self.note_keys:
+                raise ValueError("production mode needs PEERLINK_NOTE_KEYS")
             if "*" in self.cors_origins:
                 raise ValueError("production mode refuses a wildcard CORS origin")
         return self

@@ -35,6 +35,7 @@ class DomainError(Exception):
             self.code = code
         self.headers = headers or {}
         self.extra = extra
+        self.audited = False  # set when the service already wrote this refusal's audit row
 
 
 class NotFound(DomainError):
@@ -173,8 +174,8 @@ _AUDITED_REFUSALS = frozenset({"network_not_allowed", "unknown_facility", "unkno
 
 async def _audit_denial(request: Request, exc: DomainError) -> None:
     """Every denied attempt (401, 403, and 404s on scoped records) joins the audit trail."""
-    if (exc.status not in (401, 403, 404) and exc.code not in _AUDITED_REFUSALS) or \
-            request.url.path == "/v1/auth/token":
+    if exc.audited or (exc.status not in (401, 403, 404) and exc.code not in _AUDITED_REFUSALS) \
+            or request.url.path == "/v1/auth/token":
         return  # the token endpoint audits its own refusals, with the account concerned
     from app.services import audit  # late import: services depend on this module
 

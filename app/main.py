@@ -27,14 +27,16 @@ from app.routers import (
     operations,
     pairings,
     participants,
+    support_sessions,
     training,
 )
 from app.security import invalidation
+from app.security.notes import NoteCipher
 from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.2.0"
+API_VERSION = "1.3.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -74,11 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_sessionmaker = make_sessionmaker(read_engine)
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.throttle = Throttle(settings)
+    app.state.note_cipher = NoteCipher.from_settings(settings)
 
     # Routes are matched in order: the resources integrators hit hardest come first.
     for router in (participants.router, pairings.router, keep_aparts.router, facilities.router,
                    auth.router, operations.router, accounts.users, accounts.clients, audit.router,
-                   training.courses, training.enrollments, training.people, training.certs):
+                   training.courses, training.enrollments, training.people, training.certs,
+                   support_sessions.router, support_sessions.topics, support_sessions.ledger):
         app.include_router(router)
     install_error_handlers(app)
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db import metadata
 from app.main import create_app
+from app.models.support_session import DEFAULT_TOPICS
 from app.security.tokens import generate_private_key_pem
 from tests.factories import Factory
 
@@ -76,9 +77,14 @@ def db_url(migrated_url: str, tmp_path: Path) -> Iterator[str]:
     """A clean, migrated database for this test."""
     if IS_PG:
         engine = create_engine(migrated_url)
-        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        # Reference data seeded by migrations (the topic vocabulary) stays.
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables
+                           if t.name not in {"session_topic"})
         with engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            conn.execute(text("DELETE FROM session_topic WHERE code NOT IN :keep")
+                         .bindparams(bindparam("keep", expanding=True)),
+                         {"keep": list(DEFAULT_TOPICS)})
             # A tampering test may have switched the append-only guard off.
             conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only"))
         engine.dispose()

@@ -26,6 +26,8 @@ from app.models import (
     Pairing,
     Participant,
     ParticipantExternalId,
+    SessionAttendee,
+    SupportSession,
     User,
 )
 from app.models.common import Network, Role
@@ -165,6 +167,26 @@ class Factory:
                     proposed_by="test")
         self._save(p)
         return p
+
+    def support_session(self, pairing: Pairing | None = None, *, facility: Facility | None = None,
+                        network: str = "incarcerated",
+                        facilitator: Participant | None = None) -> SupportSession:
+        """A scheduled one-to-one (with the pairing's two people) or group session."""
+        if pairing is not None:
+            s = SupportSession(kind="one_to_one", pairing_id=pairing.id,
+                               facilitator_id=pairing.supporter_id,
+                               facility_id=pairing.facility_id, network=pairing.network,
+                               scheduled_at=datetime.now(UTC), scheduled_by="test")
+            people = [pairing.supporter_id, pairing.recipient_id]
+        else:
+            assert facility is not None
+            s = SupportSession(kind="group", facilitator_id=facilitator.id if facilitator else None,
+                               facility_id=facility.id, network=network,
+                               scheduled_at=datetime.now(UTC), scheduled_by="test")
+            people = [facilitator.id] if facilitator else []
+        self._save(s)
+        self._save(*[SessionAttendee(session_id=s.id, participant_id=p) for p in people])
+        return s
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

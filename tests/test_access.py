@@ -240,6 +240,19 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/pairings/{pairing_id}/pause",                   (403, 200, 200, 403, 403, 403, 403, 403)),
     ("POST", "/v1/pairings/{pairing_id}/resume",                  (403, 200, 200, 403, 403, 403, 403, 403)),
     ("POST", "/v1/pairings/{pairing_id}/end",                     (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/pairings/{pairing_id}/summary",                  (403, 200, 200, 403, 403, 200, 403, 200)),
+    ("GET", "/v1/support-sessions",                               (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("POST", "/v1/support-sessions",                              (403, 201, 201, 403, 403, 201, 403, 403)),
+    ("GET", "/v1/support-sessions/{session_id}",                  (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("POST", "/v1/support-sessions/{session_id}/attendees",       (403, 200, 200, 403, 403, 404, 403, 403)),
+    ("POST", "/v1/support-sessions/{session_id}/complete",        (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("POST", "/v1/support-sessions/{session_id}/cancel",          (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("POST", "/v1/support-sessions/{session_id}/no-show",         (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("GET", "/v1/support-sessions/{session_id}/note",             (403, 404, 404, 404, 403, 404, 403, 403)),
+    ("POST", "/v1/support-sessions/{session_id}/disclosures",     (403, 201, 201, 403, 403, 201, 403, 403)),
+    ("GET", "/v1/participants/{participant_id}/disclosures",      (403, 200, 200, 200, 403, 404, 403, 403)),
+    ("GET", "/v1/session-topics",                                 (403, 200, 200, 403, 403, 200, 403, 403)),
+    ("POST", "/v1/session-topics",                                (201, 403, 403, 403, 403, 403, 403, 403)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -265,6 +278,7 @@ class Ctx:
     facility: Facility
     network: str
     own: Participant | None = None
+    session: Any = None
 
     def person(self) -> Participant:
         return self.factory.participant(self.facility, self.network, external=("jms", _uid()))
@@ -295,6 +309,14 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
                                                                   "active")
         supporter = ctx.own or f.certified_supporter(a, ctx.network)
         subs["pairing_id"] = f.pairing(supporter, f.recipient(a, ctx.network), status=status).id
+    if "{session_id}" in template:
+        supporter = ctx.own or f.certified_supporter(a, ctx.network)
+        if template.endswith("/attendees"):
+            ss = f.support_session(facility=a, network=ctx.network, facilitator=supporter)
+        else:
+            ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)))
+        subs["session_id"] = ss.id
+        ctx.session = ss
     query = ""
     if template == "/v1/pairings/candidates":
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
@@ -339,6 +361,21 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         ("POST", "/v1/pairings/{pairing_id}/pause"): lambda: {"reason": "supporter on leave"},
         ("POST", "/v1/pairings/{pairing_id}/resume"): lambda: {},
         ("POST", "/v1/pairings/{pairing_id}/end"): lambda: {"reason": "completed"},
+        ("POST", "/v1/support-sessions"): lambda: {
+            "kind": "one_to_one", "scheduled_at": "2030-01-01T10:00:00Z",
+            "pairing_id": str(f.pairing(ctx.own or f.certified_supporter(a, ctx.network),
+                                        f.recipient(a, ctx.network)).id)},
+        # A peer facilitator cannot see other people, so only coordinators fill groups.
+        ("POST", "/v1/support-sessions/{session_id}/attendees"): lambda: {
+            "participant_id": str(f.recipient(a, ctx.network).id)},
+        ("POST", "/v1/support-sessions/{session_id}/complete"): lambda: {
+            "actual_start": "2030-01-01T10:00:00Z", "duration_minutes": 30},
+        ("POST", "/v1/support-sessions/{session_id}/cancel"): lambda: {},
+        ("POST", "/v1/support-sessions/{session_id}/no-show"): lambda: {},
+        ("POST", "/v1/support-sessions/{session_id}/disclosures"): lambda: {
+            "participant_id": str(ctx.session.facilitator_id), "category": "other_mandated",
+            "passed_to": "Supervisor", "passed_at": "2030-01-01T10:00:00Z"},
+        ("POST", "/v1/session-topics"): lambda: {"code": f"t{_uid().lower()}", "label": "T"},
     }
     make = bodies.get((method, template))
     return path, make() if make else None

@@ -16,3 +16,11 @@ __all__ += ["ConductSignature", "Course", "Enrollment"]
 from app.models.pairing import Pairing, PairingTransition  # noqa: E402
 
 __all__ += ["Pairing", "PairingTransition"]
+from app.models.support_session import (  # noqa: E402
+    Disclosure,
+    SessionAttendee,
+    SessionTopic,
+    SupportSession,
+)
+
+__all__ += ["Disclosure", "SessionAttendee", "SessionTopic", "SupportSession"]

@@ -22,6 +22,13 @@ SCOPES: dict[str, str] = {
     "training:write": "Enroll participants, move enrollments along, record conduct signatures",
     "pairings:read": "Read pairings in scope (a peer supporter: their own)",
     "pairings:write": "Propose, activate, pause, resume and end pairings; see candidates",
+    "sessions:read": "Read support sessions in scope (a peer supporter: their own)",
+    "sessions:write": "Schedule, complete, cancel support sessions; attendance",
+    "notes:read": "Ask for a confidential note's text (granted only to its author, or a "
+                  "clinician through a linked disclosure or escalation)",
+    "disclosures:read": "Read a participant's disclosure ledger",
+    "disclosures:write": "Record a disclosure from a session",
+    "topics:write": "Extend the session topic vocabulary",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -30,23 +37,29 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.admin: frozenset({
         "facilities:read", "facilities:write", "users:read", "users:write",
         "clients:read", "clients:write", "audit:read", "courses:read", "courses:write",
+        "topics:write",
     }),
     Role.coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
-        "pairings:read", "pairings:write",
+        "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
+        "disclosures:read", "disclosures:write",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
-        "pairings:read", "pairings:write",
+        "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
+        "disclosures:read", "disclosures:write",
     }),
-    Role.clinician: frozenset({"facilities:read", "participants:read"}),
+    Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
+                               "disclosures:read"}),
     Role.officer: frozenset({"facilities:read", "participants:read"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
-                                    "training:read", "pairings:read"}),
+                                    "training:read", "pairings:read", "sessions:read",
+                                    "sessions:write", "notes:read", "disclosures:read",
+                                    "disclosures:write"}),
     Role.auditor: frozenset({"facilities:read", "audit:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({

@@ -1,0 +1,438 @@
+"""Support sessions: scheduling, attendance (with the network and keep-apart checks for
+groups), completion with wellbeing and the confidential note, disclosures, pairing outcomes.
+
+Who may act: a peer supporter on their own pairings' sessions and the groups they
+facilitate; coordinators for their network and facilities. Note text: its author, and a
+clinician when the session is linked to a disclosure (or, once they exist, an escalation);
+every read of a note's text, and every refused attempt, is audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Integer, and_, case, cast, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Conflict, Forbidden, NotFound, RuleViolation
+from app.models import (
+    Disclosure,
+    Facility,
+    KeepApartOrder,
+    Pairing,
+    SessionAttendee,
+    SessionTopic,
+    SupportSession,
+)
+from app.models.common import Network, Role
+from app.models.support_session import (
+    AttendeeRead,
+    DisclosureCreate,
+    NoteRead,
+    PairingSummary,
+    SessionComplete,
+    SessionCreate,
+    SessionKind,
+    SessionRead,
+    SessionStatus,
+    TopicCreate,
+)
+from app.security.notes import NoteCipher
+from app.security.principal import Principal
+from app.services import certification, pairings, scoping
+from app.services.audit import AuditEntry, append
+from app.services.common import check_version
+from app.services.pagination import keyset_page
+from app.services.workflow import Transition, step, table
+from app.services.writer import Writer
+
+S = SupportSession.__table__.c
+A = SessionAttendee.__table__.c
+PR = Pairing.__table__.c
+K = KeepApartOrder.__table__.c
+P = scoping.P
+_ACTORS = frozenset({Role.coordinator, Role.staff_coordinator, Role.peer_supporter})
+_COORDINATORS = frozenset({Role.coordinator, Role.staff_coordinator})
+_St = SessionStatus
+SESSION_FLOW = table(
+    Transition("complete", frozenset({_St.scheduled.value}), _St.completed.value, _ACTORS),
+    Transition("cancel", frozenset({_St.scheduled.value}), _St.cancelled.value, _ACTORS),
+    Transition("no_show", frozenset({_St.scheduled.value}), _St.no_show.value, _ACTORS),
+)
+
+
+def sessions(principal: Principal) -> Any:
+    """The scoped base query: network and facility walls; a peer supporter sees the sessions
+    of their own pairings and the groups they facilitate."""
+    nets = [n.value for n in principal.networks]
+    stmt = select(SupportSession).where(S.network.in_(nets) if nets else False,
+                                        *scoping.facility_clauses_for(principal, S.facility_id))
+    if principal.role == Role.peer_supporter:
+        me = principal.participant_id
+        mine = select(PR.id).where(PR.supporter_id == me)
+        stmt = stmt.where(or_(S.pairing_id.in_(mine), S.facilitator_id == me) if me else False)
+    return stmt
+
+
+async def get(*, session: AsyncSession, principal: Principal, session_id: uuid.UUID,
+              for_update: bool = False) -> SupportSession:
+    stmt = sessions(principal).where(S.id == session_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    found = (await session.execute(stmt)).scalar_one_or_none()
+    if found is None:
+        raise NotFound("No such support session.")
+    return found
+
+
+async def to_reads(session: AsyncSession, items: list[SupportSession]) -> list[SessionRead]:
+    """Read models with attendees in one more query, whatever the page size."""
+    ids = [s.id for s in items]
+    by_session: dict[uuid.UUID, list[AttendeeRead]] = {i: [] for i in ids}
+    if ids:
+        for a in (await session.execute(select(SessionAttendee).where(A.session_id.in_(ids))
+                                        .order_by(A.id))).scalars():
+            by_session[a.session_id].append(AttendeeRead.model_validate(a))
+    return [SessionRead(
+        id=s.id, kind=SessionKind(s.kind), pairing_id=s.pairing_id, facilitator_id=s.facilitator_id,
+        facilitator_user_id=s.facilitator_user_id, facility_id=s.facility_id,
+        network=Network(s.network), status=SessionStatus(s.status), scheduled_at=s.scheduled_at,
+        scheduled_by=s.scheduled_by, actual_start=s.actual_start,
+        duration_minutes=s.duration_minutes, location=s.location, topics=list(s.topics or []),
+        closed_at=s.closed_at, closed_by=s.closed_by, close_reason=s.close_reason,
+        has_note=s.note_ciphertext is not None, attendees=by_session[s.id], version=s.version,
+        updated_at=s.updated_at) for s in items]
+
+
+async def list_(*, session: AsyncSession, principal: Principal, filters: dict[str, Any],
+                limit: int, cursor: str | None) -> tuple[list[SupportSession], str | None]:
+    stmt = sessions(principal)
+    f = filters
+    if f.get("participant_id"):
+        stmt = stmt.where(S.id.in_(select(A.session_id).where(
+            A.participant_id == f["participant_id"])))
+    for key, column in (("pairing_id", S.pairing_id), ("facilitator_id", S.facilitator_id),
+                        ("facility_id", S.facility_id)):
+        if f.get(key):
+            stmt = stmt.where(column == f[key])
+    if f.get("kind"):
+        stmt = stmt.where(S.kind == f["kind"].value)
+    if f.get("status"):
+        stmt = stmt.where(S.status == f["status"].value)
+    if f.get("scheduled_from"):
+        stmt = stmt.where(S.scheduled_at >= f["scheduled_from"])
+    if f.get("scheduled_to"):
+        stmt = stmt.where(S.scheduled_at < f["scheduled_to"])
+    if f.get("updated_since"):
+        stmt = stmt.where(S.updated_at >= f["updated_since"])
+    return await keyset_page(session, stmt, S.id, kind="support_session", limit=limit,
+                             cursor=cursor)
+
+
+def _event(w: Writer, type_: str, s: SupportSession) -> None:
+    w.emit(type_, "support_session", s.id, facility_id=s.facility_id, network=s.network)
+
+
+async def schedule(*, session: AsyncSession, settings: Settings, principal: Principal,
+                   data: SessionCreate) -> SupportSession:
+    if principal.role not in _ACTORS:
+        raise Forbidden("Your role may not schedule sessions.", code="transition_not_allowed")
+    if data.kind == SessionKind.one_to_one:
+        pairing = await pairings.get(session=session, principal=principal,
+                                     pairing_id=data.pairing_id)  # type: ignore[arg-type]
+        if pairing.status not in ("active", "paused"):
+            raise RuleViolation("A one-to-one session needs an active or paused pairing.",
+                                code="pairing_not_active")
+        s = SupportSession(kind=data.kind.value, pairing_id=pairing.id,
+                           facilitator_id=pairing.supporter_id, facility_id=pairing.facility_id,
+                           network=pairing.network, scheduled_at=data.scheduled_at,
+                           scheduled_by=principal.actor, location=data.location)
+        people = [pairing.supporter_id, pairing.recipient_id]
+    else:
+        facility = (await session.execute(scoping.facilities(principal).where(
+            Facility.id == data.facility_id))).scalar_one_or_none()
+        if facility is None:
+            raise RuleViolation("The facility is unknown or outside your scope.",
+                                code="unknown_facility")
+        facilitator_id, user_id = data.facilitator_id, None
+        if principal.role == Role.peer_supporter:
+            if facilitator_id not in (None, principal.participant_id):
+                raise Forbidden("A peer supporter schedules only groups they facilitate.",
+                                code="transition_not_allowed")
+            facilitator_id = principal.participant_id
+        if facilitator_id is None:
+            user_id = principal.id  # a staff member facilitates
+            network = next(iter(sorted(principal.networks)), None)
+        else:
+            f = (await session.execute(scoping.participants(principal).where(
+                P.id == facilitator_id))).scalar_one_or_none()
+            if f is None:
+                raise NotFound("No such participant.")
+            state = await certification.state_of(session, settings, f)
+            if not f.is_supporter or not state.certified or f.facility_id != facility.id:
+                raise RuleViolation("A group's facilitator is a certified supporter of this "
+                                    "facility, or a staff member.", code="facilitator_not_eligible")
+            network = f.network
+        if network is None:
+            raise RuleViolation("You hold no network to run a group in.", code="network_not_allowed")
+        s = SupportSession(kind=data.kind.value, facilitator_id=facilitator_id,
+                           facilitator_user_id=user_id, facility_id=facility.id,
+                           network=Network(network).value, scheduled_at=data.scheduled_at,
+                           scheduled_by=principal.actor, location=data.location)
+        people = [facilitator_id] if facilitator_id else []
+    session.add(s)
+    await session.flush()
+    for pid in people:
+        session.add(SessionAttendee(session_id=s.id, participant_id=pid))
+    w = Writer(session, principal)
+    w.audit("support_session.schedule", "support_session", s.id, s.facility_id)
+    _event(w, "support_session.scheduled", s)
+    await w.commit()
+    return s
+
+
+async def add_attendee(*, session: AsyncSession, principal: Principal, session_id: uuid.UUID,
+                       participant_id: uuid.UUID) -> SupportSession:
+    s = await get(session=session, principal=principal, session_id=session_id, for_update=True)
+    if s.kind != SessionKind.group.value:
+        raise RuleViolation("Only group sessions take attendees.", code="not_a_group")
+    if s.status != _St.scheduled.value:
+        raise Conflict("Attendees join a scheduled session.", code="invalid_transition")
+    person = (await session.execute(scoping.participants(principal).where(
+        P.id == participant_id))).scalar_one_or_none()
+    if person is None:
+        raise NotFound("No such participant.")
+    if person.network != s.network:
+        raise RuleViolation("A group never mixes the two networks.", code="network_mismatch")
+    if person.facility_id != s.facility_id:
+        raise RuleViolation("The person is at another facility.", code="different_facility")
+    present = list((await session.execute(select(A.participant_id).where(
+        A.session_id == s.id))).scalars())
+    if participant_id in present:
+        raise Conflict("Already an attendee.", code="already_attending")
+    limit = (await session.execute(select(Facility.__table__.c.settings).where(
+        Facility.__table__.c.id == s.facility_id))).scalar_one().get("group_size_limit", 12)
+    if len(present) >= limit:
+        raise Conflict(f"The group is full ({limit}).", code="group_full")
+    if present:
+        apart = (await session.execute(select(func.count()).select_from(KeepApartOrder.__table__)
+                                       .where(K.status == "open", or_(
+                                           and_(K.participant_a_id == participant_id,
+                                                K.participant_b_id.in_(present)),
+                                           and_(K.participant_b_id == participant_id,
+                                                K.participant_a_id.in_(present)))))).scalar_one()
+        if apart:
+            if principal.role in _COORDINATORS:
+                raise RuleViolation("An open keep-apart order stands between this person and "
+                                    "someone in the group.", code="keep_apart")
+            raise RuleViolation("This person cannot join this group.", code="not_eligible")
+    session.add(SessionAttendee(session_id=s.id, participant_id=participant_id))
+    s.version += 1
+    s.updated_at = utcnow()
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict("Already an attendee.", code="already_attending") from None
+    w = Writer(session, principal)
+    w.audit("support_session.add_attendee", "support_session", s.id, s.facility_id)
+    await w.commit()
+    return s
+
+
+async def _topics_known(session: AsyncSession, topics: list[str]) -> None:
+    if not topics:
+        return
+    known = set((await session.execute(select(SessionTopic.__table__.c.code).where(
+        SessionTopic.__table__.c.code.in_(topics), SessionTopic.__table__.c.active.is_(True))
+    )).scalars())
+    unknown = sorted(set(topics) - known)
+    if unknown:
+        raise RuleViolation("Unknown topic(s); admins extend the vocabulary.", code="unknown_topic",
+                            errors=[{"field": "topics", "message": f"unknown topic {t}",
+                                     "type": "unknown_topic"} for t in unknown])
+
+
+async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Principal,
+                     session_id: uuid.UUID, action: str, complete: SessionComplete | None = None,
+                     reason: str | None = None, if_match: str | None = None) -> SupportSession:
+    s = await get(session=session, principal=principal, session_id=session_id, for_update=True)
+    check_version(s.version, if_match)
+    target = step(SESSION_FLOW, action, s.status, principal.role)
+    now = utcnow()
+    w = Writer(session, principal)
+    if complete is not None:
+        await _topics_known(session, complete.topics)
+        attendees = {a.participant_id: a for a in (await session.execute(
+            select(SessionAttendee).where(A.session_id == s.id))).scalars()}
+        for mark in complete.attendance:
+            if mark.participant_id not in attendees:
+                raise RuleViolation("Attendance names someone not in this session.",
+                                    code="not_an_attendee")
+            attendees[mark.participant_id].status = mark.status.value
+            attendees[mark.participant_id].reason = mark.reason
+        for wb in complete.wellbeing:
+            if wb.participant_id not in attendees:
+                raise RuleViolation("A wellbeing check names someone not in this session.",
+                                    code="not_an_attendee")
+            attendees[wb.participant_id].wellbeing_before = wb.before
+            attendees[wb.participant_id].wellbeing_after = wb.after
+        if s.kind == SessionKind.one_to_one.value:
+            for a in attendees.values():
+                if a.status == "invited":
+                    a.status = "attended"
+        s.actual_start, s.duration_minutes = complete.actual_start, complete.duration_minutes
+        s.location = complete.location or s.location
+        s.topics = list(complete.topics)
+        if complete.note:
+            ct, wrapped, kid = cipher.encrypt(complete.note, s.id.bytes)
+            s.note_ciphertext, s.note_wrapped_key, s.note_key_id = ct, wrapped, kid
+            s.note_author, s.note_written_at = principal.actor, now
+            w.audit("support_session.note_write", "support_session", s.id, s.facility_id)
+    s.status = target
+    s.closed_at, s.closed_by = now, principal.actor
+    s.close_reason = reason
+    s.version += 1
+    s.updated_at = now
+    w.audit(f"support_session.{action}", "support_session", s.id, s.facility_id)
+    _event(w, f"support_session.{target}", s)
+    await w.commit()
+    return s
+
+
+async def read_note(*, session: AsyncSession, maker: Any, cipher: NoteCipher,
+                    principal: Principal, session_id: uuid.UUID) -> NoteRead:
+    """Author, or a clinician through a linked disclosure; anyone else is refused. Both the
+    read and the refusal are audited (in a transaction of their own: a GET's session reads)."""
+    s = (await session.execute(sessions(principal).where(S.id == session_id))).scalar_one_or_none()
+    allowed = False
+    if s is not None and s.note_ciphertext is not None:
+        if s.note_author == principal.actor:
+            allowed = True
+        elif principal.role == Role.clinician:
+            linked = (await session.execute(select(func.count()).select_from(
+                Disclosure.__table__).where(Disclosure.__table__.c.session_id == s.id))).scalar_one()
+            allowed = linked > 0
+    # Release the request's read (on SQLite it holds the database lock) before the audit row
+    # is written in a transaction of its own; the loaded row stays usable.
+    await session.close()
+    entry = AuditEntry(action="support_session.note_read",
+                       outcome="success" if allowed else "denied",
+                       entity_type="support_session", entity_id=str(session_id),
+                       facility_id=s.facility_id if s is not None else None)
+    async with maker() as audit_session:
+        await append(audit_session, [entry], actor_type=principal.kind,
+                     actor_id=str(principal.id), role=principal.role.value,
+                     client_id=principal.name if principal.kind == "client" else None)
+        await audit_session.commit()
+    if not allowed or s is None:
+        refused = NotFound("No note you may read.")
+        refused.audited = True
+        raise refused
+    text = cipher.decrypt(s.note_ciphertext, s.note_wrapped_key,  # type: ignore[arg-type]
+                          s.note_key_id, s.id.bytes)  # type: ignore[arg-type]
+    return NoteRead(session_id=s.id, text=text, author=s.note_author or "",
+                    written_at=s.note_written_at)  # type: ignore[arg-type]
+
+
+async def record_disclosure(*, session: AsyncSession, principal: Principal,
+                            session_id: uuid.UUID, data: DisclosureCreate) -> Disclosure:
+    s = await get(session=session, principal=principal, session_id=session_id, for_update=True)
+    present = set((await session.execute(select(A.participant_id).where(
+        A.session_id == s.id))).scalars())
+    if data.participant_id not in present:
+        raise RuleViolation("A disclosure is about someone in the session.",
+                            code="not_an_attendee")
+    d = Disclosure(session_id=s.id, participant_id=data.participant_id,
+                   category=data.category.value, passed_to=data.passed_to,
+                   passed_at=data.passed_at, recorded_by=principal.actor)
+    session.add(d)
+    await session.flush()
+    w = Writer(session, principal)
+    w.audit("disclosure.record", "disclosure", d.id, s.facility_id)
+    # Risk categories will open a crisis escalation here once escalations exist.
+    w.emit("disclosure.recorded", "disclosure", d.id, facility_id=s.facility_id,
+           network=s.network)
+    await w.commit()
+    return d
+
+
+async def disclosures_of(*, session: AsyncSession, principal: Principal,
+                         participant_id: uuid.UUID) -> list[Disclosure]:
+    """The ledger of what left confidential sessions about this person: for their
+    supporter, their coordinator (network and facility) and clinicians."""
+    D = Disclosure.__table__.c
+    if principal.role == Role.peer_supporter:
+        supports = (await session.execute(select(func.count()).select_from(Pairing.__table__)
+                                          .where(PR.supporter_id == principal.participant_id,
+                                                 PR.recipient_id == participant_id))).scalar_one()
+        if not supports:
+            raise NotFound("No such participant.")
+    else:
+        found = (await session.execute(scoping.participants(principal, P.id).where(
+            P.id == participant_id))).first()
+        if found is None:
+            raise NotFound("No such participant.")
+    rows = await session.execute(select(Disclosure).where(D.participant_id == participant_id)
+                                 .order_by(D.passed_at, D.id))
+    return list(rows.scalars())
+
+
+async def summary(*, session: AsyncSession, principal: Principal,
+                  pairing_id: uuid.UUID) -> PairingSummary:
+    """Outcomes of a pairing, computed by the database (aggregates, no rows loaded)."""
+    pairing = await pairings.get(session=session, principal=principal, pairing_id=pairing_id)
+    done = and_(S.pairing_id == pairing.id, S.status == _St.completed.value)
+    recipient = and_(A.session_id == S.id, A.participant_id == pairing.recipient_id)
+    row = (await session.execute(
+        select(func.count(func.distinct(S.id)).label("held"),
+               func.count(func.distinct(case((A.status == "attended", S.id)))).label("attended"),
+               func.avg(cast(A.wellbeing_after, Integer) - cast(A.wellbeing_before, Integer))
+               .label("change"),
+               func.min(S.actual_start).label("first"), func.max(S.actual_start).label("last"))
+        .select_from(SupportSession.__table__.outerjoin(SessionAttendee.__table__, recipient))
+        .where(done))).one()
+    start = pairing.activated_at or pairing.proposed_at
+    now = utcnow()
+
+    def days(a: datetime | None, b: datetime | None) -> int | None:
+        if a is None or b is None:
+            return None
+        a, b = _aware(a), _aware(b)
+        return max(0, (b - a).days)
+
+    return PairingSummary(
+        pairing_id=pairing.id, sessions_held=row.held, sessions_attended=row.attended,
+        average_wellbeing_change=round(float(row.change), 2) if row.change is not None else None,
+        days_to_first_session=days(start, row.first), days_since_last_session=days(row.last, now))
+
+
+def _aware(d: datetime) -> datetime:
+    from datetime import UTC
+
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+async def list_topics(*, session: AsyncSession) -> list[SessionTopic]:
+    return list((await session.execute(select(SessionTopic).order_by(
+        SessionTopic.__table__.c.code))).scalars())
+
+
+async def add_topic(*, session: AsyncSession, principal: Principal,
+                    data: TopicCreate) -> SessionTopic:
+    topic = SessionTopic(code=data.code, label=data.label)
+    session.add(topic)
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict("This topic exists.", code="topic_exists") from None
+    w = Writer(session, principal)
+    w.audit("session_topic.create", "session_topic", None)
+    await w.commit()
+    return topic
