@@ -1,4 +1,5 @@
-"""Fresh benchmark database: drop/create, migrate, and seed 100,000 participants with COPY."""
+"""Fresh benchmark database: drop/create, migrate, and seed 100,000 participants with COPY,
+plus a second facility of 2,000 certified supporters for the pairing candidates scenario."""
 
 from __future__ import annotations
 
@@ -15,16 +16,39 @@ from app.db import utcnow, uuid7
 
 FACILITY_CODE = "BENCH"
 UNIT_CODES = ["A", "B", "C", "D"]
+CAND_FACILITY_CODE = "BENCH2"
+CAND_UNIT_CODES = ["N1", "N2", "N3", "N4", "N5", "N6"]
+CAND_SUPPORTERS = 2000
+CAND_RECIPIENTS = 1500  # recipient-only people: the query's recipient + the others' pairings
+CAND_LANGUAGES = ['["en"]', '["es"]', '["en", "es"]']
 USERNAME = "bench.coordinator"
 PASSWORD = "bench-password-1234"  # noqa: S105 (a throwaway local account)
+
+
+@dataclass
+class CandidatesSeed:
+    """The second facility: who is there and what the candidates answer should be."""
+
+    facility_id: uuid.UUID
+    recipient_id: uuid.UUID  # the one the scenario asks about
+    supporter_ids: list[uuid.UUID]
+    pairings: int  # active pairings seeded (caseloads)
+    full: list[uuid.UUID]  # supporters at the facility's caseload cap (caseload_full)
+    keep_apart: list[uuid.UUID]  # supporters with an open keep-apart order with the recipient
+    previous: list[uuid.UUID]  # supporters of the recipient's ended pairings
+
+    @property
+    def expected_eligible(self) -> int:
+        return len(self.supporter_ids) - len(set(self.full) | set(self.keep_apart))
 
 
 @dataclass
 class Seeded:
     facility_id: uuid.UUID
     unit_ids: list[uuid.UUID]
-    ids: list[uuid.UUID]  # participant ids, ascending (keyset order)
+    ids: list[uuid.UUID]  # participant ids, ascending (keyset order); the first facility only
     names: list[str] = field(default_factory=list)
+    candidates: CandidatesSeed | None = None
 
     def ext(self, i: int) -> str:
         return f"J{i:07d}"
@@ -103,9 +127,119 @@ def seed(url: str, n: int) -> Seeded:
             " participant_id, active, version, created_at, updated_at) "
             "VALUES (%s, %s, %s, 'coordinator', true, %s::jsonb, NULL, true, 1, %s, %s)",
             (uuid7(), USERNAME, hash_password(PASSWORD), json.dumps([str(facility_id)]), now, now))
+        s.candidates = seed_candidates(conn, max(ids))
         conn.commit()
     with psycopg.connect(_conninfo(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+    c = s.candidates
     print(f"  seeded {n:,} participants (+ external ids, 1 facility, {len(unit_ids)} units, "
-          f"1 coordinator) in {time.perf_counter() - t0:.1f}s", flush=True)
+          f"1 coordinator); facility {CAND_FACILITY_CODE}: {len(c.supporter_ids):,} certified "
+          f"supporters, {CAND_RECIPIENTS:,} recipients, {c.pairings:,} active pairings, "
+          f"{len(c.keep_apart)} keep-apart orders; in {time.perf_counter() - t0:.1f}s", flush=True)
     return s
+
+
+def seed_candidates(conn: psycopg.Connection, after: uuid.UUID) -> CandidatesSeed:
+    """Facility BENCH2 (incarcerated network): 2,000 supporters, all certified (one required
+    course completed, the code of conduct signed), caseloads 0-5 from active pairings with
+    1,500 recipient-only people, and one recipient to ask about with 5 keep-apart orders and 3
+    ended pairings. Its ids sort after `after` so the first facility's pages are unchanged.
+
+    Expected candidates for the recipient: 2,000 - 20 at the cap (caseload_full) - 5 keep-apart
+    = 1,975 eligible, 25 ineligible (shown to coordinators with the rule that excludes each).
+    """
+    from app.models.facility import FacilitySettings
+
+    now = utcnow()
+    today = now.date()
+    facility_id = uuid7()
+    unit_ids = [uuid7() for _ in CAND_UNIT_CODES]
+    nu = len(unit_ids)
+    sup = sorted(uuid7() for _ in range(CAND_SUPPORTERS))
+    rec = sorted(uuid7() for _ in range(CAND_RECIPIENTS))
+    if min(sup[0], rec[0]) <= after:
+        raise RuntimeError("the second facility's ids must sort after the first's")
+    cap = FacilitySettings().caseload_cap  # 5
+    conn.execute(
+        "INSERT INTO facility (id, code, name, timezone, settings, version, created_at, "
+        "updated_at) VALUES (%s, %s, %s, %s, %s::jsonb, 1, %s, %s)",
+        (facility_id, CAND_FACILITY_CODE, "Benchmark State Prison", "America/Chicago",
+         json.dumps(FacilitySettings().model_dump()), now, now))
+    conn.cursor().executemany(
+        "INSERT INTO housing_unit (id, facility_id, code, name, active, created_at) "
+        "VALUES (%s, %s, %s, %s, true, %s)",
+        [(uid, facility_id, code, f"Unit {code}", now)
+         for uid, code in zip(unit_ids, CAND_UNIT_CODES, strict=True)])
+    cols = ("id, network, legal_name, preferred_name, date_of_birth, languages, facility_id, "
+            "housing_unit_id, custody_status, employment_status, is_supporter, is_recipient, "
+            "supporter_availability, unavailable_until, caseload_cap, external_ids, archived_at, "
+            "merged_into_id, version, created_at, updated_at")
+    dob0 = date(1970, 1, 1)
+    with conn.cursor().copy(f"COPY participant ({cols}) FROM STDIN") as cp:
+        for i, pid in enumerate(sup):
+            cp.write_row((
+                pid, "incarcerated", f"Supporter {i:04d} Benchmark", f"Sup {i:04d}",
+                dob0 + timedelta(days=i * 7), CAND_LANGUAGES[i % 3], facility_id,
+                unit_ids[i % nu], "in_custody", None, True, False, "active", None, None, "[]",
+                None, None, 1, now, now))
+        for i, pid in enumerate(rec):
+            cp.write_row((
+                pid, "incarcerated", f"Recipient {i:04d} Benchmark", f"Rec {i:04d}",
+                dob0 + timedelta(days=i * 5), CAND_LANGUAGES[i % 2], facility_id,
+                unit_ids[i % nu], "in_custody", None, False, True, None, None, None, "[]",
+                None, None, 1, now, now))
+    course_id = uuid7()
+    conn.execute(
+        "INSERT INTO course (id, title, description, hours, network, required_for_certification,"
+        " refresher, active, version, created_at, updated_at) "
+        "VALUES (%s, 'Peer support foundations', 'Benchmark course', 16, 'incarcerated', true, "
+        "false, true, 1, %s, %s)", (course_id, now, now))
+    with conn.cursor().copy(
+            "COPY enrollment (id, participant_id, course_id, status, score, enrolled_at, "
+            "enrolled_by, started_at, started_by, completed_at, completed_by, version, "
+            "updated_at) FROM STDIN") as cp:
+        for i, pid in enumerate(sup):
+            done = now - timedelta(days=1 + i % 300)
+            cp.write_row((uuid7(), pid, course_id, "completed", 80 + i % 20,
+                          done - timedelta(days=30), "bench", done - timedelta(days=29), "bench",
+                          done, "bench", 3, done))
+    with conn.cursor().copy(
+            "COPY conduct_signature (id, participant_id, conduct_version, signed_on, "
+            "witnessed_by, witness_name, recorded_at) FROM STDIN") as cp:
+        for i, pid in enumerate(sup):
+            cp.write_row((uuid7(), pid, "2026.1", today - timedelta(days=1 + i % 300), "bench",
+                          None, now))
+    # Caseloads: supporters 0-599 hold i % 5 (0-4) active pairings, 600-619 the cap (full);
+    # each pairing with its own recipient (recipients 1..; recipient 0 is the one asked about).
+    loads = [(j, j % 5) for j in range(600)] + [(j, cap) for j in range(600, 620)]
+    recipient = rec[0]
+    others = iter(rec[1:])
+    keep_apart = sup[1000:1005]
+    previous = sup[10:13]
+    pcols = ("id, supporter_id, recipient_id, facility_id, network, status, proposed_at, "
+             "proposed_by, activated_at, activated_by, ended_at, ended_by, end_reason, version, "
+             "updated_at")
+    n_active = 0
+    with conn.cursor().copy(f"COPY pairing ({pcols}) FROM STDIN") as cp:
+        for j, k in loads:
+            for _ in range(k):
+                start = now - timedelta(days=10 + j % 50)
+                cp.write_row((uuid7(), sup[j], next(others), facility_id, "incarcerated",
+                              "active", start, "bench", start, "bench", None, None, None, 2,
+                              start))
+                n_active += 1
+        for j, s in enumerate(previous):  # the recipient's ended pairings (previous supporters)
+            start = now - timedelta(days=400 + 30 * j)
+            end = start + timedelta(days=90)
+            cp.write_row((uuid7(), s, recipient, facility_id, "incarcerated", "ended", start,
+                          "bench", start, "bench", end, "bench", "completed", 3, end))
+    conn.cursor().executemany(
+        "INSERT INTO keep_apart_order (id, participant_a_id, participant_b_id, reason, scope, "
+        "authorised_by, status, opened_at, opened_by, status_changed_at, status_changed_by, "
+        "version, created_at, updated_at) "
+        "VALUES (%s, %s, %s, 'threat', 'unit', 'Bench Captain', 'open', %s, 'bench', %s, "
+        "'bench', 1, %s, %s)",
+        [(uuid7(), *sorted((recipient, s)), now, now, now, now) for s in keep_apart])
+    return CandidatesSeed(facility_id=facility_id, recipient_id=recipient, supporter_ids=sup,
+                          pairings=n_active, full=sup[600:620], keep_apart=keep_apart,
+                          previous=previous)
