@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         PRINCIPALS.ttl = settings.principal_cache_seconds
+        # What start-up built lives as long as the process: keep it out of every collection.
+        gc.collect()
+        gc.freeze()
         async with invalidation.running(settings), \
                 worker.embedded(app.state.sessionmaker, settings):
             yield

@@ -68,18 +68,64 @@ def derive(*, required: list[tuple[uuid.UUID, str]], completions: list[Completio
     if missing or signed_on is None:
         return CertState(certified=False, since=None, until=None, missing_courses=missing,
                          conduct_missing=signed_on is None)
-    start = max([first_done[cid] for cid, _ in required] + [signed_on])
+    last_first = max((first_done[cid] for cid, _ in required), default=None)
+    refreshers = [(c.on, c.hours) for c in completions if c.refresher]
+    return period(last_first, signed_on, refreshers, policy, today)
+
+
+def period(last_required: date | None, signed_on: date, refreshers: list[tuple[date, float]],
+           policy: CertificationPolicy, today: date) -> CertState:
+    """Pure: the validity period once every requirement is met: it starts when the last one
+    was, and renews from the day the refresher hours completed within a period add up."""
+    start = max(d for d in (last_required, signed_on) if d is not None)
     until = add_months(start, policy.validity_months)
     hours = 0.0
-    for c in sorted((c for c in completions if c.refresher), key=lambda c: c.on):
-        if c.on <= start:
+    for on, h in sorted(refreshers):
+        if on <= start:
             continue
-        hours += c.hours
+        hours += h
         if hours >= policy.refresher_hours > 0:
-            start, until, hours = c.on, add_months(c.on, policy.validity_months), 0.0
+            start, until, hours = on, add_months(on, policy.validity_months), 0.0
     certified = today <= until
     return CertState(certified=certified, since=start, until=until, expired=not certified,
                      refresher_hours_needed=max(0.0, policy.refresher_hours - hours))
+
+
+async def certified_among(session: AsyncSession, settings: Settings, among: Any,
+                          network: str) -> dict[uuid.UUID, CertState]:
+    """Certification of every participant selected by the `among` id subquery (one network),
+    aggregated by the database: a row per person, not per training record. For lists of many
+    supporters (candidates, the expiring list, the sweep); `state_of` gives the full detail."""
+    required = [cid for cid, _ in await _required(session, network)]
+    e, c, s = Enrollment.__table__.c, Course.__table__.c, ConductSignature.__table__.c
+    done = e.status == EnrollmentStatus.completed.value
+    firsts = (select(e.participant_id.label("pid"), e.course_id,
+                     func.min(e.completed_at).label("first"))
+              .where(done, e.participant_id.in_(among), e.course_id.in_(required))
+              .group_by(e.participant_id, e.course_id).subquery()) if required else None
+    signed: dict[uuid.UUID, date] = dict((await session.execute(
+        select(s.participant_id, func.min(s.signed_on)).where(s.participant_id.in_(among))
+        .group_by(s.participant_id))).all())
+    progress: dict[uuid.UUID, tuple[int, Any]] = {}
+    if firsts is not None:
+        rows = await session.execute(select(firsts.c.pid, func.count(), func.max(firsts.c.first))
+                                     .group_by(firsts.c.pid))
+        progress = {r[0]: (r[1], r[2]) for r in rows}
+    refreshers: dict[uuid.UUID, list[tuple[date, float]]] = defaultdict(list)
+    for r in await session.execute(
+            select(e.participant_id, e.completed_at, c.hours).join(Course.__table__,
+                                                                   c.id == e.course_id)
+            .where(done, c.refresher.is_(True), e.participant_id.in_(among))):
+        refreshers[r[0]].append((r[1].date(), r[2]))
+    policy, today = _policy(settings, network), utcnow().date()
+    out: dict[uuid.UUID, CertState] = {}
+    for pid, signed_on in signed.items():
+        n_done, last = progress.get(pid, (0, None))
+        if n_done < len(required):
+            continue
+        out[pid] = period(last.date() if last else None, signed_on, refreshers.get(pid, []),
+                          policy, today)
+    return out
 
 
 def _policy(settings: Settings, network: str) -> CertificationPolicy:
@@ -145,17 +191,23 @@ async def expiring(*, session: AsyncSession, settings: Settings, principal: Prin
                    within_days: int, facility_id: uuid.UUID | None) -> list[ExpiringCertificate]:
     """Supporters in scope, certified today, whose certificate ends within `within_days`."""
     P = scoping.P
-    stmt = scoping.participants(principal, P.id, P.network, P.facility_id).where(
-        P.is_supporter.is_(True), P.archived_at.is_(None))
-    if facility_id:
-        stmt = stmt.where(P.facility_id == facility_id)
-    people = (await session.execute(stmt.order_by(P.id))).all()
-    found = await states(session, settings, [(p.id, p.network) for p in people])
     horizon = utcnow().date() + timedelta(days=within_days)
-    out = [ExpiringCertificate(participant_id=p.id, facility_id=p.facility_id,
-                               until=found[p.id].until)  # type: ignore[arg-type]
-           for p in people if found[p.id].certified and found[p.id].until
-           and found[p.id].until <= horizon]  # type: ignore[operator]
+    out: list[ExpiringCertificate] = []
+    for network in sorted(n.value for n in principal.networks):
+        clauses = [P.is_supporter.is_(True), P.archived_at.is_(None), P.network == network]
+        if facility_id:
+            clauses.append(P.facility_id == facility_id)
+        among = scoping.participants(principal, P.id).where(*clauses)
+        found = await certified_among(session, settings, among, network)
+        soon = {pid for pid, st in found.items()
+                if st.certified and st.until is not None and st.until <= horizon}
+        if not soon:
+            continue
+        rows = await session.execute(select(P.id, P.facility_id).where(P.id.in_(soon)))
+        where: dict[uuid.UUID, uuid.UUID] = dict(rows.all())
+        out += [ExpiringCertificate(participant_id=pid, facility_id=where[pid],
+                                    until=found[pid].until)  # type: ignore[arg-type]
+                for pid in soon]
     return sorted(out, key=lambda x: (x.until, str(x.participant_id)))
 
 

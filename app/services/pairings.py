@@ -18,13 +18,10 @@ from app.models import Facility, KeepApartOrder, Pairing, PairingTransition, Par
 from app.models.common import Network, Role
 from app.models.pairing import (
     HOLDING,
-    Candidate,
     CandidateList,
-    CandidateScore,
     PairingCreate,
     PairingStatus,
     RecipientView,
-    Refusal,
 )
 from app.security.principal import Principal
 from app.services import certification, scoping
@@ -308,17 +305,19 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
                                        .where(P.id == recipient_id))).scalar_one_or_none()
     if recipient is None:
         raise NotFound("No such participant.")
-    people = (await session.execute(
-        scoping.participant_rows(principal).where(
-            P.facility_id == recipient.facility_id, P.network == recipient.network,
+    pool = (P.facility_id == recipient.facility_id, P.network == recipient.network,
             P.is_supporter.is_(True), P.archived_at.is_(None), P.id != recipient.id)
-    )).all()
-    ids = [p.id for p in people]
-    certs = await certification.states(session, settings, [(p.id, p.network) for p in people])
+    among = scoping.participants(principal, P.id).where(*pool)
+    # Only the columns the rules and the ranking read (no names but the preferred one).
+    people = (await session.execute(scoping.participants(
+        principal, P.id, P.network, P.facility_id, P.is_supporter, P.archived_at,
+        P.custody_status, P.employment_status, P.supporter_availability, P.caseload_cap,
+        P.languages, P.housing_unit_id, P.preferred_name).where(*pool))).all()
+    certs = await certification.certified_among(session, settings, among, recipient.network)
     load: dict[uuid.UUID, int] = dict((await session.execute(
-        select(PR.supporter_id, func.count()).where(PR.supporter_id.in_(ids),
+        select(PR.supporter_id, func.count()).where(PR.supporter_id.in_(among),
                                                     PR.status.in_(HOLDING))
-        .group_by(PR.supporter_id))).all()) if ids else {}
+        .group_by(PR.supporter_id))).all())
     apart: set[uuid.UUID] = set()
     for a, b in (await session.execute(select(K.participant_a_id, K.participant_b_id).where(
             K.status == "open",
@@ -333,21 +332,20 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
         Facility.__table__.c.id == recipient.facility_id))).scalar_one().get("caseload_cap", 5)
     coordinator = principal.role in _COORDINATORS
     languages = set(recipient.languages or [])
-    eligible: list[Candidate] = []
-    ineligible: list[Candidate] = []
+    eligible: list[dict[str, Any]] = []
+    ineligible: list[dict[str, Any]] = []
     for s in people:
         cap = min(facility_cap, s.caseload_cap or facility_cap)
-        facts = Facts(supporter=s, recipient=recipient, certified=certs[s.id].certified,
+        cert = certs.get(s.id)
+        facts = Facts(supporter=s, recipient=recipient, certified=bool(cert and cert.certified),
                       keep_apart=s.id in apart, caseload=load.get(s.id, 0), cap=cap,
                       recipient_holding=holding)
-        found = refusals(facts, override=False)
-        found = [f for f in found if f[0] != "recipient_already_paired"]
+        found = [f for f in refusals(facts, override=False) if f[0] != "recipient_already_paired"]
         if found:
             if coordinator:
-                ineligible.append(Candidate(
-                    supporter_id=s.id, preferred_name=s.preferred_name, eligible=False,
-                    caseload=facts.caseload,
-                    refusals=[Refusal(code=c, detail=d) for c, d, _ in found]))
+                ineligible.append({"supporter_id": s.id, "preferred_name": s.preferred_name,
+                                   "eligible": False, "caseload": facts.caseload,
+                                   "refusals": [{"code": c, "detail": d} for c, d, _ in found]})
             continue
         parts = {
             "shared_language": 3 if languages & set(s.languages or []) else 0,
@@ -356,13 +354,13 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
             "previous_supporter": 2 if s.id in previous else 0,
             "caseload": cap - facts.caseload,
         }
-        eligible.append(Candidate(supporter_id=s.id, preferred_name=s.preferred_name,
-                                  eligible=True, caseload=facts.caseload,
-                                  score=CandidateScore(**parts, total=sum(parts.values()))))
-    eligible.sort(key=lambda c: (-(c.score.total if c.score else 0), c.caseload,
-                                 str(c.supporter_id)))
-    return CandidateList(recipient_id=recipient.id, eligible=eligible,
-                         ineligible=ineligible if coordinator else None)
+        parts["total"] = sum(parts.values())
+        eligible.append({"supporter_id": s.id, "preferred_name": s.preferred_name,
+                         "eligible": True, "caseload": facts.caseload, "score": parts})
+    eligible.sort(key=lambda c: (-c["score"]["total"], c["caseload"], str(c["supporter_id"])))
+    # One validation of the whole answer (much cheaper than a model per candidate).
+    return CandidateList.model_validate({"recipient_id": recipient.id, "eligible": eligible,
+                                         "ineligible": ineligible if coordinator else None})
 
 
 async def pause_keep_apart_conflicts(session: AsyncSession, w: Writer,
