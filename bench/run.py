@@ -275,18 +275,19 @@ def check(scenarios: list[Scenario], ports: dict[str, int], seeded: Any) -> None
 
 
 def _check_candidates(data: dict[str, Any], c: Any, size: int) -> None:
-    """The answer for the seeded recipient: every supporter, eligible or not and why."""
+    """The answer for the seeded recipient: the best 25 of each list, and the totals."""
     elig, inel = data["eligible"], data["ineligible"] or []
     why: dict[str, int] = {}
     for x in inel:
         for r in x["refusals"]:
             why[r["code"]] = why.get(r["code"], 0) + 1
-    print(f"  candidates check: {len(elig):,} eligible (expected {c.expected_eligible:,} = "
-          f"{len(c.supporter_ids):,} supporters - {len(c.full)} at the caseload cap - "
-          f"{len(c.keep_apart)} keep-apart), {len(inel)} ineligible {why}; "
-          f"{size / 1024:,.0f} KiB", flush=True)
-    assert len(elig) == c.expected_eligible, "candidates: eligible count"
-    assert len(elig) + len(inel) == len(c.supporter_ids), "candidates: supporters missing"
+    print(f"  candidates check: {data['eligible_total']:,} eligible (expected "
+          f"{c.expected_eligible:,} = {len(c.supporter_ids):,} supporters - {len(c.full)} at the "
+          f"caseload cap - {len(c.keep_apart)} keep-apart), {data['ineligible_total']} "
+          f"ineligible {why}; top {len(elig)} returned; {size / 1024:,.0f} KiB", flush=True)
+    assert data["eligible_total"] == c.expected_eligible, "candidates: eligible count"
+    assert data["eligible_total"] + data["ineligible_total"] == len(c.supporter_ids), \
+        "candidates: supporters missing"
     assert why == {"caseload_full": len(c.full), "keep_apart": len(c.keep_apart)}, why
     assert all(x["eligible"] and x["score"] for x in elig), "candidates: eligible without score"
     totals = [x["score"]["total"] for x in elig]

@@ -165,6 +165,8 @@ class Candidate(BaseModel):
 
 class CandidateList(BaseModel):
     recipient_id: uuid.UUID
-    eligible: list[Candidate]
+    eligible: list[Candidate] = PField(description="The best `limit`, best first")
+    eligible_total: int
     ineligible: list[Candidate] | None = PField(
-        None, description="Coordinators only: each supporter who is excluded, and why")
+        None, description="Coordinators only: supporters who are excluded, and why (`limit`)")
+    ineligible_total: int | None = None

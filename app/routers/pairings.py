@@ -56,13 +56,14 @@ async def list_pairings(session: SessionDep, principal: Principal = require("pai
 async def list_pairing_candidates(
     request: Request, session: SessionDep,
     recipient_id: Annotated[uuid.UUID, Query()],
+    limit: Annotated[int, Query(ge=1, le=200, description="How many of each list")] = 25,
     principal: Principal = require("pairings:write"),
 ) -> CandidateList:
     """Eligible supporters for the recipient, ranked (shared language, same housing unit,
     previous supporter, free caseload) with the score's parts; coordinators also see the
     ineligible ones and the rule that excludes each."""
     return await svc.candidates(session=session, settings=request.app.state.settings,
-                                principal=principal, recipient_id=recipient_id)
+                                principal=principal, recipient_id=recipient_id, limit=limit)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PairingRead,

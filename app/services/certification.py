@@ -14,6 +14,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
@@ -52,6 +53,7 @@ class CertState:
     refresher_hours_needed: float = 0.0
 
 
+@lru_cache(maxsize=8192)
 def add_months(d: date, months: int) -> date:
     y, m = divmod(d.month - 1 + months, 12)
     year, month = d.year + y, m + 1
@@ -119,12 +121,21 @@ async def certified_among(session: AsyncSession, settings: Settings, among: Any,
         refreshers[r[0]].append((r[1].date(), r[2]))
     policy, today = _policy(settings, network), utcnow().date()
     out: dict[uuid.UUID, CertState] = {}
+    n_required, months = len(required), policy.validity_months
     for pid, signed_on in signed.items():
         n_done, last = progress.get(pid, (0, None))
-        if n_done < len(required):
+        if n_done < n_required:
             continue
-        out[pid] = period(last.date() if last else None, signed_on, refreshers.get(pid, []),
-                          policy, today)
+        last_day = last.date() if last else None
+        if pid in refreshers:
+            out[pid] = period(last_day, signed_on, refreshers[pid], policy, today)
+            continue
+        # The common case, without refresher records: period() reduced to its first lines.
+        start = signed_on if last_day is None or signed_on > last_day else last_day
+        until = add_months(start, months)
+        out[pid] = CertState(certified=today <= until, since=start, until=until,
+                             expired=today > until,
+                             refresher_hours_needed=policy.refresher_hours)
     return out
 
 

@@ -49,7 +49,34 @@ class NotEligible(RuleViolation):
     code, title = "not_eligible", "This pairing is not possible"
 
 
-@dataclass
+_INC, _STAFF = Network.incarcerated.value, Network.staff.value
+
+
+@dataclass(slots=True)
+class SupporterRow:
+    """The columns the rules and the ranking read, as a plain object (attribute reads on it
+    cost a tenth of those on a database row; candidates reads them 2,000 times)."""
+
+    id: uuid.UUID
+    network: str
+    facility_id: uuid.UUID
+    is_supporter: bool
+    archived_at: Any
+    custody_status: str | None
+    employment_status: str | None
+    supporter_availability: str | None
+    caseload_cap: int | None
+    languages: list[str] | None
+    housing_unit_id: uuid.UUID | None
+    preferred_name: str | None
+
+
+_SUPPORTER_COLUMNS = (P.id, P.network, P.facility_id, P.is_supporter, P.archived_at,
+                      P.custody_status, P.employment_status, P.supporter_availability,
+                      P.caseload_cap, P.languages, P.housing_unit_id, P.preferred_name)
+
+
+@dataclass(slots=True)
 class Facts:
     supporter: Any
     recipient: Any
@@ -79,9 +106,9 @@ def refusals(f: Facts, *, override: bool) -> list[tuple[str, str, int]]:
     for who, p in (("supporter", s), ("recipient", r)):
         if p.archived_at is not None:
             out.append(("archived", f"The {who}'s record is archived.", 422))
-        elif p.network == Network.incarcerated.value and p.custody_status != "in_custody":
+        elif p.network == _INC and p.custody_status != "in_custody":
             out.append(("not_in_custody", f"The {who} is not in custody.", 422))
-        elif p.network == Network.staff.value and p.employment_status != "employed":
+        elif p.network == _STAFF and p.employment_status != "employed":
             out.append(("not_employed", f"The {who} is not currently employed.", 422))
     if s.supporter_availability != "active":
         out.append(("supporter_unavailable", "The supporter is not available.", 422))
@@ -298,7 +325,7 @@ async def cascade(session: AsyncSession, w: Writer, participant_id: uuid.UUID, *
 # --- candidates ------------------------------------------------------------------------------
 
 async def candidates(*, session: AsyncSession, settings: Settings, principal: Principal,
-                     recipient_id: uuid.UUID) -> CandidateList:
+                     recipient_id: uuid.UUID, limit: int = 25) -> CandidateList:
     """Eligible supporters for a recipient, ranked, with the score's parts; for coordinators
     also the ineligible ones and why. A fixed number of queries, whatever the supporters."""
     recipient = (await session.execute(scoping.participants(principal)
@@ -309,10 +336,8 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
             P.is_supporter.is_(True), P.archived_at.is_(None), P.id != recipient.id)
     among = scoping.participants(principal, P.id).where(*pool)
     # Only the columns the rules and the ranking read (no names but the preferred one).
-    people = (await session.execute(scoping.participants(
-        principal, P.id, P.network, P.facility_id, P.is_supporter, P.archived_at,
-        P.custody_status, P.employment_status, P.supporter_availability, P.caseload_cap,
-        P.languages, P.housing_unit_id, P.preferred_name).where(*pool))).all()
+    people = [SupporterRow(*row) for row in (await session.execute(
+        scoping.participants(principal, *_SUPPORTER_COLUMNS).where(*pool)))]
     certs = await certification.certified_among(session, settings, among, recipient.network)
     load: dict[uuid.UUID, int] = dict((await session.execute(
         select(PR.supporter_id, func.count()).where(PR.supporter_id.in_(among),
@@ -332,35 +357,38 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
         Facility.__table__.c.id == recipient.facility_id))).scalar_one().get("caseload_cap", 5)
     coordinator = principal.role in _COORDINATORS
     languages = set(recipient.languages or [])
-    eligible: list[dict[str, Any]] = []
-    ineligible: list[dict[str, Any]] = []
+    ranked: list[tuple[int, int, str, SupporterRow, dict[str, int]]] = []
+    excluded: list[tuple[SupporterRow, int, list[tuple[str, str, int]]]] = []
     for s in people:
         cap = min(facility_cap, s.caseload_cap or facility_cap)
         cert = certs.get(s.id)
+        caseload = load.get(s.id, 0)
         facts = Facts(supporter=s, recipient=recipient, certified=bool(cert and cert.certified),
-                      keep_apart=s.id in apart, caseload=load.get(s.id, 0), cap=cap,
+                      keep_apart=s.id in apart, caseload=caseload, cap=cap,
                       recipient_holding=holding)
         found = [f for f in refusals(facts, override=False) if f[0] != "recipient_already_paired"]
         if found:
-            if coordinator:
-                ineligible.append({"supporter_id": s.id, "preferred_name": s.preferred_name,
-                                   "eligible": False, "caseload": facts.caseload,
-                                   "refusals": [{"code": c, "detail": d} for c, d, _ in found]})
+            excluded.append((s, caseload, found))
             continue
         parts = {
             "shared_language": 3 if languages & set(s.languages or []) else 0,
             "same_housing_unit": 2 if s.housing_unit_id and
             s.housing_unit_id == recipient.housing_unit_id else 0,
             "previous_supporter": 2 if s.id in previous else 0,
-            "caseload": cap - facts.caseload,
+            "caseload": cap - caseload,
         }
         parts["total"] = sum(parts.values())
-        eligible.append({"supporter_id": s.id, "preferred_name": s.preferred_name,
-                         "eligible": True, "caseload": facts.caseload, "score": parts})
-    eligible.sort(key=lambda c: (-c["score"]["total"], c["caseload"], str(c["supporter_id"])))
+        ranked.append((-parts["total"], caseload, str(s.id), s, parts))
+    ranked.sort(key=lambda t: t[:3])
+    eligible = [{"supporter_id": s.id, "preferred_name": s.preferred_name, "eligible": True,
+                 "caseload": load_, "score": parts} for _, load_, _, s, parts in ranked[:limit]]
+    ineligible = [{"supporter_id": s.id, "preferred_name": s.preferred_name, "eligible": False,
+                   "caseload": load_, "refusals": [{"code": c, "detail": d} for c, d, _ in found]}
+                  for s, load_, found in excluded[:limit]] if coordinator else None
     # One validation of the whole answer (much cheaper than a model per candidate).
-    return CandidateList.model_validate({"recipient_id": recipient.id, "eligible": eligible,
-                                         "ineligible": ineligible if coordinator else None})
+    return CandidateList.model_validate({
+        "recipient_id": recipient.id, "eligible": eligible, "eligible_total": len(ranked),
+        "ineligible": ineligible, "ineligible_total": len(excluded) if coordinator else None})
 
 
 async def pause_keep_apart_conflicts(session: AsyncSession, w: Writer,
