@@ -160,6 +160,44 @@ def clients_create(
                            "scopes": client.scopes}))
 
 
+notes_app = typer.Typer(no_args_is_help=True, help="Confidential notes.")
+app.add_typer(notes_app, name="notes")
+
+
+@notes_app.command("rewrap")
+def notes_rewrap(batch: int = 500) -> None:
+    """Re-wrap every note's data key with the current master key (PEERLINK_NOTE_KEY_ID), after
+    a rotation; the note texts are not decrypted. Then the old key can be retired."""
+    from sqlalchemy import select
+
+    from app.models import SupportSession
+    from app.security.notes import NoteCipher
+    from app.services.writer import Writer
+
+    settings = get_settings()
+    cipher = NoteCipher.from_settings(settings)
+    S = SupportSession.__table__.c
+
+    async def go(session: Any) -> int:
+        done = 0
+        while True:
+            rows = (await session.execute(
+                select(SupportSession).where(S.note_key_id.is_not(None),
+                                             S.note_key_id != cipher.current)
+                .order_by(S.id).limit(batch).with_for_update())).scalars().all()
+            if not rows:
+                return done
+            w = Writer(session, None)
+            for s in rows:
+                s.note_wrapped_key, s.note_key_id = cipher.rewrap(
+                    s.note_wrapped_key, s.note_key_id, s.id.bytes)
+                w.audit("support_session.note_rewrap", "support_session", s.id, s.facility_id)
+            await w.commit()
+            done += len(rows)
+
+    typer.echo(json.dumps({"rewrapped": _run(go), "key_id": cipher.current}))
+
+
 @app.command("worker")
 def worker_cmd() -> None:
     """Run the background jobs (certification sweep, ...) until interrupted."""

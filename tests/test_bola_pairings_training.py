@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from app.models import Enrollment, Pairing
+from app.models import Enrollment, Pairing, SupportSession
 from app.models.common import Role
 
 
@@ -93,3 +93,28 @@ def test_no_pairing_or_enrollment_across_the_walls(client, factory, world):
     r = client.get(f"/v1/participants/{world['supB'].id}/certification", headers=h)
     assert r.status_code == 404
     assert factory.count(Pairing) == 3
+
+
+def test_sessions_notes_and_disclosures_stay_behind_the_walls(client, factory, world):
+    sessions = {k: factory.support_session(world[f"pair{k}"]) for k in ("A", "B", "S")}
+    for name, (h, visible) in _actors(factory, world).items():
+        r = client.get("/v1/support-sessions", headers=h)
+        if r.status_code == 403:
+            continue  # no sessions:read (the integration client)
+        seen = {x["id"] for x in r.json()["items"]}
+        want = {str(sessions[k].id) for k in "ABS" if f"pair{k}" in visible}
+        assert seen == want, name
+        for k, s in sessions.items():
+            if f"pair{k}" in visible:
+                continue
+            for method, path, body in (
+                    ("GET", f"/v1/support-sessions/{s.id}", None),
+                    ("POST", f"/v1/support-sessions/{s.id}/cancel", {}),
+                    ("POST", f"/v1/support-sessions/{s.id}/disclosures", {
+                        "participant_id": str(world[f"pair{k}"].recipient_id),
+                        "category": "abuse", "passed_to": "x",
+                        "passed_at": "2030-01-01T00:00:00Z"}),
+                    ("GET", f"/v1/support-sessions/{s.id}/note", None)):
+                r = client.request(method, path, headers=h, json=body)
+                assert r.status_code == 404, (name, path, r.status_code)
+    assert {factory.get(SupportSession, s.id).status for s in sessions.values()} == {"scheduled"}

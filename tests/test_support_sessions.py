@@ -233,3 +233,37 @@ def test_note_read_and_denial_are_audit_rows_even_on_get(client, factory, ctx):
     client.get(f"/v1/support-sessions/{s['id']}/note", headers=ctx["h"])
     client.get(f"/v1/support-sessions/{s['id']}/note", headers=ctx["peer"])
     assert factory.count(AuditEvent) == before + 2
+
+
+def test_note_key_rotation_rewraps_without_losing_notes(client, factory, ctx, settings, db_url):
+    """A new master key becomes current; `peerlink notes rewrap` moves every note to it; the
+    old key can then go, and the note still reads."""
+    import base64
+    import json
+    import os
+    import subprocess
+    import sys
+
+    s = _one_to_one(client, ctx)
+    assert _complete(client, ctx, s["id"]).status_code == 200
+    from app.security.notes import _dev_key
+
+    old = base64.b64encode(_dev_key()).decode()
+    new = base64.b64encode(os.urandom(32)).decode()
+    env = {**os.environ, "PEERLINK_DATABASE_URL": db_url, "PEERLINK_LOG_LEVEL": "WARNING",
+           "PEERLINK_NOTE_KEYS": json.dumps({"dev": old, "k2": new}),
+           "PEERLINK_NOTE_KEY_ID": "k2"}
+    out = subprocess.run([sys.executable, "-m", "app.cli", "notes", "rewrap"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"rewrapped": 1, "key_id": "k2"}
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from app.main import create_app
+
+    rotated = settings.model_copy(update={"note_keys": {"k2": SecretStr(new)},
+                                          "note_key_id": "k2"})
+    with TestClient(create_app(rotated)) as c:
+        r = c.get(f"/v1/support-sessions/{s['id']}/note", headers=ctx["peer"])
+    assert r.status_code == 200 and r.json()["text"] == NOTE
