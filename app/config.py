@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Unset: inside the service on the embedded SQLite, a separate process on PostgreSQL.
     embedded_worker: bool | None = None
     certification_sweep_minutes: float = Field(60, gt=0)
+    # How often the worker looks for escalations past their acknowledgement deadline.
+    escalation_sweep_seconds: float = Field(5, gt=0, le=60)
 
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000

@@ -23,6 +23,7 @@ from app.routers import (
     accounts,
     audit,
     auth,
+    escalations,
     facilities,
     keep_aparts,
     operations,
@@ -37,7 +38,7 @@ from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.3.0"
+API_VERSION = "1.4.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -86,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (participants.router, pairings.router, keep_aparts.router, facilities.router,
                    auth.router, operations.router, accounts.users, accounts.clients, audit.router,
                    training.courses, training.enrollments, training.people, training.certs,
-                   support_sessions.router, support_sessions.topics, support_sessions.ledger):
+                   support_sessions.router, support_sessions.topics, support_sessions.ledger,
+                   escalations.router):
         app.include_router(router)
     install_error_handlers(app)
 

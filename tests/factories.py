@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,6 +19,7 @@ from app.models import (
     ConductSignature,
     Course,
     Enrollment,
+    Escalation,
     Facility,
     HousingUnit,
     KeepApartOrder,
@@ -187,6 +188,16 @@ class Factory:
         self._save(s)
         self._save(*[SessionAttendee(session_id=s.id, participant_id=p) for p in people])
         return s
+
+    def escalation(self, person: Participant, *, tier: str = "low", status: str = "open",
+                   raised_by: str = "test") -> Escalation:
+        now = datetime.now(UTC)
+        e = Escalation(participant_id=person.id, facility_id=person.facility_id,
+                       network=person.network, category="self_harm", description="seen",
+                       tier=tier, status=status, ack_deadline=now + timedelta(hours=1),
+                       raised_by=raised_by, raised_at=now, screener=None)
+        self._save(e)
+        return e
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

@@ -253,6 +253,14 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/participants/{participant_id}/disclosures",      (403, 200, 200, 200, 403, 404, 403, 403)),
     ("GET", "/v1/session-topics",                                 (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/session-topics",                                (201, 403, 403, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations",                                   (403, 201, 201, 201, 201, 201, 403, 403)),
+    ("GET", "/v1/escalations",                                    (403, 200, 200, 200, 200, 200, 403, 200)),
+    ("GET", "/v1/escalations/{escalation_id}",                    (403, 200, 200, 200, 200, 404, 403, 200)),
+    ("GET", "/v1/escalations/{escalation_id}/timeline",           (403, 200, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations/{escalation_id}/acknowledge",       (403, 200, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations/{escalation_id}/resolve",           (403, 200, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations/{escalation_id}/reopen",            (403, 200, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations/{escalation_id}/tier",              (403, 200, 200, 200, 403, 403, 403, 403)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -317,6 +325,11 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)))
         subs["session_id"] = ss.id
         ctx.session = ss
+    if "{escalation_id}" in template:
+        subs["escalation_id"] = f.escalation(ctx.own or ctx.person(),
+                                             status="resolved" if template.endswith("/reopen")
+                                             else ("acknowledged" if template.endswith("/resolve")
+                                                   else "open")).id
     query = ""
     if template == "/v1/pairings/candidates":
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
@@ -376,6 +389,14 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "participant_id": str(ctx.session.facilitator_id), "category": "other_mandated",
             "passed_to": "Supervisor", "passed_at": "2030-01-01T10:00:00Z"},
         ("POST", "/v1/session-topics"): lambda: {"code": f"t{_uid().lower()}", "label": "T"},
+        ("POST", "/v1/escalations"): lambda: {
+            "participant_id": str((ctx.own or ctx.person()).id), "category": "self_harm",
+            "description": "seen", "tier": "low"},
+        ("POST", "/v1/escalations/{escalation_id}/acknowledge"): lambda: {},
+        ("POST", "/v1/escalations/{escalation_id}/resolve"): lambda: {"outcome": "settled"},
+        ("POST", "/v1/escalations/{escalation_id}/reopen"): lambda: {"reason": "again"},
+        ("POST", "/v1/escalations/{escalation_id}/tier"): lambda: {"tier": "moderate",
+                                                                  "reason": "worse"},
     }
     make = bodies.get((method, template))
     return path, make() if make else None

@@ -20,6 +20,10 @@ DEFAULT_ACK_MINUTES = {"imminent": 5, "high": 15, "moderate": 60, "low": 1440}
 class FacilitySettings(BaseModel):
     caseload_cap: int = PField(5, ge=1, le=50)
     group_size_limit: int = PField(12, ge=2, le=100)
+    escalation_chain: list[str] = PField(
+        default_factory=lambda: ["on_call_clinician", "duty_supervisor", "facility_commander"],
+        min_length=1, max_length=10,
+        description="Who a breached escalation goes to next, in order")
     ack_minutes: dict[str, int] = PField(default_factory=lambda: dict(DEFAULT_ACK_MINUTES))
 
     model_config = {"extra": "forbid"}

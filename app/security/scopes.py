@@ -29,6 +29,9 @@ SCOPES: dict[str, str] = {
     "disclosures:read": "Read a participant's disclosure ledger",
     "disclosures:write": "Record a disclosure from a session",
     "topics:write": "Extend the session topic vocabulary",
+    "escalations:raise": "Raise a crisis escalation (never rate-limited)",
+    "escalations:read": "Read escalations in scope, shaped by role",
+    "escalations:write": "Acknowledge, resolve, reopen escalations; change their tier",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -43,28 +46,33 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
-        "disclosures:read", "disclosures:write",
+        "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
+        "escalations:write",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
-        "disclosures:read", "disclosures:write",
+        "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
+        "escalations:write",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
-                               "disclosures:read"}),
-    Role.officer: frozenset({"facilities:read", "participants:read"}),
+                               "disclosures:read", "escalations:raise", "escalations:read",
+                               "escalations:write"}),
+    Role.officer: frozenset({"facilities:read", "participants:read", "escalations:raise",
+                             "escalations:read"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
                                     "training:read", "pairings:read", "sessions:read",
                                     "sessions:write", "notes:read", "disclosures:read",
-                                    "disclosures:write"}),
+                                    "disclosures:write", "escalations:raise",
+                                    "escalations:read"}),
     Role.auditor: frozenset({"facilities:read", "audit:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
-        "keep_apart:read", "keep_apart:write", "pairings:read",
+        "keep_apart:read", "keep_apart:write", "pairings:read", "escalations:read",
     }),
 }
 

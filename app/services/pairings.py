@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, DomainError, NotFound, RuleViolation
-from app.models import Facility, KeepApartOrder, Pairing, PairingTransition, Participant
+from app.models import (
+    Escalation,
+    Facility,
+    KeepApartOrder,
+    Pairing,
+    PairingTransition,
+    Participant,
+)
 from app.models.common import Network, Role
 from app.models.pairing import (
     HOLDING,
@@ -85,6 +92,7 @@ class Facts:
     caseload: int
     cap: int
     recipient_holding: int
+    in_crisis: bool = False  # an open high/imminent escalation about the supporter
 
 
 def refusals(f: Facts, *, override: bool) -> list[tuple[str, str, int]]:
@@ -114,6 +122,9 @@ def refusals(f: Facts, *, override: bool) -> list[tuple[str, str, int]]:
         out.append(("supporter_unavailable", "The supporter is not available.", 422))
     if not f.certified:
         out.append(("supporter_not_certified", "The supporter is not certified.", 422))
+    if f.in_crisis:
+        out.append(("supporter_escalation",
+                    "An open high or imminent escalation concerns the supporter.", 422))
     if f.keep_apart:
         out.append(("keep_apart", "An open keep-apart order stands between the two.", 422))
     if f.caseload >= f.cap:
@@ -166,9 +177,20 @@ async def _facts(session: AsyncSession, settings: Settings, supporter: Participa
         Facility.__table__.c.id == supporter.facility_id))).scalar_one().get("caseload_cap", 5)
     cap = min(facility_cap, supporter.caseload_cap or facility_cap)
     cert = await certification.state_of(session, settings, supporter)
+    crisis = await _in_crisis(session, select(P.id).where(P.id == supporter.id))
     return Facts(supporter=supporter, recipient=recipient, certified=cert.certified,
                  keep_apart=keep_apart, caseload=await holding(PR.supporter_id, supporter.id),
-                 cap=cap, recipient_holding=await holding(PR.recipient_id, recipient.id))
+                 cap=cap, recipient_holding=await holding(PR.recipient_id, recipient.id),
+                 in_crisis=supporter.id in crisis)
+
+
+async def _in_crisis(session: AsyncSession, among: Any) -> set[uuid.UUID]:
+    """People (of the `among` id subquery) with an open high or imminent escalation."""
+    X = Escalation.__table__.c
+    rows = await session.execute(select(X.participant_id).where(
+        X.participant_id.in_(among), X.status != "resolved",
+        X.tier.in_(("high", "imminent"))))
+    return set(rows.scalars())
 
 
 def _transition_row(pairing: Pairing, action: str, before: str | None, principal: Principal | None,
@@ -353,6 +375,7 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
     holding = int((await session.execute(select(func.count()).select_from(Pairing.__table__)
                                          .where(PR.recipient_id == recipient.id,
                                                 PR.status.in_(HOLDING)))).scalar_one())
+    crisis = await _in_crisis(session, among)
     facility_cap = (await session.execute(select(Facility.__table__.c.settings).where(
         Facility.__table__.c.id == recipient.facility_id))).scalar_one().get("caseload_cap", 5)
     coordinator = principal.role in _COORDINATORS
@@ -365,7 +388,7 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
         caseload = load.get(s.id, 0)
         facts = Facts(supporter=s, recipient=recipient, certified=bool(cert and cert.certified),
                       keep_apart=s.id in apart, caseload=caseload, cap=cap,
-                      recipient_holding=holding)
+                      recipient_holding=holding, in_crisis=s.id in crisis)
         found = [f for f in refusals(facts, override=False) if f[0] != "recipient_already_paired"]
         if found:
             excluded.append((s, caseload, found))

@@ -30,6 +30,7 @@ from app.models import (
     SupportSession,
 )
 from app.models.common import Network, Role
+from app.models.escalation import EscalationCreate
 from app.models.support_session import (
     AttendeeRead,
     DisclosureCreate,
@@ -44,7 +45,7 @@ from app.models.support_session import (
 )
 from app.security.notes import NoteCipher
 from app.security.principal import Principal
-from app.services import certification, pairings, scoping
+from app.services import certification, escalations, pairings, scoping
 from app.services.audit import AuditEntry, append
 from app.services.common import check_version
 from app.services.pagination import keyset_page
@@ -355,11 +356,25 @@ async def record_disclosure(*, session: AsyncSession, principal: Principal,
     await session.flush()
     w = Writer(session, principal)
     w.audit("disclosure.record", "disclosure", d.id, s.facility_id)
-    # Risk categories will open a crisis escalation here once escalations exist.
+    if data.category.value in _RISK:
+        # A risk disclosure opens a crisis escalation in the same transaction.
+        category, tier = _RISK[data.category.value]
+        esc, _ = await escalations.raise_(
+            session=session, principal=principal,
+            data=EscalationCreate(participant_id=data.participant_id, category=category,
+                                  tier=tier, description="Raised from a disclosure in a support "
+                                  "session; see the disclosure ledger."),
+            idempotency_key=None, w=w, commit=False)
+        d.escalation_id = esc.id
     w.emit("disclosure.recorded", "disclosure", d.id, facility_id=s.facility_id,
            network=s.network)
     await w.commit()
     return d
+
+
+_RISK = {"suicide_risk": ("suicide_risk", "high"), "self_harm": ("self_harm", "high"),
+         "harm_to_others": ("violence_threat", "high")}
+
 
 
 async def disclosures_of(*, session: AsyncSession, principal: Principal,

@@ -1,0 +1,192 @@
+"""Crisis escalations: someone is at risk now. Risk tier (given, or derived from the C-SSRS
+screener), acknowledgement deadline per facility and tier, breaches that climb the
+facility's escalation chain, and a timeline of everything that happened."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, model_validator
+from pydantic import Field as PField
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.db import uuid7
+from app.models.common import InputModel, Network, json_field, ts_field
+
+
+class Tier(StrEnum):
+    low = "low"
+    moderate = "moderate"
+    high = "high"
+    imminent = "imminent"
+
+
+TIER_ORDER = {Tier.low: 0, Tier.moderate: 1, Tier.high: 2, Tier.imminent: 3}
+
+
+class Category(StrEnum):
+    suicide_risk = "suicide_risk"
+    self_harm = "self_harm"
+    violence_threat = "violence_threat"
+    mental_health_crisis = "mental_health_crisis"
+    victimization = "victimization"
+    medical = "medical"
+
+
+class EscalationStatus(StrEnum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+    reopened = "reopened"
+
+
+WAITING = ("open", "reopened")  # the acknowledgement clock runs in these
+
+
+class Escalation(SQLModel, table=True):
+    __tablename__ = "escalation"
+    __table_args__ = (
+        Index("ix_escalation_status_deadline", "status", "ack_deadline"),
+        Index("ix_escalation_facility_network_id", "facility_id", "network", "id"),
+        Index("ix_escalation_participant_id", "participant_id"),
+        UniqueConstraint("raised_by", "idempotency_key"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    participant_id: uuid.UUID = Field(foreign_key="participant.id")
+    facility_id: uuid.UUID = Field(foreign_key="facility.id")
+    network: str = Field(max_length=16)
+    category: str = Field(max_length=32)
+    description: str = Field(max_length=4000)  # clinical detail: clinicians only
+    location_unit_id: uuid.UUID | None = Field(default=None, foreign_key="housing_unit.id")
+    location_text: str | None = Field(default=None, max_length=200)
+    tier: str = Field(max_length=16)
+    screener: dict | None = json_field(default_factory=lambda: None, nullable=True)
+    status: str = Field(default=EscalationStatus.open.value, max_length=16)
+    ack_deadline: datetime = ts_field()
+    breached: bool = False
+    chain_level: int = 0
+    assigned_to: uuid.UUID | None = Field(default=None, foreign_key="app_user.id")
+    raised_by: str = Field(max_length=64)
+    raised_at: datetime = ts_field(default_now=True)
+    acknowledged_at: datetime | None = ts_field(nullable=True)
+    acknowledged_by: str | None = Field(default=None, max_length=64)
+    resolved_at: datetime | None = ts_field(nullable=True)
+    resolved_by: str | None = Field(default=None, max_length=64)
+    outcome: str | None = Field(default=None, max_length=2000)
+    follow_up_plan: str | None = Field(default=None, max_length=4000)
+    review_date: date | None = None
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    request_hash: str | None = Field(default=None, max_length=64)
+    version: int = 1
+    updated_at: datetime = ts_field(default_now=True)
+
+
+class EscalationEvent(SQLModel, table=True):
+    """The timeline: every transition, tier change, assignment and breach, in order."""
+
+    __tablename__ = "escalation_event"
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    escalation_id: uuid.UUID = Field(foreign_key="escalation.id", index=True)
+    kind: str = Field(max_length=32)
+    at: datetime = ts_field(default_now=True)
+    by: str = Field(max_length=64)
+    detail: dict = json_field(default_factory=dict)
+
+
+class Screener(InputModel):
+    """C-SSRS screener: six yes/no questions and the timing of suicidal behaviour."""
+
+    wish_to_be_dead: bool
+    suicidal_thoughts: bool
+    thoughts_with_method: bool = PField(description="Q3; asked when Q2 is yes")
+    intent: bool = PField(description="Q4: some intention of acting on the thoughts")
+    plan: bool = PField(description="Q5: worked out details, intends to carry it out")
+    behavior: bool = PField(description="Q6: ever done, started or prepared anything")
+    behavior_within_3_months: bool = False
+
+
+class EscalationCreate(InputModel):
+    participant_id: uuid.UUID
+    category: Category
+    description: str = PField(min_length=1, max_length=4000)
+    location_unit_id: uuid.UUID | None = None
+    location_text: str | None = PField(None, max_length=200)
+    tier: Tier | None = None
+    screener: Screener | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EscalationCreate:
+        if (self.tier is None) == (self.screener is None):
+            raise ValueError("give either tier or screener answers")
+        return self
+
+
+class Acknowledge(InputModel):
+    note: str | None = PField(None, max_length=500)
+
+
+class Resolve(InputModel):
+    outcome: str = PField(min_length=1, max_length=2000)
+    follow_up_plan: str | None = PField(None, min_length=1, max_length=4000)
+    review_date: date | None = None
+
+
+class Reopen(InputModel):
+    reason: str = PField(min_length=1, max_length=500)
+
+
+class TierChange(InputModel):
+    tier: Tier
+    reason: str = PField(min_length=1, max_length=500)
+
+
+class EscalationRead(BaseModel):
+    """The full record: clinicians only."""
+
+    id: uuid.UUID
+    participant_id: uuid.UUID
+    facility_id: uuid.UUID
+    network: Network
+    category: Category
+    description: str | None
+    location_unit_id: uuid.UUID | None
+    location_text: str | None
+    tier: Tier
+    screener: dict | None
+    status: EscalationStatus
+    ack_deadline: datetime
+    seconds_remaining: int | None
+    breached: bool
+    chain_level: int
+    raised_by: str
+    raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    outcome: str | None
+    follow_up_plan: str | None
+    review_date: date | None
+    version: int
+
+
+class EscalationStatusView(BaseModel):
+    """What a peer supporter (for the ones they raised) and an integration client see."""
+
+    id: uuid.UUID
+    status: EscalationStatus
+    raised_at: datetime
+
+
+class TimelineEntry(BaseModel):
+    kind: str
+    at: datetime
+    by: str
+    detail: dict
+
+    model_config = {"from_attributes": True}

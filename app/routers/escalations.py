@@ -1,0 +1,143 @@
+"""/v1/escalations: raise (idempotent), acknowledge, resolve, reopen, change the tier;
+the open dashboard sorted by deadline; the timeline. What each role sees is shaped here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from app.db import utcnow
+from app.deps import Principal, SessionDep, require
+from app.models.common import Page, Role
+from app.models.escalation import (
+    Acknowledge,
+    EscalationCreate,
+    EscalationRead,
+    EscalationStatus,
+    EscalationStatusView,
+    Reopen,
+    Resolve,
+    TierChange,
+    TimelineEntry,
+)
+from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.services import escalations as svc
+
+router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED)
+_MOVE = problems(404, 409, 412)
+View = EscalationRead | EscalationStatusView
+
+
+def view(principal: Principal, e: Any) -> View:
+    """Clinicians see everything; others who/where/tier/deadline/status without the clinical
+    detail; a peer supporter and a machine client only the status."""
+    if principal.role in (Role.peer_supporter, Role.integration):
+        return EscalationStatusView(id=e.id, status=EscalationStatus(e.status),
+                                    raised_at=e.raised_at)
+    clinical = principal.role == Role.clinician
+    remaining = None
+    if e.status in ("open", "reopened"):
+        remaining = int((e.ack_deadline - utcnow()).total_seconds())
+    return EscalationRead(
+        id=e.id, participant_id=e.participant_id, facility_id=e.facility_id, network=e.network,
+        category=e.category, description=e.description if clinical else None,
+        location_unit_id=e.location_unit_id, location_text=e.location_text, tier=e.tier,
+        screener=e.screener if clinical else None, status=e.status, ack_deadline=e.ack_deadline,
+        seconds_remaining=remaining, breached=e.breached, chain_level=e.chain_level,
+        raised_by=e.raised_by, raised_at=e.raised_at, acknowledged_at=e.acknowledged_at,
+        acknowledged_by=e.acknowledged_by, resolved_at=e.resolved_at, resolved_by=e.resolved_by,
+        outcome=e.outcome if clinical else None,
+        follow_up_plan=e.follow_up_plan if clinical else None,
+        review_date=e.review_date if clinical else None, version=e.version)
+
+
+def _one(principal: Principal, response: Response, e: Any) -> View:
+    set_etag(response, e.version)
+    return view(principal, e)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=View,
+             responses=problems(404))
+async def raise_escalation(
+    body: EscalationCreate, session: SessionDep, response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    principal: Principal = require("escalations:raise"),
+) -> View:
+    """Never rate-limited. Give a `tier`, or the C-SSRS `screener` answers from which the tier
+    is derived (answers and derivation are stored). With an `Idempotency-Key`, a retried
+    request returns the escalation the first one raised."""
+    esc, _created = await svc.raise_(session=session, principal=principal, data=body,
+                                     idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/v1/escalations/{esc.id}"
+    return _one(principal, response, esc)
+
+
+@router.get("", response_model=Page[View])
+async def list_escalations(
+    session: SessionDep, principal: Principal = require("escalations:read"),
+    limit: Limit = DEFAULT, cursor: Cursor = None, status: EscalationStatus | None = None,
+    sort: Annotated[str | None, Query(pattern="^deadline$",
+                                      description="deadline: most urgent first")] = None,
+) -> Page[View]:
+    rows, nxt = await svc.list_(session=session, principal=principal, status=status,
+                                by_deadline=sort == "deadline", limit=limit, cursor=cursor)
+    return Page(items=[view(principal, e) for e in rows], next_cursor=nxt)
+
+
+@router.get("/{escalation_id}", response_model=View, responses=problems(404))
+async def get_escalation(escalation_id: uuid.UUID, session: SessionDep, response: Response,
+                         principal: Principal = require("escalations:read")) -> View:
+    return _one(principal, response, await svc.get(session=session, principal=principal,
+                                                   escalation_id=escalation_id))
+
+
+@router.get("/{escalation_id}/timeline", response_model=list[TimelineEntry],
+            responses=problems(404))
+async def get_escalation_timeline(escalation_id: uuid.UUID, session: SessionDep,
+                                  principal: Principal = require("escalations:write"),
+                                  ) -> list[TimelineEntry]:
+    """Every transition, tier change and breach, in order."""
+    rows = await svc.timeline(session=session, principal=principal, escalation_id=escalation_id)
+    return [TimelineEntry.model_validate(r) for r in rows]
+
+
+@router.post("/{escalation_id}/acknowledge", response_model=View, responses=_MOVE)
+async def acknowledge_escalation(escalation_id: uuid.UUID, body: Acknowledge,
+                                 session: SessionDep, response: Response,
+                                 if_match: IfMatch = None,
+                                 principal: Principal = require("escalations:write")) -> View:
+    return _one(principal, response, await svc.transition(
+        session=session, principal=principal, escalation_id=escalation_id, action="acknowledge",
+        body=body, if_match=if_match))
+
+
+@router.post("/{escalation_id}/resolve", response_model=View, responses=_MOVE)
+async def resolve_escalation(escalation_id: uuid.UUID, body: Resolve, session: SessionDep,
+                             response: Response, if_match: IfMatch = None,
+                             principal: Principal = require("escalations:write")) -> View:
+    """High and imminent: a clinician, an outcome, a follow-up plan and a review date."""
+    return _one(principal, response, await svc.transition(
+        session=session, principal=principal, escalation_id=escalation_id, action="resolve",
+        body=body, if_match=if_match))
+
+
+@router.post("/{escalation_id}/reopen", response_model=View, responses=_MOVE)
+async def reopen_escalation(escalation_id: uuid.UUID, body: Reopen, session: SessionDep,
+                            response: Response, if_match: IfMatch = None,
+                            principal: Principal = require("escalations:write")) -> View:
+    return _one(principal, response, await svc.transition(
+        session=session, principal=principal, escalation_id=escalation_id, action="reopen",
+        body=body, if_match=if_match))
+
+
+@router.post("/{escalation_id}/tier", response_model=View, responses=_MOVE)
+async def change_escalation_tier(escalation_id: uuid.UUID, body: TierChange,
+                                 session: SessionDep, response: Response,
+                                 if_match: IfMatch = None,
+                                 principal: Principal = require("escalations:write")) -> View:
+    """Raised by anyone who may act on it; lowered only by a clinician. Recorded each time."""
+    return _one(principal, response, await svc.change_tier(
+        session=session, principal=principal, escalation_id=escalation_id, tier=body.tier,
+        reason=body.reason, if_match=if_match))

@@ -1,0 +1,308 @@
+"""Crisis escalations: raising (idempotent), triage from the C-SSRS screener, the workflow,
+tier changes, the acknowledgement clock and its breaches up the facility's escalation chain.
+
+The clock lives in the database (`ack_deadline`): `breach_sweep` is run by the worker and
+takes due rows with FOR UPDATE SKIP LOCKED, so several workers never handle one breach twice,
+and a worker killed mid-round loses nothing (its transaction rolls back; the rows stay due).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Conflict, Forbidden, NotFound, RuleViolation
+from app.models import Escalation, EscalationEvent, Facility, HousingUnit, Pairing, Participant
+from app.models.common import Role
+from app.models.escalation import (
+    TIER_ORDER,
+    WAITING,
+    EscalationCreate,
+    EscalationStatus,
+    Screener,
+    Tier,
+)
+from app.models.facility import DEFAULT_ACK_MINUTES
+from app.security.principal import Principal
+from app.services import scoping
+from app.services.common import check_version
+from app.services.pagination import keyset_page
+from app.services.workflow import Transition, step, table
+from app.services.writer import Writer
+
+E = Escalation.__table__.c
+P = scoping.P
+PR = Pairing.__table__.c
+_ACTORS = frozenset({Role.clinician, Role.coordinator, Role.staff_coordinator})
+_St = EscalationStatus
+ESCALATION_FLOW = table(
+    Transition("acknowledge", frozenset({_St.open.value, _St.reopened.value}),
+               _St.acknowledged.value, _ACTORS),
+    Transition("resolve", frozenset({_St.acknowledged.value}), _St.resolved.value, _ACTORS),
+    Transition("reopen", frozenset({_St.resolved.value}), _St.reopened.value, _ACTORS),
+)
+DEFAULT_CHAIN = ["on_call_clinician", "duty_supervisor", "facility_commander"]
+
+
+def triage(s: Screener) -> tuple[Tier, str]:
+    """The published C-SSRS screener triage: yes to Q4 (intent) or Q5 (plan), or suicidal
+    behaviour in the past three months, is high risk; yes to Q3 (method) or behaviour longer
+    ago is moderate; yes to Q1 or Q2 alone is low; all no is low."""
+    if s.intent:
+        return Tier.high, "Q4 (intent) yes"
+    if s.plan:
+        return Tier.high, "Q5 (plan) yes"
+    if s.behavior and s.behavior_within_3_months:
+        return Tier.high, "Q6 (behaviour) yes, within 3 months"
+    if s.thoughts_with_method:
+        return Tier.moderate, "Q3 (method) yes"
+    if s.behavior:
+        return Tier.moderate, "Q6 (behaviour) yes, over 3 months ago"
+    if s.wish_to_be_dead or s.suicidal_thoughts:
+        return Tier.low, "Q1 or Q2 yes only"
+    return Tier.low, "all answers no"
+
+
+def _minutes(settings_json: dict[str, Any], tier: str) -> int:
+    return int({**DEFAULT_ACK_MINUTES, **(settings_json.get("ack_minutes") or {})}[tier])
+
+
+def escalations(principal: Principal) -> Any:
+    """The scoped base query: facility and network walls; officers see the ones not yet
+    resolved; a peer supporter only the ones they raised."""
+    nets = [n.value for n in principal.networks]
+    stmt = select(Escalation).where(*scoping.facility_clauses_for(principal, E.facility_id))
+    if principal.role == Role.peer_supporter:
+        return stmt.where(E.raised_by == principal.actor)
+    stmt = stmt.where(E.network.in_(nets) if nets else False)
+    if principal.role == Role.officer:
+        stmt = stmt.where(E.status != _St.resolved.value)
+    return stmt
+
+
+async def get(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+              for_update: bool = False) -> Escalation:
+    stmt = escalations(principal).where(E.id == escalation_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    found = (await session.execute(stmt)).scalar_one_or_none()
+    if found is None:
+        raise NotFound("No such escalation.")
+    return found
+
+
+async def list_(*, session: AsyncSession, principal: Principal, status: EscalationStatus | None,
+                by_deadline: bool, limit: int, cursor: str | None,
+                ) -> tuple[list[Escalation], str | None]:
+    stmt = escalations(principal)
+    if status:
+        stmt = stmt.where(E.status == status.value)
+    if by_deadline:  # the dashboard: most urgent first, one screenful
+        rows = (await session.execute(stmt.order_by(E.ack_deadline, E.id).limit(limit))).scalars()
+        return list(rows), None
+    return await keyset_page(session, stmt, E.id, kind="escalation", limit=limit, cursor=cursor)
+
+
+async def _subject(session: AsyncSession, principal: Principal,
+                   participant_id: uuid.UUID) -> Participant:
+    """Anyone may raise about a person they can see; a peer supporter also about the people
+    they support."""
+    person = (await session.execute(scoping.participants(principal).where(
+        P.id == participant_id))).scalar_one_or_none()
+    if person is None and principal.role == Role.peer_supporter and principal.participant_id:
+        supports = select(PR.recipient_id).where(PR.supporter_id == principal.participant_id,
+                                                 PR.status.in_(("active", "paused")))
+        person = (await session.execute(select(Participant).where(
+            P.id == participant_id, P.id.in_(supports)))).scalar_one_or_none()
+    if person is None:
+        raise NotFound("No such participant.")
+    return person
+
+
+def _hash(data: EscalationCreate) -> str:
+    return hashlib.sha256(json.dumps(data.model_dump(mode="json"), sort_keys=True)
+                          .encode()).hexdigest()
+
+
+async def raise_(*, session: AsyncSession, principal: Principal, data: EscalationCreate,
+                 idempotency_key: str | None, w: Writer | None = None,
+                 commit: bool = True) -> tuple[Escalation, bool]:
+    """Opens an escalation; with an Idempotency-Key a retried request returns the first one.
+    Returns (escalation, created)."""
+    if idempotency_key:
+        prior = (await session.execute(select(Escalation).where(
+            E.raised_by == principal.actor, E.idempotency_key == idempotency_key))
+        ).scalar_one_or_none()
+        if prior is not None:
+            if prior.request_hash != _hash(data):
+                raise RuleViolation("This Idempotency-Key was used with another body.",
+                                    code="idempotency_key_reused")
+            return prior, False
+    person = await _subject(session, principal, data.participant_id)
+    screener = None
+    if data.screener is not None:
+        tier, rule = triage(data.screener)
+        screener = {"answers": data.screener.model_dump(), "derived_tier": tier.value,
+                    "rule": rule}
+    else:
+        tier = data.tier  # type: ignore[assignment]
+    if data.location_unit_id:
+        unit = await session.get(HousingUnit, data.location_unit_id)
+        if unit is None or unit.facility_id != person.facility_id:
+            raise RuleViolation("The location is not a unit of the person's facility.",
+                                code="unknown_housing_unit")
+    fac = (await session.execute(select(Facility.__table__.c.settings).where(
+        Facility.__table__.c.id == person.facility_id))).scalar_one()
+    now = utcnow()
+    esc = Escalation(
+        participant_id=person.id, facility_id=person.facility_id, network=person.network,
+        category=data.category.value, description=data.description,
+        location_unit_id=data.location_unit_id or person.housing_unit_id,
+        location_text=data.location_text, tier=tier.value, screener=screener,
+        ack_deadline=now + timedelta(minutes=_minutes(fac, tier.value)), raised_by=principal.actor,
+        raised_at=now, idempotency_key=idempotency_key,
+        request_hash=_hash(data) if idempotency_key else None)
+    session.add(esc)
+    try:
+        await session.flush()
+    except IntegrityError:  # the same key, raised concurrently: the first one wins
+        await session.rollback()
+        return await raise_(session=session, principal=principal, data=data,
+                            idempotency_key=idempotency_key, w=w, commit=commit)
+    w = w or Writer(session, principal)
+    _timeline(session, esc, "created", principal.actor, {"tier": tier.value})
+    w.audit("escalation.create", "escalation", esc.id, esc.facility_id)
+    _emit(w, "escalation.created", esc)
+    if commit:
+        await w.commit()
+    return esc, True
+
+
+def _timeline(session: AsyncSession, esc: Escalation, kind: str, by: str,
+              detail: dict[str, Any] | None = None) -> None:
+    session.add(EscalationEvent(escalation_id=esc.id, kind=kind, at=utcnow(), by=by,
+                                detail=detail or {}))
+
+
+def _emit(w: Writer, type_: str, esc: Escalation, **data: Any) -> None:
+    w.emit(type_, "escalation", esc.id, facility_id=esc.facility_id, network=esc.network,
+           data=data)
+
+
+async def transition(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                     action: str, body: Any = None, if_match: str | None = None) -> Escalation:
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True)
+    check_version(esc.version, if_match)
+    target = step(ESCALATION_FLOW, action, esc.status, principal.role)
+    now = utcnow()
+    if action == "acknowledge" and esc.acknowledged_at is None:
+        esc.acknowledged_at, esc.acknowledged_by = now, principal.actor
+    if action == "resolve":
+        if esc.tier in (Tier.high.value, Tier.imminent.value):
+            if principal.role != Role.clinician:
+                raise Forbidden("Resolving a high or imminent escalation needs a clinician.",
+                                code="clinician_required")
+            if not body.follow_up_plan or not body.review_date:
+                raise RuleViolation("A follow-up plan and a review date are required.",
+                                    code="follow_up_required")
+        esc.resolved_at, esc.resolved_by = now, principal.actor
+        esc.outcome, esc.follow_up_plan, esc.review_date = (body.outcome, body.follow_up_plan,
+                                                            body.review_date)
+    if action == "reopen":
+        fac = (await session.execute(select(Facility.__table__.c.settings).where(
+            Facility.__table__.c.id == esc.facility_id))).scalar_one()
+        esc.ack_deadline = now + timedelta(minutes=_minutes(fac, esc.tier))
+        esc.breached, esc.chain_level = False, 0
+    esc.status = target
+    esc.version += 1
+    esc.updated_at = now
+    w = Writer(session, principal)
+    _timeline(session, esc, {"acknowledge": "acknowledged", "resolve": "resolved",
+                             "reopen": "reopened"}[action], principal.actor)
+    w.audit(f"escalation.{action}", "escalation", esc.id, esc.facility_id)
+    _emit(w, f"escalation.{target}", esc)
+    await w.commit()
+    return esc
+
+
+async def change_tier(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                      tier: Tier, reason: str, if_match: str | None) -> Escalation:
+    """Raised by anyone who may act on it, at any time; lowered only by a clinician."""
+    if principal.role not in _ACTORS:
+        raise Forbidden("Your role may not change the tier.", code="transition_not_allowed")
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True)
+    check_version(esc.version, if_match)
+    old = Tier(esc.tier)
+    if tier == old:
+        return esc
+    if TIER_ORDER[tier] < TIER_ORDER[old] and principal.role != Role.clinician:
+        raise Forbidden("Only a clinician may lower the tier.", code="clinician_required")
+    if esc.status == _St.resolved.value:
+        raise Conflict("A resolved escalation's tier is final; reopen it first.",
+                       code="invalid_transition")
+    now = utcnow()
+    if esc.status in WAITING and TIER_ORDER[tier] > TIER_ORDER[old]:
+        fac = (await session.execute(select(Facility.__table__.c.settings).where(
+            Facility.__table__.c.id == esc.facility_id))).scalar_one()
+        # A higher tier can only bring the deadline closer.
+        esc.ack_deadline = min(esc.ack_deadline, now + timedelta(minutes=_minutes(fac, tier.value)))
+    esc.tier = tier.value
+    esc.version += 1
+    esc.updated_at = now
+    w = Writer(session, principal)
+    _timeline(session, esc, "tier_changed", principal.actor, {"from": old.value, "to": tier.value})
+    w.audit("escalation.tier_change", "escalation", esc.id, esc.facility_id)
+    _emit(w, "escalation.tier_changed", esc, **{"from": old.value, "to": tier.value})
+    await w.commit()
+    return esc
+
+
+async def timeline(*, session: AsyncSession, principal: Principal,
+                   escalation_id: uuid.UUID) -> list[EscalationEvent]:
+    await get(session=session, principal=principal, escalation_id=escalation_id)
+    X = EscalationEvent.__table__.c
+    rows = await session.execute(select(EscalationEvent).where(X.escalation_id == escalation_id)
+                                 .order_by(X.at, X.id))
+    return list(rows.scalars())
+
+
+async def breach_sweep(session: AsyncSession, settings: Settings,
+                       now: datetime | None = None) -> dict[str, int]:
+    """Every escalation whose acknowledgement deadline passed unacknowledged is marked breached,
+    moves one step up its facility's chain, gets the next level's deadline, and emits
+    `escalation.breached`. Rows are taken FOR UPDATE SKIP LOCKED: workers share, never repeat."""
+    now = now or utcnow()
+    due = (await session.execute(
+        select(Escalation).where(E.status.in_(WAITING), E.ack_deadline <= now)
+        .order_by(E.ack_deadline).limit(200).with_for_update(skip_locked=True))).scalars().all()
+    if not due:
+        return {"breached": 0}
+    facilities = {f.id: f.settings for f in (await session.execute(select(Facility).where(
+        Facility.__table__.c.id.in_({e.facility_id for e in due})))).scalars()}
+    w = Writer(session, None)
+    for esc in due:
+        fac = facilities[esc.facility_id]
+        chain = fac.get("escalation_chain") or DEFAULT_CHAIN
+        esc.chain_level += 1
+        esc.breached = True
+        esc.ack_deadline = now + timedelta(minutes=_minutes(fac, esc.tier))
+        esc.version += 1
+        esc.updated_at = now
+        notify = chain[min(esc.chain_level, len(chain)) - 1]
+        _timeline(session, esc, "breached", "system", {"level": esc.chain_level,
+                                                       "notify": notify})
+        w.audit("escalation.breach", "escalation", esc.id, esc.facility_id)
+        _emit(w, "escalation.breached", esc, level=esc.chain_level, notify=notify)
+    await w.commit()
+    return {"breached": len(due)}

@@ -1,0 +1,218 @@
+"""Crisis escalations: triage from the screener (every branch), the transition table, tier
+changes, deadlines per tier and facility, breaches up the chain on a controllable clock,
+exactly-once handling by racing workers, what each role sees, idempotent raising, and the
+links to disclosures and pairings."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.models import Escalation
+from app.models.common import Role
+from app.models.escalation import Screener, Tier
+from app.services.escalations import ESCALATION_FLOW, breach_sweep, triage
+
+NO = dict(wish_to_be_dead=False, suicidal_thoughts=False, thoughts_with_method=False,
+          intent=False, plan=False, behavior=False, behavior_within_3_months=False)
+
+
+@pytest.mark.parametrize("answers,tier", [
+    ({}, Tier.low),
+    ({"wish_to_be_dead": True}, Tier.low),
+    ({"suicidal_thoughts": True}, Tier.low),
+    ({"suicidal_thoughts": True, "thoughts_with_method": True}, Tier.moderate),
+    ({"behavior": True}, Tier.moderate),
+    ({"behavior": True, "behavior_within_3_months": True}, Tier.high),
+    ({"intent": True}, Tier.high),
+    ({"plan": True}, Tier.high),
+])
+def test_triage_every_branch(answers, tier):
+    assert triage(Screener(**(NO | answers)))[0] == tier
+
+
+@pytest.fixture()
+def ctx(factory):
+    f = factory.facility("CCJ", settings={"caseload_cap": 5, "ack_minutes": {
+        "imminent": 3, "high": 10, "moderate": 60, "low": 1440},
+        "escalation_chain": ["on_call_clinician", "duty_supervisor"]})
+    person = factory.recipient(f)
+    return {"f": f, "person": person,
+            "officer": factory.headers(factory.user(Role.officer, [f])),
+            "clin": factory.headers(factory.user(Role.clinician, [f])),
+            "coord": factory.headers(factory.user(Role.coordinator, [f]))}
+
+
+def _raise(client, h, person, **kw):
+    body = {"participant_id": str(person.id), "category": "suicide_risk",
+            "description": "Found with a ligature, distressed", "tier": "high"} | kw
+    return client.post("/v1/escalations", headers=h, json=body)
+
+
+def test_raise_with_screener_stores_answers_and_deadline_per_facility(client, factory, ctx):
+    r = _raise(client, ctx["officer"], ctx["person"], tier=None,
+               screener=NO | {"plan": True})
+    assert r.status_code == 201, r.text
+    esc = factory.get(Escalation, __import__("uuid").UUID(r.json()["id"]))
+    assert esc.tier == "high" and esc.screener["derived_tier"] == "high"
+    assert esc.screener["rule"].startswith("Q5")
+    minutes = (esc.ack_deadline - esc.raised_at).total_seconds() / 60
+    assert 9.9 < minutes < 10.1  # this facility's high-tier setting
+    assert [e.type for e in factory.events()] == ["escalation.created"]
+
+
+def test_what_each_role_sees(client, factory, ctx):
+    eid = _raise(client, ctx["officer"], ctx["person"]).json()["id"]
+    full = client.get(f"/v1/escalations/{eid}", headers=ctx["clin"]).json()
+    assert full["description"] == "Found with a ligature, distressed"
+    officer = client.get(f"/v1/escalations/{eid}", headers=ctx["officer"]).json()
+    assert officer["description"] is None and officer["tier"] == "high"
+    assert officer["seconds_remaining"] > 0
+    sup = factory.certified_supporter(ctx["f"])
+    factory.pairing(sup, ctx["person"])
+    peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=sup))
+    mine = _raise(client, peer, ctx["person"], tier="moderate")
+    assert mine.status_code == 201, mine.text
+    assert set(mine.json()) == {"id", "status", "raised_at"}
+    assert client.get(f"/v1/escalations/{eid}", headers=peer).status_code == 404
+    assert len(client.get("/v1/escalations", headers=peer).json()["items"]) == 1
+    staff = factory.participant(ctx["f"], "staff")
+    staff_esc = _raise(client, ctx["clin"], staff, category="mental_health_crisis")
+    assert staff_esc.status_code == 201
+    sid = staff_esc.json()["id"]
+    assert client.get(f"/v1/escalations/{sid}", headers=ctx["officer"]).status_code == 404
+    assert client.get(f"/v1/escalations/{sid}", headers=ctx["coord"]).status_code == 404
+    staff_coord = factory.headers(factory.user(Role.staff_coordinator, [ctx["f"]]))
+    assert client.get(f"/v1/escalations/{sid}", headers=staff_coord).status_code == 200
+    other = factory.headers(factory.user(Role.clinician, [factory.facility()]))
+    assert client.get(f"/v1/escalations/{eid}", headers=other).status_code == 404
+
+
+@pytest.mark.parametrize("state", ["open", "acknowledged", "resolved", "reopened"])
+@pytest.mark.parametrize("action", ["acknowledge", "resolve", "reopen"])
+def test_transition_table_in_full(client, factory, ctx, state, action):
+    eid = _raise(client, ctx["officer"], ctx["person"], tier="low").json()["id"]
+    path = {"open": [], "acknowledged": ["acknowledge"],
+            "resolved": ["acknowledge", "resolve"],
+            "reopened": ["acknowledge", "resolve", "reopen"]}[state]
+    bodies = {"acknowledge": {}, "resolve": {"outcome": "Seen, settled"},
+              "reopen": {"reason": "Distressed again"}}
+    for step_ in path:
+        assert client.post(f"/v1/escalations/{eid}/{step_}", headers=ctx["clin"],
+                           json=bodies[step_]).status_code == 200
+    r = client.post(f"/v1/escalations/{eid}/{action}", headers=ctx["clin"], json=bodies[action])
+    t = ESCALATION_FLOW[action]
+    if state in t.sources:
+        assert r.status_code == 200 and r.json()["status"] == t.target
+    else:
+        assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+    assert client.post(f"/v1/escalations/{eid}/acknowledge", headers=ctx["officer"],
+                       json={}).status_code == 403
+
+
+def test_high_needs_a_clinician_with_a_plan_and_stamps_once(client, factory, ctx):
+    eid = _raise(client, ctx["officer"], ctx["person"]).json()["id"]
+    first = client.post(f"/v1/escalations/{eid}/acknowledge", headers=ctx["coord"], json={}).json()
+    r = client.post(f"/v1/escalations/{eid}/resolve", headers=ctx["coord"],
+                    json={"outcome": "Calmer"})
+    assert r.status_code == 403 and r.json()["code"] == "clinician_required"
+    r = client.post(f"/v1/escalations/{eid}/resolve", headers=ctx["clin"],
+                    json={"outcome": "Calmer"})
+    assert r.status_code == 422 and r.json()["code"] == "follow_up_required"
+    r = client.post(f"/v1/escalations/{eid}/resolve", headers=ctx["clin"], json={
+        "outcome": "Calmer", "follow_up_plan": "Daily check-ins for a week",
+        "review_date": "2030-01-08"})
+    assert r.status_code == 200
+    client.post(f"/v1/escalations/{eid}/reopen", headers=ctx["clin"], json={"reason": "again"})
+    again = client.post(f"/v1/escalations/{eid}/acknowledge", headers=ctx["clin"], json={}).json()
+    assert again["acknowledged_at"] == first["acknowledged_at"]  # stamped once
+    kinds = [e["kind"] for e in client.get(f"/v1/escalations/{eid}/timeline",
+                                           headers=ctx["clin"]).json()]
+    assert kinds == ["created", "acknowledged", "resolved", "reopened", "acknowledged"]
+
+
+def test_tier_up_by_anyone_down_only_by_clinician(client, factory, ctx):
+    eid = _raise(client, ctx["officer"], ctx["person"], tier="moderate").json()["id"]
+    r = client.post(f"/v1/escalations/{eid}/tier", headers=ctx["coord"],
+                    json={"tier": "imminent", "reason": "Now on the ledge"})
+    assert r.status_code == 200 and r.json()["tier"] == "imminent"
+    assert r.json()["seconds_remaining"] <= 3 * 60
+    r = client.post(f"/v1/escalations/{eid}/tier", headers=ctx["coord"],
+                    json={"tier": "low", "reason": "Calmer"})
+    assert r.status_code == 403 and r.json()["code"] == "clinician_required"
+    r = client.post(f"/v1/escalations/{eid}/tier", headers=ctx["clin"],
+                    json={"tier": "low", "reason": "Assessed"})
+    assert r.status_code == 200
+    assert len(factory.events("escalation.tier_changed")) == 2
+
+
+def _sweep(app, now):
+    async def go():
+        async with app.state.sessionmaker() as s:
+            return await breach_sweep(s, app.state.settings, now)
+    return asyncio.run(go())
+
+
+def test_breach_climbs_the_chain_on_a_controllable_clock(app, client, factory, ctx):
+    eid = _raise(client, ctx["officer"], ctx["person"], tier="imminent").json()["id"]
+    t0 = datetime.now(UTC)
+    assert _sweep(app, t0 + timedelta(minutes=2)) == {"breached": 0}
+    assert _sweep(app, t0 + timedelta(minutes=4)) == {"breached": 1}
+    assert _sweep(app, t0 + timedelta(minutes=5)) == {"breached": 0}  # next deadline: +3 min
+    assert _sweep(app, t0 + timedelta(minutes=8)) == {"breached": 1}
+    esc = client.get(f"/v1/escalations/{eid}", headers=ctx["clin"]).json()
+    assert esc["breached"] and esc["chain_level"] == 2
+    breaches = factory.events("escalation.breached")
+    assert [b.data["notify"] for b in breaches] == ["on_call_clinician", "duty_supervisor"]
+    client.post(f"/v1/escalations/{eid}/acknowledge", headers=ctx["clin"], json={})
+    assert _sweep(app, t0 + timedelta(hours=1)) == {"breached": 0}
+
+
+def test_two_workers_racing_handle_each_breach_once(app, client, factory, ctx, is_pg):
+    ids = [_raise(client, ctx["officer"], factory.recipient(ctx["f"]), tier="imminent").json()["id"]
+           for _ in range(6)]
+    later = datetime.now(UTC) + timedelta(minutes=5)
+
+    async def race():
+        async def one():
+            async with app.state.sessionmaker() as s:
+                return (await breach_sweep(s, app.state.settings, later))["breached"]
+        async with app.router.lifespan_context(app):
+            return await asyncio.gather(one(), one())
+
+    counts = asyncio.run(race())
+    assert sum(counts) == 6, counts
+    levels = [client.get(f"/v1/escalations/{i}", headers=ctx["clin"]).json()["chain_level"]
+              for i in ids]
+    assert levels == [1] * 6
+    assert len(factory.events("escalation.breached")) == 6
+
+
+def test_idempotent_raise(client, factory, ctx):
+    h = ctx["officer"] | {"Idempotency-Key": "cell-7-2030-01-01T10:00"}
+    first = _raise(client, h, ctx["person"])
+    again = _raise(client, h, ctx["person"])
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    other = _raise(client, h, ctx["person"], tier="low")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert factory.count(Escalation) == 1
+
+
+def test_risk_disclosure_opens_escalation_and_blocks_supporter(client, factory, ctx):
+    sup = factory.certified_supporter(ctx["f"])
+    rec = ctx["person"]
+    pairing = factory.pairing(sup, rec)
+    session = factory.support_session(pairing)
+    peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=sup))
+    r = client.post(f"/v1/support-sessions/{session.id}/disclosures", headers=peer, json={
+        "participant_id": str(rec.id), "category": "self_harm", "passed_to": "Officer on duty",
+        "passed_at": "2030-01-01T10:00:00Z"})
+    assert r.status_code == 201, r.text
+    assert r.json()["escalation_id"]
+    assert factory.count(Escalation) == 1
+    # An open high escalation about a supporter blocks new pairings for them.
+    _raise(client, ctx["clin"], sup, category="mental_health_crisis")
+    r = client.post("/v1/pairings", headers=ctx["coord"], json={
+        "supporter_id": str(sup.id), "recipient_id": str(factory.recipient(ctx["f"]).id)})
+    assert r.status_code == 422 and r.json()["code"] == "supporter_escalation"
