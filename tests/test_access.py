@@ -240,7 +240,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/pairings/{pairing_id}/pause",                   (403, 200, 200, 403, 403, 403, 403, 403)),
     ("POST", "/v1/pairings/{pairing_id}/resume",                  (403, 200, 200, 403, 403, 403, 403, 403)),
     ("POST", "/v1/pairings/{pairing_id}/end",                     (403, 200, 200, 403, 403, 403, 403, 403)),
-    ("GET", "/v1/pairings/{pairing_id}/summary",                  (403, 200, 200, 403, 403, 200, 403, 200)),
+    ("GET", "/v1/pairings/{pairing_id}/summary",                  (403, 200, 200, 403, 403, 200, 403, 403)),
     ("GET", "/v1/support-sessions",                               (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions",                              (403, 201, 201, 403, 403, 201, 403, 403)),
     ("GET", "/v1/support-sessions/{session_id}",                  (403, 200, 200, 403, 403, 200, 403, 403)),
@@ -310,7 +310,7 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         subs["course_id"] = f.course(required=False).id
     if "{enrollment_id}" in template:
         owner = ctx.own or ctx.person()
-        status = "in_progress" if template.endswith("/fail") else "enrolled"
+        status = "in_progress" if template.endswith(("/fail", "/complete")) else "enrolled"
         subs["enrollment_id"] = f.enrollment(owner, f.course(required=False), status=status).id
     if "{pairing_id}" in template:
         status = {"activate": "proposed", "resume": "paused"}.get(template.rsplit("/", 1)[-1],

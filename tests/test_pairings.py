@@ -287,3 +287,45 @@ def test_housing_move_pauses_a_pairing_that_now_conflicts(client, factory, ctx):
     assert r.status_code == 200
     moved = factory.get(Pairing, p.id)
     assert moved.status == "paused" and moved.pause_reason == "keep_apart"
+
+
+def test_peer_never_learns_a_pairing_ended_for_a_keep_apart(client, factory, ctx):
+    p = factory.pairing(ctx["sup"], ctx["rec"])
+    r = client.post("/v1/keep-apart-orders", headers=ctx["h"], json={
+        "participant_ids": [str(ctx["sup"].id), str(ctx["rec"].id)], "reason": "gang",
+        "scope": "facility", "authorised_by": "Lt. Diaz"})
+    assert r.status_code == 201
+    peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=ctx["sup"]))
+    for r in (client.get(f"/v1/pairings/{p.id}", headers=peer),
+              client.get("/v1/pairings", headers=peer)):
+        assert r.status_code == 200 and "keep_apart" not in r.text
+    assert client.get(f"/v1/pairings/{p.id}", headers=ctx["h"]).json()["end_reason"] == \
+        "keep_apart"
+
+
+def test_merge_ends_pairings_that_now_face_a_keep_apart(client, factory, ctx):
+    dup = factory.recipient(ctx["f"])
+    other_sup = factory.certified_supporter(ctx["f"])
+    kept = factory.pairing(ctx["sup"], ctx["rec"])
+    dup_pairing = factory.pairing(other_sup, dup)
+    factory.keep_apart(dup, ctx["sup"])
+    r = client.post(f"/v1/participants/{ctx['rec'].id}/merge", headers=ctx["h"],
+                    json={"duplicate_id": str(dup.id)})
+    assert r.status_code == 200, r.text
+    assert factory.get(Pairing, kept.id).end_reason == "keep_apart"
+    assert factory.get(Pairing, dup_pairing.id).status == "ended"
+
+
+def test_leave_pauses_and_archive_ends(client, factory, ctx):
+    staff_f = ctx["f"]
+    sc = factory.headers(factory.user(Role.staff_coordinator, [staff_f]))
+    sup = factory.certified_supporter(staff_f, "staff", employment_status="employed")
+    rec = factory.recipient(staff_f, "staff", employment_status="employed")
+    p = factory.pairing(sup, rec)
+    assert client.patch(f"/v1/participants/{sup.id}", headers=sc,
+                        json={"employment_status": "on_leave"}).status_code == 200
+    assert factory.get(Pairing, p.id).status == "paused"
+    q = factory.pairing(ctx["sup"], ctx["rec"])
+    assert client.post(f"/v1/participants/{ctx['rec'].id}/archive",
+                       headers=ctx["h"]).status_code == 200
+    assert factory.get(Pairing, q.id).status == "ended"

@@ -267,3 +267,28 @@ def test_note_key_rotation_rewraps_without_losing_notes(client, factory, ctx, se
     with TestClient(create_app(rotated)) as c:
         r = c.get(f"/v1/support-sessions/{s['id']}/note", headers=ctx["peer"])
     assert r.status_code == 200 and r.json()["text"] == NOTE
+
+
+def test_sessions_rechecked_when_people_may_no_longer_meet(client, factory, ctx):
+    s = _one_to_one(client, ctx)
+    g = factory.support_session(facility=ctx["f"], facilitator=ctx["sup"])
+    a, b = factory.recipient(ctx["f"]), factory.recipient(ctx["f"])
+    for person in (a, b):
+        assert client.post(f"/v1/support-sessions/{g.id}/attendees", headers=ctx["h"],
+                           json={"participant_id": str(person.id)}).status_code == 200
+    factory.keep_apart(a, b)  # imported behind the service's back after the group was set
+    r = client.post(f"/v1/support-sessions/{g.id}/complete", headers=ctx["h"], json={
+        "actual_start": _when(-1), "duration_minutes": 30})
+    assert r.status_code == 422 and r.json()["code"] == "keep_apart"
+    # A keep-apart between the pair ends the pairing and cancels its scheduled sessions.
+    r = client.post("/v1/keep-apart-orders", headers=ctx["h"], json={
+        "participant_ids": [str(ctx["sup"].id), str(ctx["rec"].id)], "reason": "threat",
+        "scope": "facility", "authorised_by": "Lt. Diaz"})
+    assert r.status_code == 201
+    cancelled = client.get(f"/v1/support-sessions/{s['id']}", headers=ctx["h"]).json()
+    assert cancelled["status"] == "cancelled" and cancelled["close_reason"] == "the pairing ended"
+    r = _complete(client, ctx, s["id"])
+    assert r.status_code == 409
+    # The peer's ledger access ends with the pairing.
+    assert client.get(f"/v1/participants/{ctx['rec'].id}/disclosures",
+                      headers=ctx["peer"]).status_code == 404

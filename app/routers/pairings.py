@@ -11,6 +11,7 @@ from app.deps import Principal, SessionDep, require
 from app.models.common import Page, Role
 from app.models.pairing import (
     CandidateList,
+    EndReason,
     PairingAction,
     PairingCreate,
     PairingEnd,
@@ -31,6 +32,11 @@ async def _views(session: Any, principal: Principal, items: list[Any]) -> list[P
         for read in out:
             read.recipient = views.get(read.recipient_id)
             read.override_reason = None
+            # A keep-apart is security information: a peer learns only that it ended/paused.
+            if read.end_reason == "keep_apart":
+                read.end_reason = EndReason.other
+            if read.pause_reason == "keep_apart":
+                read.pause_reason = "not possible for now"
     return out
 
 

@@ -166,7 +166,7 @@ async def list_participant_disclosures(participant_id: uuid.UUID, session: Sessi
 @ledger.get("/v1/pairings/{pairing_id}/summary", response_model=PairingSummary,
             responses=problems(404))
 async def get_pairing_summary(pairing_id: uuid.UUID, session: SessionDep,
-                              principal: Principal = require("pairings:read"),
+                              principal: Principal = require("pairings:read", "sessions:read"),
                               ) -> PairingSummary:
     """Sessions held and attended, average wellbeing change, days to the first session and
     since the last: computed by the database."""

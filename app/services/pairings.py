@@ -327,6 +327,27 @@ def apply(session: AsyncSession, w: Writer, pairing: Pairing, action: str, targe
     pairing.updated_at = now
     session.add(_transition_row(pairing, action, before, principal, note or reason))
     _event(w, _EVENTS[action], pairing)
+    if action == "end":
+        w.after_flush(lambda: _cancel_scheduled_sessions(session, w, pairing, by))
+
+
+async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer, pairing: Pairing,
+                                     by: str) -> None:
+    """An ended pairing's scheduled sessions are cancelled (with a reason that says no more)."""
+    from app.models import SupportSession
+
+    S = SupportSession.__table__.c
+    found = (await session.execute(select(SupportSession).where(
+        S.pairing_id == pairing.id, S.status == "scheduled").with_for_update())).scalars().all()
+    now = utcnow()
+    for s in found:
+        s.status, s.closed_at, s.closed_by = "cancelled", now, by
+        s.close_reason = "the pairing ended"
+        s.version += 1
+        s.updated_at = now
+        w.audit("support_session.cancel", "support_session", s.id, s.facility_id)
+        w.emit("support_session.cancelled", "support_session", s.id, facility_id=s.facility_id,
+               network=s.network)
 
 
 async def cascade(session: AsyncSession, w: Writer, participant_id: uuid.UUID, *, action: str,
@@ -428,6 +449,22 @@ async def pause_keep_apart_conflicts(session: AsyncSession, w: Writer,
     for pairing in found:
         apply(session, w, pairing, "pause", _S.paused.value, None, reason="keep_apart")
         w.audit("pairing.pause", "pairing", pairing.id, pairing.facility_id)
+    return len(found)
+
+
+async def end_keep_apart_conflicts(session: AsyncSession, w: Writer,
+                                   participant_id: uuid.UUID) -> int:
+    """Ends every pairing of this person that stands against an open keep-apart order."""
+    found = (await session.execute(
+        select(Pairing).join(KeepApartOrder.__table__, or_(
+            (K.participant_a_id == PR.supporter_id) & (K.participant_b_id == PR.recipient_id),
+            (K.participant_a_id == PR.recipient_id) & (K.participant_b_id == PR.supporter_id)))
+        .where(or_(PR.supporter_id == participant_id, PR.recipient_id == participant_id),
+               PR.status.in_(("proposed", "active", "paused")), K.status == "open")
+        .with_for_update(of=Pairing.__table__))).scalars().all()
+    for pairing in found:
+        apply(session, w, pairing, "end", _S.ended.value, None, reason="keep_apart")
+        w.audit("pairing.end", "pairing", pairing.id, pairing.facility_id)
     return len(found)
 
 

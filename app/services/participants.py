@@ -263,6 +263,9 @@ async def _cascade_pairings(session: AsyncSession, w: Writer, p: Participant,
         await pairings.cascade(session, w, p.id, action="end", reason="transferred")
     elif "employment_status" in changed and p.employment_status == "separated":
         await pairings.cascade(session, w, p.id, action="end", reason="other")
+    if "employment_status" in changed and p.employment_status == "on_leave":
+        await pairings.cascade(session, w, p.id, action="pause", reason="not_employed",
+                               only_as_supporter=True, statuses=("active",))
     if "supporter_availability" in changed and p.supporter_availability != Availability.active:
         await pairings.cascade(session, w, p.id, action="pause", reason="supporter_unavailable",
                                only_as_supporter=True, statuses=("active",))
@@ -350,6 +353,9 @@ async def archive(*, session: AsyncSession, principal: Principal, participant_id
     _bump(p)
     w = Writer(session, principal)
     w.audit("participant.archive", "participant", p.id, p.facility_id)
+    from app.services import pairings
+
+    await pairings.cascade(session, w, p.id, action="end", reason="other")
     w.emit("participant.archived", "participant", p.id, facility_id=p.facility_id,
            network=p.network)
     await w.commit()
@@ -382,6 +388,12 @@ async def merge(*, session: AsyncSession, principal: Principal, participant_id: 
     survivor.external_ids = [*(survivor.external_ids or []), *(dup.external_ids or [])]
     dup.external_ids = []
     await _move_keep_aparts(session, survivor.id, dup.id, now, principal, w, survivor)
+    from app.services import pairings
+
+    # The duplicate's pairings end with the record; the survivor's pairings with anyone an
+    # order now keeps them apart from end too.
+    await pairings.cascade(session, w, dup.id, action="end", reason="other")
+    await pairings.end_keep_apart_conflicts(session, w, survivor.id)
     linked = (await session.execute(select(User.id).where(User.participant_id == dup.id))).scalars()
     for user_id in list(linked):
         w.invalidate_auth(subject=user_id)

@@ -146,9 +146,7 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
     if data.kind == SessionKind.one_to_one:
         pairing = await pairings.get(session=session, principal=principal,
                                      pairing_id=data.pairing_id)  # type: ignore[arg-type]
-        if pairing.status not in ("active", "paused"):
-            raise RuleViolation("A one-to-one session needs an active or paused pairing.",
-                                code="pairing_not_active")
+        await _pair_may_meet(session, principal, pairing)
         s = SupportSession(kind=data.kind.value, pairing_id=pairing.id,
                            facilitator_id=pairing.supporter_id, facility_id=pairing.facility_id,
                            network=pairing.network, scheduled_at=data.scheduled_at,
@@ -197,6 +195,30 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
     return s
 
 
+async def _apart_among(session: AsyncSession, people: list[uuid.UUID]) -> bool:
+    """Whether an open keep-apart order stands between any two of these people."""
+    if len(people) < 2:
+        return False
+    found = (await session.execute(select(func.count()).select_from(KeepApartOrder.__table__)
+                                   .where(K.status == "open", K.participant_a_id.in_(people),
+                                          K.participant_b_id.in_(people)))).scalar_one()
+    return bool(found)
+
+
+def _refuse_apart(principal: Principal, detail: str) -> None:
+    if principal.role in _COORDINATORS:
+        raise RuleViolation(detail, code="keep_apart")
+    raise RuleViolation("These people cannot meet.", code="not_eligible")
+
+
+async def _pair_may_meet(session: AsyncSession, principal: Principal, pairing: Pairing) -> None:
+    if pairing.status not in ("active", "paused"):
+        raise RuleViolation("A one-to-one session needs an active or paused pairing.",
+                            code="pairing_not_active")
+    if await _apart_among(session, [pairing.supporter_id, pairing.recipient_id]):
+        _refuse_apart(principal, "An open keep-apart order stands between the two.")
+
+
 async def add_attendee(*, session: AsyncSession, principal: Principal, session_id: uuid.UUID,
                        participant_id: uuid.UUID) -> SupportSession:
     s = await get(session=session, principal=principal, session_id=session_id, for_update=True)
@@ -228,10 +250,8 @@ async def add_attendee(*, session: AsyncSession, principal: Principal, session_i
                                            and_(K.participant_b_id == participant_id,
                                                 K.participant_a_id.in_(present)))))).scalar_one()
         if apart:
-            if principal.role in _COORDINATORS:
-                raise RuleViolation("An open keep-apart order stands between this person and "
-                                    "someone in the group.", code="keep_apart")
-            raise RuleViolation("This person cannot join this group.", code="not_eligible")
+            _refuse_apart(principal, "An open keep-apart order stands between this person and "
+                                     "someone in the group.")
     session.add(SessionAttendee(session_id=s.id, participant_id=participant_id))
     s.version += 1
     s.updated_at = utcnow()
@@ -269,6 +289,13 @@ async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Pr
     w = Writer(session, principal)
     if complete is not None:
         await _topics_known(session, complete.topics)
+        # Re-checked at completion: things change between scheduling and meeting.
+        if s.pairing_id is not None:
+            pairing = await session.get(Pairing, s.pairing_id)
+            await _pair_may_meet(session, principal, pairing)  # type: ignore[arg-type]
+        elif await _apart_among(session, list((await session.execute(
+                select(A.participant_id).where(A.session_id == s.id))).scalars())):
+            _refuse_apart(principal, "An open keep-apart order stands between two attendees.")
         attendees = {a.participant_id: a for a in (await session.execute(
             select(SessionAttendee).where(A.session_id == s.id))).scalars()}
         for mark in complete.attendance:
@@ -385,7 +412,9 @@ async def disclosures_of(*, session: AsyncSession, principal: Principal,
     if principal.role == Role.peer_supporter:
         supports = (await session.execute(select(func.count()).select_from(Pairing.__table__)
                                           .where(PR.supporter_id == principal.participant_id,
-                                                 PR.recipient_id == participant_id))).scalar_one()
+                                                 PR.recipient_id == participant_id,
+                                                 PR.status.in_(("active", "paused"))))
+                    ).scalar_one()
         if not supports:
             raise NotFound("No such participant.")
     else:
@@ -448,6 +477,6 @@ async def add_topic(*, session: AsyncSession, principal: Principal,
         await session.rollback()
         raise Conflict("This topic exists.", code="topic_exists") from None
     w = Writer(session, principal)
-    w.audit("session_topic.create", "session_topic", None)
+    w.audit("session_topic.create", "session_topic", topic.code)
     await w.commit()
     return topic

@@ -35,8 +35,8 @@ _COORDINATORS = frozenset({Role.coordinator, Role.staff_coordinator})
 _S = EnrollmentStatus
 ENROLLMENT_FLOW = table(
     Transition("start", frozenset({_S.enrolled.value}), _S.in_progress.value, _COORDINATORS),
-    Transition("complete", frozenset({_S.enrolled.value, _S.in_progress.value}),
-               _S.completed.value, _COORDINATORS),
+    Transition("complete", frozenset({_S.in_progress.value}), _S.completed.value,
+               _COORDINATORS),
     Transition("withdraw", frozenset({_S.enrolled.value, _S.in_progress.value}),
                _S.withdrawn.value, _COORDINATORS),
     Transition("fail", frozenset({_S.in_progress.value}), _S.failed.value, _COORDINATORS),

@@ -26,6 +26,7 @@ class Writer:
         self._audit: list[AuditEntry] = []
         self._events: list[OutboxEvent] = []
         self._auth_changes: list[str] = []
+        self._pending: list[Any] = []
 
     def audit(self, action: str, entity_type: str, entity_id: Any,
               facility_id: uuid.UUID | None = None, outcome: str = "success") -> None:
@@ -42,6 +43,11 @@ class Writer:
             entity_id=entity_id, facility_id=facility_id, network=network, data=data or {},
         ))
 
+    def after_flush(self, step: Any) -> None:
+        """Follow-up work (a callable returning a coroutine: a cascade found while applying a
+        change), run before this transaction commits."""
+        self._pending.append(step)
+
     def invalidate_auth(self, *, subject: uuid.UUID | None = None, jti: str | None = None) -> None:
         """Cached principals of this account / token are dropped when the change commits."""
         self._auth_changes.append(f"sub:{subject}" if subject else f"jti:{jti}")
@@ -51,6 +57,8 @@ class Writer:
         return list(self._events)
 
     async def commit(self) -> None:
+        while self._pending:
+            await self._pending.pop(0)()
         self.session.add_all(self._events)
         p = self.principal
         await audit.append(
