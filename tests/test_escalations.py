@@ -216,3 +216,57 @@ def test_risk_disclosure_opens_escalation_and_blocks_supporter(client, factory, 
     r = client.post("/v1/pairings", headers=ctx["coord"], json={
         "supporter_id": str(sup.id), "recipient_id": str(factory.recipient(ctx["f"]).id)})
     assert r.status_code == 422 and r.json()["code"] == "supporter_escalation"
+
+
+def test_gaps_pure():
+    from app.services.escalations import gaps
+
+    t0 = datetime(2030, 1, 1, 10, 0, tzinfo=UTC)
+    at = [t0 + timedelta(minutes=m) for m in (4, 8, 20)]
+    found = gaps(t0, t0 + timedelta(minutes=24), at, 5)
+    assert found == [(t0 + timedelta(minutes=8), t0 + timedelta(minutes=20))]
+    assert gaps(t0, t0 + timedelta(hours=5), [], None) == []
+
+
+def test_peer_observations_never_close_a_staff_gap(client, factory, ctx):
+    sup = factory.certified_supporter(ctx["f"])
+    factory.pairing(sup, ctx["person"])
+    peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=sup))
+    from sqlalchemy import update
+
+    # The peer raised it (they may add to the watch log of escalations they raised).
+    eid = _raise(client, peer, ctx["person"], tier="imminent").json()["id"]
+    t0 = datetime.now(UTC) - timedelta(minutes=30)  # raised half an hour ago
+    with factory.engine.begin() as conn:
+        conn.execute(update(Escalation).values(raised_at=t0))
+    for minutes, h in ((3, ctx["officer"]), (7, peer), (11, peer), (14, ctx["officer"])):
+        r = client.post(f"/v1/escalations/{eid}/observations", headers=h, json={
+            "observed_at": (t0 + timedelta(minutes=minutes)).isoformat(),
+            "seen": "Sitting on bunk, responsive"})
+        assert r.status_code == 201, r.text
+    watch = client.get(f"/v1/escalations/{eid}/watch", headers=ctx["clin"]).json()
+    assert [o["observer_kind"] for o in watch["observations"]] == ["staff", "peer", "peer",
+                                                                    "staff"]
+    first = watch["gaps"][0]
+    assert first["start"].startswith((t0 + timedelta(minutes=3)).isoformat()[:16])
+    assert first["minutes"] == 11  # 3 -> 14: the peer checks at 7 and 11 do not count
+    assert client.get(f"/v1/escalations/{eid}/watch", headers=peer).status_code == 404
+
+
+def test_missed_observation_detected_once_per_lapse(app, client, factory, ctx):
+    from app.services.escalations import watch_sweep
+
+    eid = _raise(client, ctx["officer"], ctx["person"], tier="high").json()["id"]
+
+    def sweep(now):
+        async def go():
+            async with app.state.sessionmaker() as s:
+                return await watch_sweep(s, app.state.settings, now)
+        return asyncio.run(go())
+
+    t0 = datetime.now(UTC)
+    assert sweep(t0 + timedelta(minutes=10)) == {"missed": 0}
+    assert sweep(t0 + timedelta(minutes=16)) == {"missed": 1}
+    assert sweep(t0 + timedelta(minutes=17)) == {"missed": 0}
+    missed = factory.events("observation.missed")
+    assert len(missed) == 1 and str(missed[0].entity_id) == eid

@@ -24,6 +24,6 @@ from app.models.support_session import (  # noqa: E402
 )
 
 __all__ += ["Disclosure", "SessionAttendee", "SessionTopic", "SupportSession"]
-from app.models.escalation import Escalation, EscalationEvent  # noqa: E402
+from app.models.escalation import Escalation, EscalationEvent, Observation  # noqa: E402
 
-__all__ += ["Escalation", "EscalationEvent"]
+__all__ += ["Escalation", "EscalationEvent", "Observation"]

@@ -79,6 +79,7 @@ class Escalation(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=2000)
     follow_up_plan: str | None = Field(default=None, max_length=4000)
     review_date: date | None = None
+    watch_missed_at: datetime | None = ts_field(nullable=True)  # last observation.missed sent
     idempotency_key: str | None = Field(default=None, max_length=200)
     request_hash: str | None = Field(default=None, max_length=64)
     version: int = 1
@@ -96,6 +97,62 @@ class EscalationEvent(SQLModel, table=True):
     at: datetime = ts_field(default_now=True)
     by: str = Field(max_length=64)
     detail: dict = json_field(default_factory=dict)
+
+
+# Staff observation cadence per tier, in minutes (None: no required cadence).
+CADENCE_MINUTES = {"imminent": 5, "high": 15, "moderate": 30, "low": None}
+
+
+class Observation(SQLModel, table=True):
+    """The watch log. Peer observations are recorded, but never count toward the staff
+    cadence."""
+
+    __tablename__ = "escalation_observation"
+    __table_args__ = (Index("ix_escalation_observation_escalation_at", "escalation_id",
+                            "observed_at"),)
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    escalation_id: uuid.UUID = Field(foreign_key="escalation.id")
+    observed_at: datetime = ts_field()
+    recorded_by: str = Field(max_length=64)
+    observer_kind: str = Field(max_length=8)  # staff | peer
+    seen: str = Field(max_length=2000)
+    recorded_at: datetime = ts_field(default_now=True)
+
+
+class ObservationCreate(InputModel):
+    observed_at: datetime
+    seen: str = PField(min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _aware(self) -> ObservationCreate:
+        if self.observed_at.tzinfo is None:
+            raise ValueError("observed_at needs a UTC offset")
+        return self
+
+
+class ObservationRead(BaseModel):
+    id: uuid.UUID
+    observed_at: datetime
+    recorded_by: str
+    observer_kind: str
+    seen: str
+
+    model_config = {"from_attributes": True}
+
+
+class WatchGap(BaseModel):
+    start: datetime
+    end: datetime
+    minutes: int
+
+
+class WatchLog(BaseModel):
+    escalation_id: uuid.UUID
+    cadence_minutes: int | None
+    observations: list[ObservationRead]
+    gaps: list[WatchGap] = PField(description="Intervals without a STAFF observation longer "
+                                              "than the cadence; peer observations never close one")
 
 
 class Screener(InputModel):

@@ -17,10 +17,13 @@ from app.models.escalation import (
     EscalationRead,
     EscalationStatus,
     EscalationStatusView,
+    ObservationCreate,
+    ObservationRead,
     Reopen,
     Resolve,
     TierChange,
     TimelineEntry,
+    WatchLog,
 )
 from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
 from app.services import escalations as svc
@@ -141,3 +144,25 @@ async def change_escalation_tier(escalation_id: uuid.UUID, body: TierChange,
     return _one(principal, response, await svc.change_tier(
         session=session, principal=principal, escalation_id=escalation_id, tier=body.tier,
         reason=body.reason, if_match=if_match))
+
+
+@router.post("/{escalation_id}/observations", status_code=status.HTTP_201_CREATED,
+             response_model=ObservationRead, responses=problems(404, 409))
+async def record_observation(escalation_id: uuid.UUID, body: ObservationCreate,
+                             session: SessionDep,
+                             principal: Principal = require("escalations:observe"),
+                             ) -> ObservationRead:
+    """Staff or peer (by the caller's role). Peer observations never count toward the staff
+    cadence."""
+    obs = await svc.observe(session=session, principal=principal, escalation_id=escalation_id,
+                            observed_at=body.observed_at, seen=body.seen)
+    return ObservationRead.model_validate(obs)
+
+
+@router.get("/{escalation_id}/watch", response_model=WatchLog, responses=problems(404))
+async def get_escalation_watch(escalation_id: uuid.UUID, session: SessionDep,
+                               principal: Principal = require("escalations:observe"),
+                               ) -> WatchLog:
+    """The watch log and every gap longer than the tier's cadence (imminent 5 min, high 15,
+    moderate 30, low none) without a staff observation."""
+    return await svc.watch(session=session, principal=principal, escalation_id=escalation_id)

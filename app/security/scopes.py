@@ -32,6 +32,7 @@ SCOPES: dict[str, str] = {
     "escalations:raise": "Raise a crisis escalation (never rate-limited)",
     "escalations:read": "Read escalations in scope, shaped by role",
     "escalations:write": "Acknowledge, resolve, reopen escalations; change their tier",
+    "escalations:observe": "Record and read the watch log of an escalation",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -47,27 +48,27 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
-        "escalations:write",
+        "escalations:write", "escalations:observe",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
-        "escalations:write",
+        "escalations:write", "escalations:observe",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
                                "disclosures:read", "escalations:raise", "escalations:read",
-                               "escalations:write"}),
+                               "escalations:write", "escalations:observe"}),
     Role.officer: frozenset({"facilities:read", "participants:read", "escalations:raise",
-                             "escalations:read"}),
+                             "escalations:read", "escalations:observe"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
                                     "training:read", "pairings:read", "sessions:read",
                                     "sessions:write", "notes:read", "disclosures:read",
                                     "disclosures:write", "escalations:raise",
-                                    "escalations:read"}),
+                                    "escalations:read", "escalations:observe"}),
     Role.auditor: frozenset({"facilities:read", "audit:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({

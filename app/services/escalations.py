@@ -14,22 +14,34 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, Forbidden, NotFound, RuleViolation
-from app.models import Escalation, EscalationEvent, Facility, HousingUnit, Pairing, Participant
+from app.models import (
+    Escalation,
+    EscalationEvent,
+    Facility,
+    HousingUnit,
+    Observation,
+    Pairing,
+    Participant,
+)
 from app.models.common import Role
 from app.models.escalation import (
+    CADENCE_MINUTES,
     TIER_ORDER,
     WAITING,
     EscalationCreate,
     EscalationStatus,
+    ObservationRead,
     Screener,
     Tier,
+    WatchGap,
+    WatchLog,
 )
 from app.models.facility import DEFAULT_ACK_MINUTES
 from app.security.principal import Principal
@@ -306,3 +318,92 @@ async def breach_sweep(session: AsyncSession, settings: Settings,
         _emit(w, "escalation.breached", esc, level=esc.chain_level, notify=notify)
     await w.commit()
     return {"breached": len(due)}
+
+
+
+def gaps(start: datetime, end: datetime, staff_times: list[datetime],
+         cadence_minutes: int | None) -> list[tuple[datetime, datetime]]:
+    """Pure: intervals from `start` to `end` longer than the cadence with no staff
+    observation inside (peer observations are not passed in: they never count)."""
+    if cadence_minutes is None:
+        return []
+    limit = timedelta(minutes=cadence_minutes)
+    out: list[tuple[datetime, datetime]] = []
+    last = start
+    for t in sorted(x for x in staff_times if start <= x <= end):
+        if t - last > limit:
+            out.append((last, t))
+        last = t
+    if end - last > limit:
+        out.append((last, end))
+    return out
+
+
+def _watch_window(esc: Escalation, now: datetime) -> tuple[datetime, datetime]:
+    end = esc.resolved_at if esc.status == "resolved" and esc.resolved_at else now
+    return esc.raised_at, end
+
+
+async def observe(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                  observed_at: datetime, seen: str) -> Observation:
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True)
+    if esc.status == "resolved":
+        raise Conflict("The escalation is resolved.", code="invalid_transition")
+    if observed_at > utcnow() + timedelta(minutes=1):
+        raise RuleViolation("An observation cannot be in the future.", code="observed_in_future")
+    kind = "peer" if principal.role == Role.peer_supporter else "staff"
+    obs = Observation(escalation_id=esc.id, observed_at=observed_at, recorded_by=principal.actor,
+                      observer_kind=kind, seen=seen)
+    session.add(obs)
+    await session.flush()
+    w = Writer(session, principal)
+    _timeline(session, esc, "observation", principal.actor, {"observer_kind": kind})
+    w.audit("escalation.observe", "escalation", esc.id, esc.facility_id)
+    await w.commit()
+    return obs
+
+
+async def watch(*, session: AsyncSession, principal: Principal,
+                escalation_id: uuid.UUID) -> WatchLog:
+    if principal.role == Role.peer_supporter:  # a peer adds to the log, never reads it
+        raise NotFound("No such escalation.")
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id)
+    Ob = Observation.__table__.c
+    rows = list((await session.execute(select(Observation).where(Ob.escalation_id == esc.id)
+                                       .order_by(Ob.observed_at, Ob.id))).scalars())
+    cadence = CADENCE_MINUTES[esc.tier]
+    start, end = _watch_window(esc, utcnow())
+    found = gaps(start, end, [o.observed_at for o in rows if o.observer_kind == "staff"], cadence)
+    return WatchLog(escalation_id=esc.id, cadence_minutes=cadence,
+                    observations=[ObservationRead.model_validate(o) for o in rows],
+                    gaps=[WatchGap(start=a, end=b, minutes=int((b - a).total_seconds() // 60))
+                          for a, b in found])
+
+
+async def watch_sweep(session: AsyncSession, settings: Settings,
+                      now: datetime | None = None) -> dict[str, int]:
+    """Emits `observation.missed` once per lapse: an escalation whose required staff cadence
+    has run out since its last staff observation (or since it was raised)."""
+    now = now or utcnow()
+    Ob = Observation.__table__.c
+    last_staff = (select(Ob.escalation_id, func.max(Ob.observed_at).label("last"))
+                  .where(Ob.observer_kind == "staff").group_by(Ob.escalation_id).subquery())
+    rows = (await session.execute(
+        select(Escalation, last_staff.c.last).outerjoin(last_staff,
+                                                        last_staff.c.escalation_id == E.id)
+        .where(E.status != "resolved", E.tier.in_(("imminent", "high", "moderate")))
+        .with_for_update(of=Escalation.__table__, skip_locked=True))).all()
+    w = Writer(session, None)
+    missed = 0
+    for esc, last in rows:
+        since = max(d for d in (esc.raised_at, last) if d is not None)
+        due = since + timedelta(minutes=CADENCE_MINUTES[esc.tier])  # type: ignore[arg-type]
+        if now <= due or (esc.watch_missed_at is not None and esc.watch_missed_at >= due):
+            continue
+        esc.watch_missed_at = now
+        missed += 1
+        _timeline(session, esc, "observation_missed", "system", {"since": since.isoformat()})
+        _emit(w, "observation.missed", esc)
+    await w.commit()
+    return {"missed": missed}
