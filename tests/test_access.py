@@ -261,6 +261,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/escalations/{escalation_id}/resolve",           (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/reopen",            (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/tier",              (403, 200, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations/{escalation_id}/assign",            (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/observations",      (403, 201, 201, 201, 201, 404, 403, 403)),
     ("GET", "/v1/escalations/{escalation_id}/watch",              (403, 200, 200, 200, 200, 404, 403, 403)),
 ]
@@ -399,6 +400,8 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         ("POST", "/v1/escalations/{escalation_id}/reopen"): lambda: {"reason": "again"},
         ("POST", "/v1/escalations/{escalation_id}/tier"): lambda: {"tier": "moderate",
                                                                   "reason": "worse"},
+        ("POST", "/v1/escalations/{escalation_id}/assign"): lambda: {
+            "user_id": str(f.user(Role.clinician, [a]).id)},
         ("POST", "/v1/escalations/{escalation_id}/observations"): lambda: {
             "observed_at": "2020-01-01T10:00:00Z", "seen": "resting"},
     }

@@ -270,3 +270,18 @@ def test_missed_observation_detected_once_per_lapse(app, client, factory, ctx):
     assert sweep(t0 + timedelta(minutes=17)) == {"missed": 0}
     missed = factory.events("observation.missed")
     assert len(missed) == 1 and str(missed[0].entity_id) == eid
+
+
+def test_assign_to_a_clinician_of_the_facility(client, factory, ctx):
+    eid = _raise(client, ctx["officer"], ctx["person"]).json()["id"]
+    clinician = factory.user(Role.clinician, [ctx["f"]])
+    r = client.post(f"/v1/escalations/{eid}/assign", headers=ctx["coord"],
+                    json={"user_id": str(clinician.id)})
+    assert r.status_code == 200 and r.json()["assigned_to"] == str(clinician.id)
+    elsewhere = factory.user(Role.clinician, [factory.facility()])
+    officer = factory.user(Role.officer, [ctx["f"]])
+    for u in (elsewhere, officer):
+        r = client.post(f"/v1/escalations/{eid}/assign", headers=ctx["coord"],
+                        json={"user_id": str(u.id)})
+        assert r.status_code == 422 and r.json()["code"] == "assignee_not_eligible"
+    assert [e.type for e in factory.events()][-1] == "escalation.assigned"

@@ -193,6 +193,10 @@ class Resolve(InputModel):
     review_date: date | None = None
 
 
+class Assign(InputModel):
+    user_id: uuid.UUID = PField(description="A clinician or coordinator who covers the facility")
+
+
 class Reopen(InputModel):
     reason: str = PField(min_length=1, max_length=500)
 
@@ -220,6 +224,7 @@ class EscalationRead(BaseModel):
     seconds_remaining: int | None
     breached: bool
     chain_level: int
+    assigned_to: uuid.UUID | None
     raised_by: str
     raised_at: datetime
     acknowledged_at: datetime | None

@@ -13,6 +13,7 @@ from app.deps import Principal, SessionDep, require
 from app.models.common import Page, Role
 from app.models.escalation import (
     Acknowledge,
+    Assign,
     EscalationCreate,
     EscalationRead,
     EscalationStatus,
@@ -49,6 +50,7 @@ def view(principal: Principal, e: Any) -> View:
         location_unit_id=e.location_unit_id, location_text=e.location_text, tier=e.tier,
         screener=e.screener if clinical else None, status=e.status, ack_deadline=e.ack_deadline,
         seconds_remaining=remaining, breached=e.breached, chain_level=e.chain_level,
+        assigned_to=e.assigned_to,
         raised_by=e.raised_by, raised_at=e.raised_at, acknowledged_at=e.acknowledged_at,
         acknowledged_by=e.acknowledged_by, resolved_at=e.resolved_at, resolved_by=e.resolved_by,
         outcome=e.outcome if clinical else None,
@@ -124,6 +126,16 @@ async def resolve_escalation(escalation_id: uuid.UUID, body: Resolve, session: S
     return _one(principal, response, await svc.transition(
         session=session, principal=principal, escalation_id=escalation_id, action="resolve",
         body=body, if_match=if_match))
+
+
+@router.post("/{escalation_id}/assign", response_model=View, responses=_MOVE)
+async def assign_escalation(escalation_id: uuid.UUID, body: Assign, session: SessionDep,
+                            response: Response, if_match: IfMatch = None,
+                            principal: Principal = require("escalations:write")) -> View:
+    """Names who is working on it: an active clinician or coordinator of the facility."""
+    return _one(principal, response, await svc.assign(
+        session=session, principal=principal, escalation_id=escalation_id, user_id=body.user_id,
+        if_match=if_match))
 
 
 @router.post("/{escalation_id}/reopen", response_model=View, responses=_MOVE)

@@ -29,6 +29,7 @@ from app.models import (
     Observation,
     Pairing,
     Participant,
+    User,
 )
 from app.models.common import Role
 from app.models.escalation import (
@@ -243,6 +244,31 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
                              "reopen": "reopened"}[action], principal.actor)
     w.audit(f"escalation.{action}", "escalation", esc.id, esc.facility_id)
     _emit(w, f"escalation.{target}", esc)
+    await w.commit()
+    return esc
+
+
+async def assign(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                 user_id: uuid.UUID, if_match: str | None) -> Escalation:
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True)
+    check_version(esc.version, if_match)
+    if esc.status == _St.resolved.value:
+        raise Conflict("A resolved escalation is not assigned; reopen it first.",
+                       code="invalid_transition")
+    user = await session.get(User, user_id)
+    covers = user is not None and user.active and (
+        user.all_facilities or str(esc.facility_id) in (user.facility_ids or []))
+    if not covers or Role(user.role) not in _ACTORS:  # type: ignore[union-attr]
+        raise RuleViolation("The assignee must be an active clinician or coordinator of the "
+                            "facility.", code="assignee_not_eligible")
+    esc.assigned_to = user_id
+    esc.version += 1
+    esc.updated_at = utcnow()
+    w = Writer(session, principal)
+    _timeline(session, esc, "assigned", principal.actor, {"user_id": str(user_id)})
+    w.audit("escalation.assign", "escalation", esc.id, esc.facility_id)
+    _emit(w, "escalation.assigned", esc)
     await w.commit()
     return esc
 
