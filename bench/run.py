@@ -9,6 +9,8 @@ Environment (all optional):
   BENCH_DURATION       10 (seconds, per scenario, measured)
   BENCH_ROUNDS         1: run every scenario this many times (interleaved), report the best
   BENCH_ONLY           comma-separated scenario names to run (default: all)
+  BENCH_SESSIONS       support sessions to seed (default 1000000 when sessions_by_participant
+                       or pairing_summary runs, else 0; about a minute of COPY per million)
   BENCH_PROFILE        1: run the peerlink server under cProfile; prints its top functions and
                        writes bench/out/app.prof (the numbers are then not comparable)
 Results: the printed table, and bench/out/results.json.
@@ -192,6 +194,10 @@ CANDIDATES_NEEDS = ("10: recipient, supporters, required courses, completions, s
                     "cap (principal cached)")
 
 
+SESSIONS_TARGET = 2.0  # the issue: both "stay under 2x the cost of a plain read"
+SESSION_SCENARIOS = ("sessions_by_participant", "pairing_summary")
+
+
 def build_scenarios(seeded: Any, token: str) -> list[Scenario]:
     from app.services.pagination import encode_cursor
     from bench.seed import UNIT_CODES
@@ -208,6 +214,25 @@ def build_scenarios(seeded: Any, token: str) -> list[Scenario]:
     def put(i: int, unit: int) -> str:
         return raw_request("PUT", f"/v1/participants/by-external-id/jms/{seeded.ext(i)}", token,
                            _upsert_body(seeded, i, unit))
+
+    sessions: list[Scenario] = []
+    if seeded.sessions is not None:
+        ss = seeded.sessions
+        # 2,000 typical pairings (and their recipients), rotated as auth_read rotates its ids;
+        # the first is the checked one.
+        sessions = [
+            Scenario("sessions_by_participant", "app",
+                     f"GET /v1/support-sessions?participant_id=...&limit=50 "
+                     f"({len(ss.session_ids)} sessions)",
+                     [raw_request("GET", f"/v1/support-sessions?participant_id={r}&limit=50",
+                                  token) for r in [ss.recipient_id, *ss.load_recipients]],
+                     needs="2: the page, its attendees (principal cached)"),
+            Scenario("pairing_summary", "app",
+                     f"GET /v1/pairings/{{id}}/summary ({len(ss.session_ids)} sessions)",
+                     [raw_request("GET", f"/v1/pairings/{p}/summary", token)
+                      for p in [ss.pairing_id, *ss.load_pairings]],
+                     needs="2: the pairing, the aggregate (principal cached)"),
+        ]
 
     return [
         Scenario("bare", "baseline", "GET /bare (async def, small dict)",
@@ -242,6 +267,7 @@ def build_scenarios(seeded: Any, token: str) -> list[Scenario]:
         Scenario("candidates_c1", "app", "the same, 1 connection (unloaded answer time)",
                  [raw_request("GET", cand, token)], needs=CANDIDATES_NEEDS, concurrency=1,
                  group="candidates"),
+        *sessions,
     ]
 
 
@@ -267,6 +293,8 @@ def check(scenarios: list[Scenario], ports: dict[str, int], seeded: Any) -> None
             assert data["version"] == 2, f"{sc.name}: the move did not change the record"
         if sc.name == "candidates":
             _check_candidates(data, seeded.candidates, len(body))
+        if sc.name in SESSION_SCENARIOS:
+            _check_sessions(sc.name, data, seeded.sessions)
     # The check above moved the first changing row once: skip it in the load so every
     # request still moves its person.
     for sc in scenarios:
@@ -295,6 +323,26 @@ def _check_candidates(data: dict[str, Any], c: Any, size: int) -> None:
     prev = {str(i) for i in c.previous}
     assert all(x["score"]["previous_supporter"] == (2 if x["supporter_id"] in prev else 0)
                for x in elig), "candidates: previous supporters"
+
+
+def _check_sessions(name: str, data: dict[str, Any], ss: Any) -> None:
+    """The seeded recipient's page (all their sessions, in id order, each with them in it) and
+    their pairing's outcomes as the seed computed them."""
+    if name == "sessions_by_participant":
+        got = [x["id"] for x in data["items"]]
+        assert got == [str(i) for i in ss.session_ids], f"{name}: not the recipient's sessions"
+        assert data["next_cursor"] is None, name
+        who = str(ss.recipient_id)
+        assert all(any(a["participant_id"] == who for a in x["attendees"])
+                   and len(x["attendees"]) == 2 for x in data["items"]), f"{name}: attendees"
+        print(f"  sessions_by_participant check: {len(got)} sessions of the recipient, "
+              f"2 attendees each", flush=True)
+    if name == "pairing_summary":
+        want = {"pairing_id": str(ss.pairing_id), "sessions_held": ss.held,
+                "sessions_attended": ss.attended, "average_wellbeing_change": ss.change}
+        seen = {k: data[k] for k in want}
+        assert seen == want, f"{name}: {seen} != {want}"
+        print(f"  pairing_summary check: {data}", flush=True)
 
 
 def drive(sc: Scenario, port: int, server_pid: int, dbcpu: DbCpu, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +406,7 @@ async def count_round_trips(url: str, seeded: Any) -> dict[str, Any]:
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             p1000 = encode_cursor("participant", seeded.ids[999 * 50 - 1])
             cand = f"/v1/pairings/candidates?recipient_id={seeded.candidates.recipient_id}"
+            ss = seeded.sessions
 
             def upsert(i: int, unit: int) -> Any:
                 return lambda: c.put(f"/v1/participants/by-external-id/jms/{seeded.ext(i)}",
@@ -382,6 +431,16 @@ async def count_round_trips(url: str, seeded: Any) -> dict[str, Any]:
                 ("candidates", app_tr, lambda: c.get(cand, headers=auth),
                  lambda: c.get(cand, headers=auth)),
             ]
+            if ss is not None:
+                by = "/v1/support-sessions?limit=50&participant_id="
+                cases += [
+                    ("sessions_by_participant", app_tr,
+                     lambda: c.get(by + str(ss.load_recipients[0]), headers=auth),
+                     lambda: c.get(by + str(ss.recipient_id), headers=auth)),
+                    ("pairing_summary", app_tr,
+                     lambda: c.get(f"/v1/pairings/{ss.load_pairings[0]}/summary", headers=auth),
+                     lambda: c.get(f"/v1/pairings/{ss.pairing_id}/summary", headers=auth)),
+                ]
             out_alias = {"candidates_c1": "candidates"}
             for name, tr, warm, measured in cases:
                 (await warm()).raise_for_status()
@@ -432,8 +491,10 @@ def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]
           f"{cfg['warmup']:g}s warmup per scenario"
           + (f", best of {cfg['rounds']} rounds" if cfg["rounds"] > 1 else "")
           + f"; each server is one uvicorn worker; {cfg['participants']:,} participants; "
-          f"{os.cpu_count()} cores")
-    head = (f"{'scenario':<15} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+          + (f"{cfg['sessions']:,} support sessions; " if cfg.get("sessions") else "")
+          + f"{os.cpu_count()} cores")
+    w = max([15] + [len(sc.name) for sc in scenarios if sc.result])
+    head = (f"{'scenario':<{w}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
             f"{'srv cpu ms/req':>14} {'db cpu ms/req':>13} {'db trips':>8} "
             f"{'cores srv/db/gen/other':>22}")
     print(head)
@@ -443,7 +504,7 @@ def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]
         if not res:
             continue
         t = trips.get(sc.name, {}).get("round_trips", "?")
-        print(f"{sc.name:<15} {_fmt(res['rps'], 0):>9} {_fmt(res['p50_ms'], 2):>8} "
+        print(f"{sc.name:<{w}} {_fmt(res['rps'], 0):>9} {_fmt(res['p50_ms'], 2):>8} "
               f"{_fmt(res['p99_ms'], 2):>8} {res['errors']:>6} "
               f"{_fmt(res['server_cpu_ms_per_req'], 3):>14} {_fmt(res['db_cpu_ms_per_req'], 3):>13} "
               f"{t!s:>8} {res['server_cores']:>7.2f}/{res['db_cores']:.2f}/{res['loadgen_cores']:.2f}"
@@ -501,6 +562,22 @@ def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]
               f"{CANDIDATES_TARGET_MS:g} ms {'PASS' if ok else 'FAIL'}   (server CPU "
               f"{res['server_cpu_ms_per_req']:.1f} ms/req, db CPU {res['db_cpu_ms_per_req']:.1f})")
 
+    for name in SESSION_SCENARIOS:
+        if name not in r or "auth_read" not in r:
+            continue
+        res, base = r[name], r["auth_read"]
+        for what, key in (("p50 latency", "p50_ms"), ("server CPU/req", "server_cpu_ms_per_req")):
+            v = res[key] / base[key]
+            ratios[f"{name}_vs_auth_read_{key}"] = v
+            label = f"{name} / auth_read {what}"
+            print(f"  {label:<50} {v:7.3f}  target < {SESSIONS_TARGET:.1f}  "
+                  f"{'PASS' if v < SESSIONS_TARGET else 'FAIL'}   ({res[key]:.3f} vs "
+                  f"{base[key]:.3f} {'ms' if key == 'p50_ms' else 'ms/req'})")
+        v = res["db_cpu_ms_per_req"] / max(base["db_cpu_ms_per_req"], 1e-9)
+        ratios[f"{name}_vs_auth_read_db_cpu"] = v
+        print(f"  {name + ' / auth_read db CPU/req':<50} {v:7.3f}  (for information: "
+              f"{res['db_cpu_ms_per_req']:.3f} vs {base['db_cpu_ms_per_req']:.3f} ms/req)")
+
     if trips:
         print()
         print("database round trips per request (libpq trace, one steady-state request each):")
@@ -510,7 +587,7 @@ def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]
                 continue
             stmts = [x for x in t["sent"] if x not in ("BEGIN", "COMMIT", "ROLLBACK")]
             bracket = len(t["sent"]) - len(stmts)
-            print(f"  {sc.name:<15} {t['round_trips']} round trips = {len(stmts)} statements"
+            print(f"  {sc.name:<{w}} {t['round_trips']} round trips = {len(stmts)} statements"
                   + (f" + {bracket} BEGIN/COMMIT/ROLLBACK" if bracket else "")
                   + f"; the shape needs {sc.needs}")
             for s in t["sent"]:
@@ -529,6 +606,8 @@ def main() -> int:
         "profile": os.environ.get("BENCH_PROFILE", "") not in ("", "0"),
     }
     only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
+    wants_sessions = not only or bool(only & set(SESSION_SCENARIOS))
+    cfg["sessions"] = int(os.environ.get("BENCH_SESSIONS", "1000000" if wants_sessions else "0"))
     url = cfg["url"]
     OUT.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -541,7 +620,7 @@ def main() -> int:
     recreate_database(url)
     upgrade(url)
     print(f"  database recreated and migrated in {time.perf_counter() - t0:.1f}s", flush=True)
-    seeded = seed(url, cfg["participants"])
+    seeded = seed(url, cfg["participants"], cfg["sessions"])
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEERLINK_")}
     env.update(PEERLINK_DATABASE_URL=url, PEERLINK_MODE="development", PEERLINK_LOG_LEVEL="WARNING",

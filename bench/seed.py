@@ -1,5 +1,6 @@
 """Fresh benchmark database: drop/create, migrate, and seed 100,000 participants with COPY,
-plus a second facility of 2,000 certified supporters for the pairing candidates scenario."""
+plus a second facility of 2,000 certified supporters for the pairing candidates scenario, and
+(BENCH_SESSIONS) 1,000,000 support sessions over 50,000 pairings of the first facility."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class Seeded:
     ids: list[uuid.UUID]  # participant ids, ascending (keyset order); the first facility only
     names: list[str] = field(default_factory=list)
     candidates: CandidatesSeed | None = None
+    sessions: SessionsSeed | None = None  # BENCH_SESSIONS > 0 only
 
     def ext(self, i: int) -> str:
         return f"J{i:07d}"
@@ -81,7 +83,7 @@ def recreate_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def seed(url: str, n: int) -> Seeded:
+def seed(url: str, n: int, sessions: int = 0) -> Seeded:
     from app.models.facility import FacilitySettings
     from app.security.passwords import hash_password
 
@@ -129,13 +131,25 @@ def seed(url: str, n: int) -> Seeded:
             (uuid7(), USERNAME, hash_password(PASSWORD), json.dumps([str(facility_id)]), now, now))
         s.candidates = seed_candidates(conn, max(ids))
         conn.commit()
+        if sessions:
+            t1 = time.perf_counter()
+            s.sessions = seed_sessions(conn, s, sessions)
+            conn.commit()
+            t1 = time.perf_counter() - t1
+    t2 = time.perf_counter()
     with psycopg.connect(_conninfo(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+    t2 = time.perf_counter() - t2
     c = s.candidates
     print(f"  seeded {n:,} participants (+ external ids, 1 facility, {len(unit_ids)} units, "
           f"1 coordinator); facility {CAND_FACILITY_CODE}: {len(c.supporter_ids):,} certified "
           f"supporters, {CAND_RECIPIENTS:,} recipients, {c.pairings:,} active pairings, "
           f"{len(c.keep_apart)} keep-apart orders; in {time.perf_counter() - t0:.1f}s", flush=True)
+    if s.sessions:
+        ss = s.sessions
+        print(f"  of which support sessions: {ss.sessions:,} sessions ({2 * ss.sessions:,} "
+              f"attendees) over {ss.pairings:,} active pairings in {FACILITY_CODE} in {t1:.1f}s; "
+              f"VACUUM ANALYZE {t2:.1f}s", flush=True)
     return s
 
 
@@ -243,3 +257,177 @@ def seed_candidates(conn: psycopg.Connection, after: uuid.UUID) -> CandidatesSee
     return CandidatesSeed(facility_id=facility_id, recipient_id=recipient, supporter_ids=sup,
                           pairings=n_active, full=sup[600:620], keep_apart=keep_apart,
                           previous=previous)
+
+
+# --- support sessions (opt-in: BENCH_SESSIONS) -----------------------------------------------
+
+SESSION_PAIRINGS = 50_000  # active pairings in the first facility, between its own people
+SESSION_DAYS = 400  # sessions are spread evenly over the last 400 days, one per ~35 s
+
+
+@dataclass
+class SessionsSeed:
+    """The first facility's support sessions, and what the two scenarios should answer."""
+
+    sessions: int
+    pairings: int
+    pairing_id: uuid.UUID  # a typical pairing (the mean number of sessions): the checked one
+    recipient_id: uuid.UUID  # its recipient (their only pairing): the list scenario's person
+    session_ids: list[uuid.UUID]  # the recipient's sessions, ascending (the expected page)
+    held: int  # completed sessions of the pairing
+    attended: int  # ... with the recipient attended
+    change: float | None  # the recipient's average wellbeing change over those
+    # More typical pairings and their recipients for the load (as auth_read rotates ids).
+    load_pairings: list[uuid.UUID] = field(default_factory=list)
+    load_recipients: list[uuid.UUID] = field(default_factory=list)
+
+
+def _hex7(ms: int, rand_a: int, rand_b: int) -> str:
+    """A UUIDv7 at `ms` (32 hex digits, which PostgreSQL reads as a uuid)."""
+    return f"{ms:012x}7{rand_a:03x}{(0b10 << 62) | rand_b:016x}"
+
+
+def _ts(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}+00"
+
+
+def seed_sessions(conn: psycopg.Connection, s: Seeded, total: int) -> SessionsSeed:
+    """`total` one-to-one support sessions over SESSION_PAIRINGS (at most total / 20) active
+    pairings of the first facility (each supporter, i % 10 == 0, holds 5; each recipient one),
+    10-30 sessions each (20 on average), with 2 attendees each (supporter and recipient). Ids
+    are UUIDv7 of their created_at, so the primary keys grow in the order the rows are written
+    (COPY, text format)."""
+    import random
+
+    rng = random.Random(11)  # noqa: S311
+    # The rows are consistent by construction: skip the per-row foreign key triggers (7
+    # million lookups, most of the load time). Superuser only; this transaction only.
+    conn.execute("SET LOCAL session_replication_role = replica")
+    # And the secondary indexes (those not behind a constraint) are built after the load
+    # rather than row by row, from their own definitions (the schema stays as migrated).
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    later = conn.execute(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "JOIN pg_class t ON t.oid = i.indrelid WHERE t.relname IN ('support_session', "
+        "'session_attendee') AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = "
+        "i.indexrelid)").fetchall()
+    for name, _ in later:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+    n = len(s.ids)
+    supporters = [i for i in range(n) if s.is_supporter(i)]
+    recipients = [i for i in range(n) if not s.is_supporter(i)]
+    npair = min(SESSION_PAIRINGS, max(1, total // 20), len(recipients), 5 * len(supporters))
+    if npair == 0:
+        raise RuntimeError("too few participants or sessions for the sessions seed")
+    step = len(recipients) / npair  # spread the recipients over the whole facility
+    pair_sup = [s.ids[supporters[p % len(supporters)]] for p in range(npair)]
+    pair_rec = [s.ids[recipients[int(p * step)]] for p in range(npair)]
+    # Sessions per pairing: the mean (20 at 1,000,000 over 50,000) -10..+10 (two dice), then
+    # nudged to the exact total without touching the typical ones.
+    typical_n = max(1, round(total / npair))
+    counts = [max(1, typical_n - 10 + rng.randint(0, 10) + rng.randint(0, 10))
+              for _ in range(npair)]
+    diff = total - sum(counts)
+    p = 0
+    while diff:
+        if counts[p] != typical_n and counts[p] + (1 if diff > 0 else -1) >= 1:
+            counts[p] += 1 if diff > 0 else -1
+            diff += -1 if diff > 0 else 1
+        p = (p + 1) % npair
+    order = [p for p, c in enumerate(counts) for _ in range(c)]
+    rng.shuffle(order)
+
+    now_ms = time.time_ns() // 1_000_000
+    end_ms = now_ms - 86_400_000  # the last session yesterday
+    span = SESSION_DAYS * 86_400_000
+    start_ms = end_ms - span
+    gap = span // total
+    # Pairings: activated 1-30 days before the first session of the whole set, proposed 2 days
+    # before that; ids UUIDv7 of now (created after the candidates' facility: ids sort after).
+    pair_ids = sorted(uuid7() for _ in range(npair))
+    act_ms = [start_ms - rng.randint(1, 30) * 86_400_000 for _ in range(npair)]
+    pcols = ("id, supporter_id, recipient_id, facility_id, network, status, proposed_at, "
+             "proposed_by, activated_at, activated_by, version, updated_at")
+    with conn.cursor().copy(f"COPY pairing ({pcols}) FROM STDIN") as cp:
+        for p in range(npair):
+            cp.write_row((pair_ids[p], pair_sup[p], pair_rec[p], s.facility_id, "incarcerated",
+                          "active", _ts(act_ms[p] - 2 * 86_400_000), "bench", _ts(act_ms[p]),
+                          "bench", 2, _ts(act_ms[p])))
+    pair_hex = [x.hex for x in pair_ids]
+    sup_hex = [x.hex for x in pair_sup]
+    rec_hex = [x.hex for x in pair_rec]
+    fac = s.facility_id.hex
+
+    typical = [p for p in range(npair) if counts[p] == typical_n]
+    chosen = typical[len(typical) // 2]
+    mine: list[str] = []
+    held = attended = 0
+    changes: list[int] = []
+    scols = ("id, kind, pairing_id, facilitator_id, facility_id, network, status, scheduled_at, "
+             "scheduled_by, actual_start, duration_minutes, topics, closed_at, closed_by, "
+             "close_reason, version, created_at, updated_at")
+    acols = "id, session_id, participant_id, status, reason, wellbeing_before, wellbeing_after"
+    N = "\\N"
+    sess_rows: list[str] = []
+    att_rows: list[str] = []
+    batch = 20_000
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY support_session ({scols}) FROM STDIN") as cs:
+            for j, p in enumerate(order):
+                at = start_ms + j * gap  # scheduled for then, scheduled a week before
+                created = at - 7 * 86_400_000
+                sid = _hex7(created, rng.getrandbits(12), rng.getrandbits(62))
+                r = rng.random()
+                if r < 0.88:
+                    status, wb = "completed", rng.random() < 0.67
+                    begin = at + rng.randint(0, 10) * 60_000
+                    dur = rng.choice((30, 45, 60, 60, 90))
+                    closed = begin + dur * 60_000
+                    sess_rows.append(
+                        f"{sid}\tone_to_one\t{pair_hex[p]}\t{sup_hex[p]}\t{fac}\tincarcerated\t"
+                        f"completed\t{_ts(at)}\tbench\t{_ts(begin)}\t{dur}\t[]\t{_ts(closed)}\t"
+                        f"bench\t{N}\t2\t{_ts(created)}\t{_ts(closed)}\n")
+                else:
+                    status, wb = ("cancelled" if r < 0.94 else "no_show"), False
+                    closed = at - 3_600_000 if status == "cancelled" else at + 3_600_000
+                    reason = "Unit lockdown" if status == "cancelled" else N
+                    sess_rows.append(
+                        f"{sid}\tone_to_one\t{pair_hex[p]}\t{sup_hex[p]}\t{fac}\tincarcerated\t"
+                        f"{status}\t{_ts(at)}\tbench\t{N}\t{N}\t[]\t{_ts(closed)}\tbench\t"
+                        f"{reason}\t2\t{_ts(created)}\t{_ts(closed)}\n")
+                rec_status = {"completed": "attended", "cancelled": "invited",
+                              "no_show": "absent"}[status]
+                before = after = N
+                if wb:
+                    b = rng.randint(1, 5)
+                    a = min(5, max(1, b + rng.choice((-1, 0, 0, 1, 1, 2))))
+                    before, after = str(b), str(a)
+                att_rows.append(
+                    f"{_hex7(created, rng.getrandbits(12), rng.getrandbits(62))}\t{sid}\t"
+                    f"{sup_hex[p]}\t{'invited' if status == 'cancelled' else 'attended'}\t{N}\t"
+                    f"{N}\t{N}\n"
+                    f"{_hex7(created, rng.getrandbits(12), rng.getrandbits(62))}\t{sid}\t"
+                    f"{rec_hex[p]}\t{rec_status}\t{N}\t{before}\t{after}\n")
+                if p == chosen:
+                    mine.append(sid)
+                    if status == "completed":
+                        held += 1
+                        attended += 1
+                        if wb:
+                            changes.append(int(after) - int(before))
+                if len(sess_rows) >= batch:
+                    cs.write("".join(sess_rows))
+                    sess_rows.clear()
+            cs.write("".join(sess_rows))
+        with cur.copy(f"COPY session_attendee ({acols}) FROM STDIN") as ca:
+            for k in range(0, len(att_rows), batch):
+                ca.write("".join(att_rows[k:k + batch]))
+    for _, definition in later:
+        conn.execute(definition)
+    load = rng.sample(typical, min(2000, len(typical)))
+    return SessionsSeed(
+        sessions=total, pairings=npair, pairing_id=pair_ids[chosen],
+        recipient_id=pair_rec[chosen], session_ids=sorted(uuid.UUID(x) for x in mine),
+        held=held, attended=attended,
+        change=round(sum(changes) / len(changes), 2) if changes else None,
+        load_pairings=[pair_ids[p] for p in load], load_recipients=[pair_rec[p] for p in load])
