@@ -67,17 +67,33 @@ SESSION_FLOW = table(
 )
 
 
-def sessions(principal: Principal) -> Any:
-    """The scoped base query: network and facility walls; a peer supporter sees the sessions
-    of their own pairings and the groups they facilitate."""
+def _session_clauses(principal: Principal) -> list[Any]:
     nets = [n.value for n in principal.networks]
-    stmt = select(SupportSession).where(S.network.in_(nets) if nets else False,
-                                        *scoping.facility_clauses_for(principal, S.facility_id))
+    clauses: list[Any] = [S.network.in_(nets) if nets else False,
+                          *scoping.facility_clauses_for(principal, S.facility_id)]
     if principal.role == Role.peer_supporter:
         me = principal.participant_id
         mine = select(PR.id).where(PR.supporter_id == me)
-        stmt = stmt.where(or_(S.pairing_id.in_(mine), S.facilitator_id == me) if me else False)
-    return stmt
+        clauses.append(or_(S.pairing_id.in_(mine), S.facilitator_id == me) if me else False)
+    return clauses
+
+
+def sessions(principal: Principal) -> Any:
+    """The scoped base query: network and facility walls; a peer supporter sees the sessions
+    of their own pairings and the groups they facilitate."""
+    return select(SupportSession).where(*_session_clauses(principal))
+
+
+# Reads: every column but the encrypted note, and whether there is one.
+_READ_COLUMNS = [c for c in SupportSession.__table__.c
+                 if c.name not in ("note_ciphertext", "note_wrapped_key", "note_key_id",
+                                   "note_author", "note_written_at")]
+
+
+def session_rows(principal: Principal) -> Any:
+    """The same scope as `sessions`, as plain rows for reading (no ORM objects, no note)."""
+    return select(*_READ_COLUMNS, S.note_ciphertext.is_not(None).label("has_note")).where(
+        *_session_clauses(principal))
 
 
 async def get(*, session: AsyncSession, principal: Principal, session_id: uuid.UUID,
@@ -91,14 +107,17 @@ async def get(*, session: AsyncSession, principal: Principal, session_id: uuid.U
     return found
 
 
-async def to_reads(session: AsyncSession, items: list[SupportSession]) -> list[SessionRead]:
+async def to_reads(session: AsyncSession, items: list[Any]) -> list[SessionRead]:
     """Read models with attendees in one more query, whatever the page size."""
     ids = [s.id for s in items]
     by_session: dict[uuid.UUID, list[AttendeeRead]] = {i: [] for i in ids}
     if ids:
-        for a in (await session.execute(select(SessionAttendee).where(A.session_id.in_(ids))
-                                        .order_by(A.id))).scalars():
-            by_session[a.session_id].append(AttendeeRead.model_validate(a))
+        for a in await session.execute(
+                select(A.session_id, A.participant_id, A.status, A.reason, A.wellbeing_before,
+                       A.wellbeing_after).where(A.session_id.in_(ids)).order_by(A.id)):
+            by_session[a.session_id].append(AttendeeRead(
+                participant_id=a.participant_id, status=a.status, reason=a.reason,
+                wellbeing_before=a.wellbeing_before, wellbeing_after=a.wellbeing_after))
     return [SessionRead(
         id=s.id, kind=SessionKind(s.kind), pairing_id=s.pairing_id, facilitator_id=s.facilitator_id,
         facilitator_user_id=s.facilitator_user_id, facility_id=s.facility_id,
@@ -106,13 +125,18 @@ async def to_reads(session: AsyncSession, items: list[SupportSession]) -> list[S
         scheduled_by=s.scheduled_by, actual_start=s.actual_start,
         duration_minutes=s.duration_minutes, location=s.location, topics=list(s.topics or []),
         closed_at=s.closed_at, closed_by=s.closed_by, close_reason=s.close_reason,
-        has_note=s.note_ciphertext is not None, attendees=by_session[s.id], version=s.version,
+        has_note=_has_note(s), attendees=by_session[s.id], version=s.version,
         updated_at=s.updated_at) for s in items]
 
 
+def _has_note(s: Any) -> bool:
+    has = getattr(s, "has_note", None)
+    return bool(has) if has is not None else s.note_ciphertext is not None
+
+
 async def list_(*, session: AsyncSession, principal: Principal, filters: dict[str, Any],
-                limit: int, cursor: str | None) -> tuple[list[SupportSession], str | None]:
-    stmt = sessions(principal)
+                limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
+    stmt = session_rows(principal)
     f = filters
     if f.get("participant_id"):
         stmt = stmt.where(S.id.in_(select(A.session_id).where(
@@ -132,7 +156,7 @@ async def list_(*, session: AsyncSession, principal: Principal, filters: dict[st
     if f.get("updated_since"):
         stmt = stmt.where(S.updated_at >= f["updated_since"])
     return await keyset_page(session, stmt, S.id, kind="support_session", limit=limit,
-                             cursor=cursor)
+                             cursor=cursor, rows=True)
 
 
 def _event(w: Writer, type_: str, s: SupportSession) -> None:
@@ -434,8 +458,9 @@ async def summary(*, session: AsyncSession, principal: Principal,
     done = and_(S.pairing_id == pairing.id, S.status == _St.completed.value)
     recipient = and_(A.session_id == S.id, A.participant_id == pairing.recipient_id)
     row = (await session.execute(
-        select(func.count(func.distinct(S.id)).label("held"),
-               func.count(func.distinct(case((A.status == "attended", S.id)))).label("attended"),
+        select(func.count(S.id).label("held"),  # one row per session: the recipient's
+               func.coalesce(func.sum(case((A.status == "attended", 1), else_=0)), 0)
+               .label("attended"),
                func.avg(cast(A.wellbeing_after, Integer) - cast(A.wellbeing_before, Integer))
                .label("change"),
                func.min(S.actual_start).label("first"), func.max(S.actual_start).label("last"))
