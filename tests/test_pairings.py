@@ -3,6 +3,7 @@ full, the keep-apart never leaking to a peer, the caseload race, cascades, views
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -329,3 +330,26 @@ def test_leave_pauses_and_archive_ends(client, factory, ctx):
     assert client.post(f"/v1/participants/{ctx['rec'].id}/archive",
                        headers=ctx["h"]).status_code == 200
     assert factory.get(Pairing, q.id).status == "ended"
+
+
+def test_more_rules_through_the_api(client, factory, ctx):
+    """The rules the table above cannot reach: archived records, staff not at work, the
+    supporter's own lower cap, and every rule again on activate."""
+    r = _propose(client, ctx["h"], ctx["sup"], factory.recipient(
+        ctx["f"], archived_at=datetime.now(UTC)))
+    assert r.status_code == 422 and r.json()["code"] == "archived"
+    sc = factory.headers(factory.user(Role.staff_coordinator, [ctx["f"]]))
+    staff_sup = factory.certified_supporter(ctx["f"], "staff", employment_status="on_leave")
+    staff_rec = factory.recipient(ctx["f"], "staff", employment_status="employed")
+    r = _propose(client, sc, staff_sup, staff_rec)
+    assert r.status_code == 422 and r.json()["code"] == "not_employed"
+    capped = factory.certified_supporter(ctx["f"], caseload_cap=1)
+    factory.pairing(capped, factory.recipient(ctx["f"]))
+    r = _propose(client, ctx["h"], capped, ctx["rec"])
+    assert r.status_code == 409 and r.json()["code"] == "caseload_full"
+    # Proposed while fine; by activation a keep-apart stands between them.
+    p = factory.pairing(ctx["sup"], ctx["rec"], status="proposed")
+    factory.keep_apart(ctx["sup"], ctx["rec"])
+    r = client.post(f"/v1/pairings/{p.id}/activate", headers=ctx["h"], json={})
+    assert r.status_code == 422 and r.json()["code"] == "keep_apart"
+    assert factory.get(Pairing, p.id).status == "proposed"
