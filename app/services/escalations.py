@@ -48,6 +48,7 @@ from app.models.facility import DEFAULT_ACK_MINUTES
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
+from app.services.facilities import settings_of
 from app.services.pagination import keyset_page
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
@@ -173,8 +174,7 @@ async def raise_(*, session: AsyncSession, principal: Principal, data: Escalatio
         if unit is None or unit.facility_id != person.facility_id:
             raise RuleViolation("The location is not a unit of the person's facility.",
                                 code="unknown_housing_unit")
-    fac = (await session.execute(select(Facility.__table__.c.settings).where(
-        Facility.__table__.c.id == person.facility_id))).scalar_one()
+    fac = await settings_of(session, person.facility_id)
     now = utcnow()
     esc = Escalation(
         participant_id=person.id, facility_id=person.facility_id, network=person.network,
@@ -232,8 +232,7 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
         esc.outcome, esc.follow_up_plan, esc.review_date = (body.outcome, body.follow_up_plan,
                                                             body.review_date)
     if action == "reopen":
-        fac = (await session.execute(select(Facility.__table__.c.settings).where(
-            Facility.__table__.c.id == esc.facility_id))).scalar_one()
+        fac = await settings_of(session, esc.facility_id)
         esc.ack_deadline = now + timedelta(minutes=_minutes(fac, esc.tier))
         esc.breached, esc.chain_level = False, 0
     esc.status = target
@@ -291,8 +290,7 @@ async def change_tier(*, session: AsyncSession, principal: Principal, escalation
                        code="invalid_transition")
     now = utcnow()
     if esc.status in WAITING and TIER_ORDER[tier] > TIER_ORDER[old]:
-        fac = (await session.execute(select(Facility.__table__.c.settings).where(
-            Facility.__table__.c.id == esc.facility_id))).scalar_one()
+        fac = await settings_of(session, esc.facility_id)
         # A higher tier can only bring the deadline closer.
         esc.ack_deadline = min(esc.ack_deadline, now + timedelta(minutes=_minutes(fac, tier.value)))
     esc.tier = tier.value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.models import Facility, HousingUnit
-from app.models.facility import FacilityCreate, FacilityUpdate, HousingUnitCreate
+from app.models.facility import FacilityCreate, FacilitySettings, FacilityUpdate, HousingUnitCreate
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
@@ -110,3 +111,11 @@ async def ids_by_codes(session: AsyncSession, codes: list[str]) -> list[uuid.UUI
                             errors=[{"field": "facility_codes", "message": f"unknown code {c}",
                                      "type": "unknown_facility"} for c in missing])
     return [found[c] for c in codes]
+
+
+async def settings_of(session: AsyncSession, facility_id: uuid.UUID) -> dict[str, Any]:
+    """A facility's settings with every default filled in (caps, clocks, the chain)."""
+    raw = (await session.execute(select(Facility.__table__.c.settings).where(
+        Facility.__table__.c.id == facility_id))).scalar_one()
+    return FacilitySettings.model_validate(
+        {k: v for k, v in (raw or {}).items() if k in FacilitySettings.model_fields}).model_dump()

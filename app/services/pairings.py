@@ -16,7 +16,6 @@ from app.db import utcnow
 from app.errors import Conflict, DomainError, NotFound, RuleViolation
 from app.models import (
     Escalation,
-    Facility,
     KeepApartOrder,
     Pairing,
     PairingTransition,
@@ -33,6 +32,7 @@ from app.models.pairing import (
 from app.security.principal import Principal
 from app.services import certification, scoping
 from app.services.common import check_version
+from app.services.facilities import settings_of
 from app.services.pagination import keyset_page
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
@@ -173,8 +173,7 @@ async def _facts(session: AsyncSession, settings: Settings, supporter: Participa
                                            .where(column == pid, PR.status.in_(HOLDING), others))
                     ).scalar_one())
 
-    facility_cap = (await session.execute(select(Facility.__table__.c.settings).where(
-        Facility.__table__.c.id == supporter.facility_id))).scalar_one().get("caseload_cap", 5)
+    facility_cap = (await settings_of(session, supporter.facility_id))["caseload_cap"]
     cap = min(facility_cap, supporter.caseload_cap or facility_cap)
     cert = await certification.state_of(session, settings, supporter)
     crisis = await _in_crisis(session, select(P.id).where(P.id == supporter.id))
@@ -397,8 +396,7 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
                                          .where(PR.recipient_id == recipient.id,
                                                 PR.status.in_(HOLDING)))).scalar_one())
     crisis = await _in_crisis(session, among)
-    facility_cap = (await session.execute(select(Facility.__table__.c.settings).where(
-        Facility.__table__.c.id == recipient.facility_id))).scalar_one().get("caseload_cap", 5)
+    facility_cap = (await settings_of(session, recipient.facility_id))["caseload_cap"]
     coordinator = principal.role in _COORDINATORS
     languages = set(recipient.languages or [])
     ranked: list[tuple[int, int, str, SupporterRow, dict[str, int]]] = []

@@ -48,6 +48,7 @@ from app.security.principal import Principal
 from app.services import certification, escalations, pairings, scoping
 from app.services.audit import AuditEntry, append
 from app.services.common import check_version
+from app.services.facilities import settings_of
 from app.services.pagination import keyset_page
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
@@ -262,8 +263,7 @@ async def add_attendee(*, session: AsyncSession, principal: Principal, session_i
         A.session_id == s.id))).scalars())
     if participant_id in present:
         raise Conflict("Already an attendee.", code="already_attending")
-    limit = (await session.execute(select(Facility.__table__.c.settings).where(
-        Facility.__table__.c.id == s.facility_id))).scalar_one().get("group_size_limit", 12)
+    limit = (await settings_of(session, s.facility_id))["group_size_limit"]
     if len(present) >= limit:
         raise Conflict(f"The group is full ({limit}).", code="group_full")
     if present:
