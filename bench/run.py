@@ -11,6 +11,9 @@ Environment (all optional):
   BENCH_ONLY           comma-separated scenario names to run (default: all)
   BENCH_SESSIONS       support sessions to seed (default 1000000 when sessions_by_participant
                        or pairing_summary runs, else 0; about a minute of COPY per million)
+  BENCH_BREACH         1: after the load, start `peerlink worker` and time how long after its
+                       deadline an escalation is marked breached (default: when
+                       escalation_dashboard runs; 0 skips it)
   BENCH_PROFILE        1: run the peerlink server under cProfile; prints its top functions and
                        writes bench/out/app.prof (the numbers are then not comparable)
 Results: the printed table, and bench/out/results.json.
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +201,11 @@ CANDIDATES_NEEDS = ("10: recipient, supporters, required courses, completions, s
 SESSIONS_TARGET = 2.0  # the issue: both "stay under 2x the cost of a plain read"
 SESSION_SCENARIOS = ("sessions_by_participant", "pairing_summary")
 
+DASHBOARD_TARGET_MS = 50.0  # the issue: "the open dashboard answers at p99 under 50 ms"
+DASHBOARD = "/v1/escalations?status=open&sort=deadline&limit=50"
+DASHBOARD_NEEDS = "1: the page (principal cached)"
+BREACH_TARGET_S = 10.0  # the issue: "a breach is detected within 10 s of its deadline"
+
 
 def build_scenarios(seeded: Any, token: str) -> list[Scenario]:
     from app.services.pagination import encode_cursor
@@ -268,6 +277,13 @@ def build_scenarios(seeded: Any, token: str) -> list[Scenario]:
                  [raw_request("GET", cand, token)], needs=CANDIDATES_NEEDS, concurrency=1,
                  group="candidates"),
         *sessions,
+        # 50,000 escalations in the first facility, 500 open (bench/seed.py seed_escalations).
+        Scenario("escalation_dashboard", "app", f"GET {DASHBOARD} (50,000 escalations, 500 open)",
+                 [raw_request("GET", DASHBOARD, token)], needs=DASHBOARD_NEEDS),
+        # The same, one request at a time: the answer time without queueing behind 31 others.
+        Scenario("escalation_dashboard_c1", "app", "the same, 1 connection (unloaded answer time)",
+                 [raw_request("GET", DASHBOARD, token)], needs=DASHBOARD_NEEDS, concurrency=1,
+                 group="escalation_dashboard"),
     ]
 
 
@@ -295,6 +311,8 @@ def check(scenarios: list[Scenario], ports: dict[str, int], seeded: Any) -> None
             _check_candidates(data, seeded.candidates, len(body))
         if sc.name in SESSION_SCENARIOS:
             _check_sessions(sc.name, data, seeded.sessions)
+        if sc.name == "escalation_dashboard":
+            _check_dashboard(data, seeded.escalations)
     # The check above moved the first changing row once: skip it in the load so every
     # request still moves its person.
     for sc in scenarios:
@@ -323,6 +341,20 @@ def _check_candidates(data: dict[str, Any], c: Any, size: int) -> None:
     prev = {str(i) for i in c.previous}
     assert all(x["score"]["previous_supporter"] == (2 if x["supporter_id"] in prev else 0)
                for x in elig), "candidates: previous supporters"
+
+
+def _check_dashboard(data: dict[str, Any], es: Any) -> None:
+    """The 50 most urgent open escalations, by deadline (then id), as the seed wrote them."""
+    items = data["items"]
+    got = [x["id"] for x in items]
+    deadlines = [x["ack_deadline"] for x in items]
+    assert len(items) == 50, f"escalation_dashboard: {len(items)} items"
+    assert all(x["status"] == "open" for x in items), "escalation_dashboard: not all open"
+    assert [(d, i) for d, i in zip(deadlines, got, strict=True)] == sorted(
+        (d, i) for d, i in zip(deadlines, got, strict=True)), "escalation_dashboard: not sorted"
+    assert got == [str(i) for i in es.dashboard], "escalation_dashboard: not the 50 most urgent"
+    print(f"  escalation_dashboard check: 50 of {es.open} open ({es.total:,} escalations), "
+          f"by ack_deadline {deadlines[0]} .. {deadlines[-1]}", flush=True)
 
 
 def _check_sessions(name: str, data: dict[str, Any], ss: Any) -> None:
@@ -373,6 +405,77 @@ def drive(sc: Scenario, port: int, server_pid: int, dbcpu: DbCpu, cfg: dict[str,
     # Whatever else ran on the machine meanwhile (other jobs skew every number here).
     res["other_cores"] = max(0.0, (busy1 - busy0 - server - db - gen) / wall)
     return res
+
+
+# --- breach detection (the real worker process) ------------------------------------------------
+
+def breach_check(url: str, seeded: Any, env: dict[str, str], lead_s: float = 3.0,
+                 timeout_s: float = 30.0) -> dict[str, Any]:
+    """Starts `peerlink worker` (default sweep interval), inserts one open escalation due in
+    `lead_s` seconds, and polls every 100 ms until the worker marks it breached: the delay
+    between its deadline and the detection (the issue: < 10 s)."""
+    import psycopg
+
+    from app.db import utcnow, uuid7
+    from bench.seed import _conninfo
+
+    wenv = {k: v for k, v in env.items() if not k.startswith("PEERLINK_")}
+    wenv.update(PEERLINK_DATABASE_URL=_conninfo(url), PEERLINK_LOG_LEVEL="WARNING")
+    log = open(OUT / "worker.log", "w")  # noqa: SIM115
+    worker = subprocess.Popen([str(Path(PY).parent / "peerlink"), "worker"], cwd=ROOT, env=wenv,
+                              stdout=log, stderr=subprocess.STDOUT)
+    out: dict[str, Any] = {"lead_s": lead_s, "target_s": BREACH_TARGET_S}
+    try:
+        with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+            time.sleep(1.0)  # let the worker start (its first sweep runs at once)
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited ({worker.returncode}); see {log.name}")
+            now = utcnow()
+            eid, deadline = uuid7(), now + timedelta(seconds=lead_s)
+            conn.execute(
+                "INSERT INTO escalation (id, participant_id, facility_id, network, category, "
+                "description, tier, status, ack_deadline, breached, chain_level, raised_by, "
+                "raised_at, version, updated_at) VALUES (%s, %s, %s, 'incarcerated', "
+                "'self_harm', 'Benchmark breach check.', 'high', 'open', %s, false, 0, 'bench', "
+                "%s, 1, %s)", (eid, seeded.ids[1], seeded.facility_id, deadline, now, now))
+            t_end = time.monotonic() + lead_s + timeout_s
+            detected = None
+            while time.monotonic() < t_end:
+                row = conn.execute("SELECT breached, updated_at, chain_level FROM escalation "
+                                   "WHERE id = %s", (eid,)).fetchone()
+                if row and row[0]:
+                    seen = utcnow()
+                    detected = {"seen_delay_s": (seen - deadline).total_seconds(),
+                                "marked_delay_s": (row[1] - deadline).total_seconds(),
+                                "chain_level": row[2]}
+                    break
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited ({worker.returncode}); see {log.name}")
+                time.sleep(0.1)
+            out["detected"] = detected
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        log.close()
+        out["worker_exit"] = worker.returncode
+    d = out["detected"]
+    out["pass"] = d is not None and d["seen_delay_s"] < BREACH_TARGET_S
+    if d is None:
+        out["line"] = (f"breach detection: NOT detected within {timeout_s:g} s of the deadline  "
+                       f"FAIL   (worker stopped, exit {out['worker_exit']})")
+    else:
+        out["line"] = (f"breach detection: seen {d['seen_delay_s']:.2f} s after the deadline "
+                       f"(the worker's sweep at +{d['marked_delay_s']:.2f} s; default 5 s "
+                       f"interval)  target < {BREACH_TARGET_S:g} s "
+                       f"{'PASS' if out['pass'] else 'FAIL'}   (worker stopped, exit "
+                       f"{out['worker_exit']})")
+    print(f"  {out['line']}", flush=True)
+    return out
 
 
 # --- round trips (in-process) -----------------------------------------------------------------
@@ -441,7 +544,10 @@ async def count_round_trips(url: str, seeded: Any) -> dict[str, Any]:
                      lambda: c.get(f"/v1/pairings/{ss.load_pairings[0]}/summary", headers=auth),
                      lambda: c.get(f"/v1/pairings/{ss.pairing_id}/summary", headers=auth)),
                 ]
-            out_alias = {"candidates_c1": "candidates"}
+            cases.append(("escalation_dashboard", app_tr, lambda: c.get(DASHBOARD, headers=auth),
+                          lambda: c.get(DASHBOARD, headers=auth)))
+            out_alias = {"candidates_c1": "candidates",
+                         "escalation_dashboard_c1": "escalation_dashboard"}
             for name, tr, warm, measured in cases:
                 (await warm()).raise_for_status()
                 mark = tr.mark()
@@ -485,6 +591,7 @@ def _fmt(v: float, nd: int = 1) -> str:
 
 
 def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    out_aliases = {"candidates_c1", "escalation_dashboard_c1"}
     r = {sc.name: sc.result for sc in scenarios if sc.result}
     print()
     print(f"concurrency {cfg['concurrency']}, {cfg['duration']:g}s measured after "
@@ -562,6 +669,18 @@ def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]
               f"{CANDIDATES_TARGET_MS:g} ms {'PASS' if ok else 'FAIL'}   (server CPU "
               f"{res['server_cpu_ms_per_req']:.1f} ms/req, db CPU {res['db_cpu_ms_per_req']:.1f})")
 
+    for sc in scenarios:
+        if not sc.name.startswith("escalation_dashboard") or not sc.result:
+            continue
+        res, conc = sc.result, sc.concurrency or cfg["concurrency"]
+        ok = res["p99_ms"] < DASHBOARD_TARGET_MS
+        ratios[f"{sc.name}_p99_ms"] = res["p99_ms"]
+        label = f"{sc.name} p99 ms ({conc} conn)"
+        print(f"  {label:<40} {res['p99_ms']:.1f}  target < {DASHBOARD_TARGET_MS:g} ms "
+              f"{'PASS' if ok else 'FAIL'}   (p50 {res['p50_ms']:.1f} ms; server CPU "
+              f"{res['server_cpu_ms_per_req']:.2f} ms/req, db CPU "
+              f"{res['db_cpu_ms_per_req']:.2f})")
+
     for name in SESSION_SCENARIOS:
         if name not in r or "auth_read" not in r:
             continue
@@ -583,7 +702,7 @@ def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]
         print("database round trips per request (libpq trace, one steady-state request each):")
         for sc in scenarios:
             t = trips.get(sc.name)
-            if not t or sc.group in trips:  # the same request as its group's scenario
+            if not t or sc.name in out_aliases:  # the same request as its group's scenario
                 continue
             stmts = [x for x in t["sent"] if x not in ("BEGIN", "COMMIT", "ROLLBACK")]
             bracket = len(t["sent"]) - len(stmts)
@@ -607,6 +726,9 @@ def main() -> int:
     }
     only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
     wants_sessions = not only or bool(only & set(SESSION_SCENARIOS))
+    breach_env = os.environ.get("BENCH_BREACH", "")
+    cfg["breach"] = (breach_env not in ("", "0") if breach_env
+                     else not only or "escalation_dashboard" in only)
     cfg["sessions"] = int(os.environ.get("BENCH_SESSIONS", "1000000" if wants_sessions else "0"))
     url = cfg["url"]
     OUT.mkdir(parents=True, exist_ok=True)
@@ -662,9 +784,13 @@ def main() -> int:
         for s in servers.values():
             s.stop()
 
+    breach = breach_check(url, seeded, env) if cfg["breach"] else None
+
     print("  counting database round trips in-process...", flush=True)
     trips = asyncio.run(count_round_trips(url, seeded))
     ratios = report(scenarios, trips, cfg)
+    if breach:
+        print(f"\n  {breach['line']}")
 
     if profile and profile.exists():
         import pstats
@@ -679,6 +805,7 @@ def main() -> int:
                                 "db_round_trips": trips.get(sc.name), "rounds": sc.rounds}
                       for sc in scenarios},
         "ratios": ratios,
+        "breach": breach,
         "elapsed_s": time.perf_counter() - t_start,
     }
     (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))

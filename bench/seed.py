@@ -44,6 +44,15 @@ class CandidatesSeed:
 
 
 @dataclass
+class EscalationsSeed:
+    """The first facility's escalations and what the open dashboard should answer."""
+
+    total: int
+    open: int
+    dashboard: list[uuid.UUID]  # the first 50 open ones by (ack_deadline, id): the expected page
+
+
+@dataclass
 class Seeded:
     facility_id: uuid.UUID
     unit_ids: list[uuid.UUID]
@@ -51,6 +60,7 @@ class Seeded:
     names: list[str] = field(default_factory=list)
     candidates: CandidatesSeed | None = None
     sessions: SessionsSeed | None = None  # BENCH_SESSIONS > 0 only
+    escalations: EscalationsSeed | None = None
 
     def ext(self, i: int) -> str:
         return f"J{i:07d}"
@@ -130,6 +140,7 @@ def seed(url: str, n: int, sessions: int = 0) -> Seeded:
             "VALUES (%s, %s, %s, 'coordinator', true, %s::jsonb, NULL, true, 1, %s, %s)",
             (uuid7(), USERNAME, hash_password(PASSWORD), json.dumps([str(facility_id)]), now, now))
         s.candidates = seed_candidates(conn, max(ids))
+        s.escalations = seed_escalations(conn, s)
         conn.commit()
         if sessions:
             t1 = time.perf_counter()
@@ -145,6 +156,9 @@ def seed(url: str, n: int, sessions: int = 0) -> Seeded:
           f"1 coordinator); facility {CAND_FACILITY_CODE}: {len(c.supporter_ids):,} certified "
           f"supporters, {CAND_RECIPIENTS:,} recipients, {c.pairings:,} active pairings, "
           f"{len(c.keep_apart)} keep-apart orders; in {time.perf_counter() - t0:.1f}s", flush=True)
+    e = s.escalations
+    print(f"  of which escalations: {e.total:,} in {FACILITY_CODE} ({e.open} open, deadlines "
+          f"over the next {ESC_OPEN_HOURS} hours; the rest resolved)", flush=True)
     if s.sessions:
         ss = s.sessions
         print(f"  of which support sessions: {ss.sessions:,} sessions ({2 * ss.sessions:,} "
@@ -257,6 +271,56 @@ def seed_candidates(conn: psycopg.Connection, after: uuid.UUID) -> CandidatesSee
     return CandidatesSeed(facility_id=facility_id, recipient_id=recipient, supporter_ids=sup,
                           pairings=n_active, full=sup[600:620], keep_apart=keep_apart,
                           previous=previous)
+
+
+# --- escalations ------------------------------------------------------------------------------
+
+ESCALATIONS = 50_000  # the issue: "with 50,000 escalations (500 open)"
+ESC_OPEN = 500
+ESC_OPEN_HOURS = 8  # the open ones' acknowledgement deadlines: spread over the next 8 hours
+ESC_CATEGORIES = ("suicide_risk", "self_harm", "violence_threat", "mental_health_crisis",
+                  "victimization", "medical")
+ESC_TIERS = ("low", "moderate", "high", "imminent")
+
+
+def seed_escalations(conn: psycopg.Connection, s: Seeded) -> EscalationsSeed:
+    """ESCALATIONS escalations in the first facility about its participants, raised one every
+    ~10 minutes over the past year (ids UUIDv7, written in id order): ESC_OPEN open ones (every
+    100th), deadlines spread over the next ESC_OPEN_HOURS hours, so the worker breaches none
+    during the run; the rest resolved (deadlines in the past, not breached)."""
+    import random
+
+    rng = random.Random(13)  # noqa: S311
+    now = utcnow()
+    step = ESCALATIONS // ESC_OPEN
+    ids = sorted(uuid7() for _ in range(ESCALATIONS))
+    span = timedelta(days=365)
+    cols = ("id, participant_id, facility_id, network, category, description, tier, screener, "
+            "status, ack_deadline, breached, chain_level, raised_by, raised_at, acknowledged_at, "
+            "acknowledged_by, resolved_at, resolved_by, outcome, version, updated_at")
+    opened: list[tuple[object, uuid.UUID]] = []
+    with conn.cursor().copy(f"COPY escalation ({cols}) FROM STDIN") as cp:
+        for i, eid in enumerate(ids):
+            raised = now - span + span * i / ESCALATIONS
+            who = s.ids[(i * 7919) % len(s.ids)]
+            cat, tier = ESC_CATEGORIES[i % len(ESC_CATEGORIES)], ESC_TIERS[i % len(ESC_TIERS)]
+            desc = f"Benchmark escalation {i:05d}: staff report, details on file."
+            if i % step == step - 1:
+                deadline = now + timedelta(seconds=rng.randint(600, ESC_OPEN_HOURS * 3600))
+                opened.append((deadline, eid))
+                cp.write_row((eid, who, s.facility_id, "incarcerated", cat, desc, tier, None,
+                              "open", deadline, False, 0, "bench", raised, None, None, None,
+                              None, None, 1, raised))
+            else:
+                ack = raised + timedelta(minutes=rng.randint(1, 14))
+                done = ack + timedelta(hours=rng.randint(1, 48))
+                cp.write_row((eid, who, s.facility_id, "incarcerated", cat, desc, tier, None,
+                              "resolved", raised + timedelta(minutes=15), False, 0, "bench",
+                              raised, ack, "bench", done, "bench", "Resolved (benchmark).", 3,
+                              done))
+    opened.sort()
+    return EscalationsSeed(total=ESCALATIONS, open=len(opened),
+                           dashboard=[eid for _, eid in opened[:50]])
 
 
 # --- support sessions (opt-in: BENCH_SESSIONS) -----------------------------------------------
