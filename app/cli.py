@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -209,9 +210,14 @@ def worker_cmd() -> None:
     configure_logging(settings.log_level)
 
     async def go() -> None:
+        # SIGTERM (a deploy, a scale-down) lets the round in progress commit, then stops.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         engine = make_async_engine(settings)
         try:
-            await run_forever(make_sessionmaker(engine), settings)
+            await run_forever(make_sessionmaker(engine), settings, stop)
         finally:
             await engine.dispose()
 

@@ -285,3 +285,26 @@ def test_assign_to_a_clinician_of_the_facility(client, factory, ctx):
                         json={"user_id": str(u.id)})
         assert r.status_code == 422 and r.json()["code"] == "assignee_not_eligible"
     assert [e.type for e in factory.events()][-1] == "escalation.assigned"
+
+
+def test_worker_process_stops_cleanly_on_sigterm(db_url):
+    """A deploy stops the worker with SIGTERM: the round in progress commits, the process
+    exits 0, and the clock's state stays in the database for the next one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PEERLINK_DATABASE_URL": db_url, "PEERLINK_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(2)  # imports, the first rounds
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
