@@ -73,9 +73,6 @@ class RevokedAccessToken(SQLModel, table=True):
 
 # --- API schemas -------------------------------------------------------------------------
 
-Username = str
-
-
 class UserCreate(InputModel):
     username: str = PField(min_length=3, max_length=64, pattern=r"^[a-z0-9_.@-]+$")
     password: SecretStr = PField(min_length=12, max_length=256)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
@@ -56,4 +55,4 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-__all__ = ["Network", "Role", "ts_field", "json_field", "InputModel", "Page", "datetime"]
+__all__ = ["InputModel", "Network", "Page", "Role", "json_field", "ts_field"]

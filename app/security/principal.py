@@ -19,12 +19,12 @@ from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, get_settings
+from app.config import Settings
 from app.errors import Forbidden, Unauthorized
 from app.models import ApiClient, Participant, RevokedAccessToken, User
 from app.models.common import Network, Role
 from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES, SCOPES, scopes_for
-from app.security.tokens import InvalidToken, KeyRing
+from app.security.tokens import InvalidToken
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", scopes=SCOPES, auto_error=False)
 
@@ -107,10 +107,6 @@ class PrincipalCache:
 PRINCIPALS = PrincipalCache()
 
 
-def verify_access_token(token: str, keyring: KeyRing, settings: Settings) -> dict[str, Any]:
-    return keyring.verify_cached(token, settings=settings)
-
-
 async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Principal:
     """The account's current role, facilities and state win over what the token says."""
     try:
@@ -167,7 +163,7 @@ async def get_principal(
         raise Unauthorized()
     settings: Settings = request.app.state.settings
     try:
-        claims = verify_access_token(token, request.app.state.keyring, settings)
+        claims = request.app.state.keyring.verify_cached(token, settings=settings)
         now = time.time()
         principal = PRINCIPALS.get(claims["jti"], now)
         if principal is None:
@@ -189,4 +185,4 @@ async def get_principal(
     return principal
 
 
-__all__ = ["Principal", "get_principal", "get_settings", "verify_access_token"]
+__all__ = ["PRINCIPALS", "Principal", "get_principal"]

@@ -27,7 +27,6 @@ from app.config import DEV_KEY_FILE, Settings
 
 ALGORITHM = "ES256"
 TOKEN_TYPE = "at+jwt"
-REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "scope")
 
 
 class InvalidToken(Exception):

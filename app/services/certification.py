@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import CertificationPolicy, Settings
 from app.db import utcnow
-from app.models import ConductSignature, Course, Enrollment, Participant
+from app.models import ConductSignature, Course, Enrollment
 from app.models.training import (
     CertificationMissing,
     CertificationRead,
@@ -78,18 +78,19 @@ def derive(*, required: list[tuple[uuid.UUID, str]], completions: list[Completio
 def period(last_required: date | None, signed_on: date, refreshers: list[tuple[date, float]],
            policy: CertificationPolicy, today: date) -> CertState:
     """Pure: the validity period once every requirement is met: it starts when the last one
-    was, and renews from the day the refresher hours completed within a period add up."""
-    start = max(d for d in (last_required, signed_on) if d is not None)
+    was, and renews from the day the refresher hours completed within a period add up.
+    Cheap without refresher records (the common case, called 2,000 times by candidates)."""
+    start = signed_on if last_required is None or signed_on > last_required else last_required
     until = add_months(start, policy.validity_months)
     hours = 0.0
-    for on, h in sorted(refreshers):
-        if on <= start:
-            continue
-        hours += h
-        if hours >= policy.refresher_hours > 0:
-            start, until, hours = on, add_months(on, policy.validity_months), 0.0
-    certified = today <= until
-    return CertState(certified=certified, since=start, until=until, expired=not certified,
+    if refreshers:
+        for on, h in sorted(refreshers):
+            if on <= start:
+                continue
+            hours += h
+            if hours >= policy.refresher_hours > 0:
+                start, until, hours = on, add_months(on, policy.validity_months), 0.0
+    return CertState(certified=today <= until, since=start, until=until, expired=today > until,
                      refresher_hours_needed=max(0.0, policy.refresher_hours - hours))
 
 
@@ -121,21 +122,12 @@ async def certified_among(session: AsyncSession, settings: Settings, among: Any,
         refreshers[r[0]].append((r[1].date(), r[2]))
     policy, today = _policy(settings, network), utcnow().date()
     out: dict[uuid.UUID, CertState] = {}
-    n_required, months = len(required), policy.validity_months
     for pid, signed_on in signed.items():
         n_done, last = progress.get(pid, (0, None))
-        if n_done < n_required:
+        if n_done < len(required):
             continue
-        last_day = last.date() if last else None
-        if pid in refreshers:
-            out[pid] = period(last_day, signed_on, refreshers[pid], policy, today)
-            continue
-        # The common case, without refresher records: period() reduced to its first lines.
-        start = signed_on if last_day is None or signed_on > last_day else last_day
-        until = add_months(start, months)
-        out[pid] = CertState(certified=today <= until, since=start, until=until,
-                             expired=today > until,
-                             refresher_hours_needed=policy.refresher_hours)
+        out[pid] = period(last.date() if last else None, signed_on, refreshers.get(pid, []),
+                          policy, today)
     return out
 
 
@@ -222,4 +214,5 @@ async def expiring(*, session: AsyncSession, settings: Settings, principal: Prin
     return sorted(out, key=lambda x: (x.until, str(x.participant_id)))
 
 
-__all__ = ["Participant", "add_months", "derive", "expiring", "get", "state_of", "states"]
+__all__ = ["add_months", "certified_among", "derive", "expiring", "get", "period", "state_of",
+           "states"]

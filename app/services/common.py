@@ -1,10 +1,8 @@
-"""Small helpers the services share: optimistic concurrency and IntegrityError mapping."""
+"""Optimistic concurrency: the If-Match check every versioned write shares."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from app.errors import Conflict, PreconditionFailed
+from app.errors import PreconditionFailed
 
 
 def check_version(current: int, if_match: str | None) -> None:
@@ -17,15 +15,3 @@ def check_version(current: int, if_match: str | None) -> None:
     if str(current) not in tags:
         raise PreconditionFailed("The resource changed since you read it; fetch it again.",
                                  code="version_mismatch")
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def integrity_conflict(exc: Exception, what: str) -> Conflict:
-    return Conflict(f"{what} already exists.", code="already_exists")
-
-
-def changed_fields(obj: Any, values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if getattr(obj, k) != v}

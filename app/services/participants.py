@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, null, or_, select
@@ -451,6 +451,3 @@ def _close(o: KeepApartOrder, now: datetime, principal: Principal, reason: str) 
     o.status_changed_by = principal.actor
     o.status_reason = reason
 
-
-__all__ = ["ListFilters", "get", "list_", "create", "update", "upsert_by_external_id",
-           "archive", "merge", "date"]
