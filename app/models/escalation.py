@@ -44,6 +44,8 @@ class EscalationStatus(StrEnum):
 
 
 WAITING = ("open", "reopened")  # the acknowledgement clock runs in these
+# Written as a list, not "!= resolved", so the status index serves the query.
+UNRESOLVED = ("open", "acknowledged", "reopened")
 
 
 class Escalation(SQLModel, table=True):

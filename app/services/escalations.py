@@ -35,6 +35,7 @@ from app.models.common import Role
 from app.models.escalation import (
     CADENCE_MINUTES,
     TIER_ORDER,
+    UNRESOLVED,
     WAITING,
     EscalationCreate,
     EscalationStatus,
@@ -99,7 +100,7 @@ def escalations(principal: Principal) -> Any:
         return stmt.where(E.raised_by == principal.actor)
     stmt = stmt.where(E.network.in_(nets) if nets else False)
     if principal.role == Role.officer:
-        stmt = stmt.where(E.status != _St.resolved.value)
+        stmt = stmt.where(E.status.in_(UNRESOLVED))
     return stmt
 
 
@@ -416,7 +417,7 @@ async def watch_sweep(session: AsyncSession, settings: Settings,
     rows = (await session.execute(
         select(Escalation, last_staff.c.last).outerjoin(last_staff,
                                                         last_staff.c.escalation_id == E.id)
-        .where(E.status != "resolved", E.tier.in_(("imminent", "high", "moderate")))
+        .where(E.status.in_(UNRESOLVED), E.tier.in_(("imminent", "high", "moderate")))
         .with_for_update(of=Escalation.__table__, skip_locked=True))).all()
     w = Writer(session, None)
     missed = 0

@@ -22,6 +22,7 @@ from app.models import (
     Participant,
 )
 from app.models.common import Network, Role
+from app.models.escalation import UNRESOLVED
 from app.models.pairing import (
     HOLDING,
     CandidateList,
@@ -187,7 +188,7 @@ async def _in_crisis(session: AsyncSession, among: Any) -> set[uuid.UUID]:
     """People (of the `among` id subquery) with an open high or imminent escalation."""
     X = Escalation.__table__.c
     rows = await session.execute(select(X.participant_id).where(
-        X.participant_id.in_(among), X.status != "resolved",
+        X.participant_id.in_(among), X.status.in_(UNRESOLVED),
         X.tier.in_(("high", "imminent"))))
     return set(rows.scalars())
 
