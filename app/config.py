@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # How often the worker looks for escalations past their acknowledgement deadline.
     escalation_sweep_seconds: float = Field(5, gt=0, le=60)
 
+    # Idempotency-Key: how long a key and its stored response are kept, and how long a request
+    # holds its key before a retry may take it over (only if that request wrote nothing).
+    idempotency_hours: float = Field(24, gt=0, le=24 * 7)
+    idempotency_lease_seconds: float = Field(60, gt=0)
+
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
 

@@ -32,6 +32,7 @@ async def _optional_key(
 
 
 async def _required_key(
+    _authenticated: Annotated[Principal, Depends(get_principal)],  # 401 comes before 400
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                   max_length=200,
                                                   description="Required. " + _KEY_DOC)] = None,
@@ -48,4 +49,11 @@ IdempotencyKey = Annotated[str | None, Depends(_optional_key)]
 IdempotencyKeyRequired = Annotated[str, Depends(_required_key)]
 
 
-__all__ = ["IdempotencyKey", "IdempotencyKeyRequired", "SessionDep", "Principal", "require"]
+def requires_idempotency_key(dependant: Any) -> bool:
+    """Whether a route (its FastAPI Dependant) declares IdempotencyKeyRequired."""
+    return any(d.call is _required_key or requires_idempotency_key(d)
+               for d in dependant.dependencies)
+
+
+__all__ = ["IdempotencyKey", "IdempotencyKeyRequired", "SessionDep", "Principal", "require",
+           "requires_idempotency_key"]

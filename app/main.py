@@ -16,7 +16,9 @@ from starlette.middleware.cors import CORSMiddleware
 from app import worker
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
+from app.deps import requires_idempotency_key
 from app.errors import FieldError, Problem, install_error_handlers
+from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
 from app.routers import (
@@ -38,7 +40,7 @@ from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.5.0"
+API_VERSION = "1.6.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -95,18 +97,63 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     app.add_middleware(SessionMiddleware, sessionmaker=app.state.sessionmaker,
                        read_sessionmaker=app.state.read_sessionmaker)
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_credentials=False, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "If-Match",
                                           "Idempotency-Key", "X-Request-ID"],
-                           expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"])
+                           expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID",
+                                          "Idempotent-Replayed", "Idempotency-Key-Expires"])
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
+
+_IDEMPOTENCY_DOC = (
+    "A unique key per logical operation (a UUID is a good choice). A retry with the "
+    "same key and body returns the stored response (`Idempotent-Replayed: true`); the same key "
+    "with another body is a 422 `idempotency_key_reused`; while the first request is in flight, "
+    "409 `idempotency_key_in_flight`. Keys are kept 24 hours per caller "
+    "(`Idempotency-Key-Expires` on the response).")
+
+
+def _document_idempotency(schema: dict[str, Any], required: set[str]) -> None:
+    """Every POST honours Idempotency-Key (app/idempotency.py): say so on each of them, with
+    the 409 and 422 it can answer."""
+    for path, item in schema.get("paths", {}).items():
+        op = item.get("post")
+        if op is None or path.startswith("/v1/auth/"):
+            continue
+        params = [p for p in op.get("parameters", [])
+                  if not (p.get("in") == "header" and p.get("name") == "Idempotency-Key")]
+        needed = op.get("operationId") in required
+        params.append({"name": "Idempotency-Key", "in": "header", "required": needed,
+                       "description": ("Required (400 `idempotency_key_missing` without it). "
+                                       if needed else "Optional. ") + _IDEMPOTENCY_DOC,
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
+        op["parameters"] = params
+        responses = op.setdefault("responses", {})
+        extra = [("400", "The Idempotency-Key header is missing")] if needed else []
+        for status_, text in (*extra,("409", "Conflicts with the current state, or the request with "
+                                      "this Idempotency-Key is still in flight"),
+                              ("422", "Invalid input or a broken rule (see code and errors)")):
+            responses.setdefault(status_, {"description": text, "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+
+
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, including those of included routers (FastAPI keeps them nested)."""
+    found: list[APIRoute] = []
+    for r in routes:
+        if isinstance(r, APIRoute):
+            found.append(r)
+        elif hasattr(r, "original_router"):
+            found += _api_routes(r.original_router.routes)
+    return found
+
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
@@ -125,5 +172,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 resp["content"].pop("application/json")
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    required = {r.name for r in _api_routes(app.routes) if requires_idempotency_key(r.dependant)}
+    _document_idempotency(schema, required)
     app.openapi_schema = schema
     return schema

@@ -435,7 +435,8 @@ def test_role_operation_matrix(role, client, factory):
     for method, template, expected in rows:
         path, body = _resolve(ctx, method, template)
         events_before = factory.count(OutboxEvent)
-        r = client.request(method, path, headers=headers, json=body)
+        keyed = headers | ({"Idempotency-Key": str(uuid.uuid4())} if method == "POST" else {})
+        r = client.request(method, path, headers=keyed, json=body)
         where = f"{role} {method} {template}"
         if r.status_code != expected:
             failures.append(f"{where}: expected {expected}, got {r.status_code} {r.text[:300]}")
@@ -583,7 +584,8 @@ class Probe:
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         query = {k: str(v) for k, v in params.items()} or None
-        return self.client.request(method, path, headers=self.headers, json=body, params=query)
+        keyed = self.headers | ({"Idempotency-Key": str(uuid.uuid4())} if method == "POST" else {})
+        return self.client.request(method, path, headers=keyed, json=body, params=query)
 
     def absent(self, scope: str, method: str, path: str, body: Any = None) -> None:
         """A call on a record the actor must not see: 404 not_found (403 if the role lacks

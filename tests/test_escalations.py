@@ -4,6 +4,7 @@ exactly-once handling by racing workers, what each role sees, idempotent raising
 links to disclosures and pairings."""
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -46,7 +47,8 @@ def ctx(factory):
 def _raise(client, h, person, **kw):
     body = {"participant_id": str(person.id), "category": "suicide_risk",
             "description": "Found with a ligature, distressed", "tier": "high"} | kw
-    return client.post("/v1/escalations", headers=h, json=body)
+    return client.post("/v1/escalations", json=body,
+                       headers={"Idempotency-Key": str(uuid.uuid4())} | h)
 
 
 def test_raise_with_screener_stores_answers_and_deadline_per_facility(client, factory, ctx):
@@ -194,9 +196,19 @@ def test_idempotent_raise(client, factory, ctx):
     again = _raise(client, h, ctx["person"])
     assert first.status_code == again.status_code == 201
     assert first.json()["id"] == again.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
     other = _raise(client, h, ctx["person"], tier="low")
     assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
     assert factory.count(Escalation) == 1
+    assert len(factory.events("escalation.created")) == 1
+
+
+def test_raising_requires_an_idempotency_key(client, factory, ctx):
+    body = {"participant_id": str(ctx["person"].id), "category": "suicide_risk",
+            "description": "seen", "tier": "high"}
+    r = client.post("/v1/escalations", headers=ctx["officer"], json=body)
+    assert r.status_code == 400 and r.json()["code"] == "idempotency_key_missing"
+    assert factory.count(Escalation) == 0
 
 
 def test_risk_disclosure_opens_escalation_and_blocks_supporter(client, factory, ctx):

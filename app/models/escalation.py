@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, model_validator
 from pydantic import Field as PField
-from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 from app.db import uuid7
@@ -54,7 +54,6 @@ class Escalation(SQLModel, table=True):
         Index("ix_escalation_status_deadline", "status", "ack_deadline"),
         Index("ix_escalation_facility_network_id", "facility_id", "network", "id"),
         Index("ix_escalation_participant_id", "participant_id"),
-        UniqueConstraint("raised_by", "idempotency_key"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
@@ -82,8 +81,6 @@ class Escalation(SQLModel, table=True):
     follow_up_plan: str | None = Field(default=None, max_length=4000)
     review_date: date | None = None
     watch_missed_at: datetime | None = ts_field(nullable=True)  # last observation.missed sent
-    idempotency_key: str | None = Field(default=None, max_length=200)
-    request_hash: str | None = Field(default=None, max_length=64)
     version: int = 1
     updated_at: datetime = ts_field(default_now=True)
 

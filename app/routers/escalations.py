@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from app.db import utcnow
-from app.deps import Principal, SessionDep, require
+from app.deps import IdempotencyKeyRequired, Principal, SessionDep, require
 from app.models.common import Page, Role
 from app.models.escalation import (
     Acknowledge,
@@ -67,14 +67,14 @@ def _one(principal: Principal, response: Response, e: Any) -> View:
              responses=problems(404))
 async def raise_escalation(
     body: EscalationCreate, session: SessionDep, response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    principal: Principal = require("escalations:raise"),
+    principal: Annotated[Principal, require("escalations:raise")],
+    idempotency_key: IdempotencyKeyRequired,
 ) -> View:
     """Never rate-limited. Give a `tier`, or the C-SSRS `screener` answers from which the tier
-    is derived (answers and derivation are stored). With an `Idempotency-Key`, a retried
-    request returns the escalation the first one raised."""
-    esc, _created = await svc.raise_(session=session, principal=principal, data=body,
-                                     idempotency_key=idempotency_key)
+    is derived (answers and derivation are stored). The `Idempotency-Key` is required: a
+    retried request (a lost answer, a flaky radio link) returns the escalation the first one
+    raised instead of raising it twice."""
+    esc = await svc.raise_(session=session, principal=principal, data=body)
     response.headers["Location"] = f"/v1/escalations/{esc.id}"
     return _one(principal, response, esc)
 

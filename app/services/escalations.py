@@ -8,14 +8,11 @@ and a worker killed mid-round loses nothing (its transaction rolls back; the row
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -143,25 +140,10 @@ async def _subject(session: AsyncSession, principal: Principal,
     return person
 
 
-def _hash(data: EscalationCreate) -> str:
-    return hashlib.sha256(json.dumps(data.model_dump(mode="json"), sort_keys=True)
-                          .encode()).hexdigest()
-
-
 async def raise_(*, session: AsyncSession, principal: Principal, data: EscalationCreate,
-                 idempotency_key: str | None, w: Writer | None = None,
-                 commit: bool = True) -> tuple[Escalation, bool]:
-    """Opens an escalation; with an Idempotency-Key a retried request returns the first one.
-    Returns (escalation, created)."""
-    if idempotency_key:
-        prior = (await session.execute(select(Escalation).where(
-            E.raised_by == principal.actor, E.idempotency_key == idempotency_key))
-        ).scalar_one_or_none()
-        if prior is not None:
-            if prior.request_hash != _hash(data):
-                raise RuleViolation("This Idempotency-Key was used with another body.",
-                                    code="idempotency_key_reused")
-            return prior, False
+                 w: Writer | None = None, commit: bool = True) -> Escalation:
+    """Opens an escalation (a retried POST is made safe by its Idempotency-Key, handled for
+    every POST by app.idempotency)."""
     person = await _subject(session, principal, data.participant_id)
     screener = None
     if data.screener is not None:
@@ -183,22 +165,16 @@ async def raise_(*, session: AsyncSession, principal: Principal, data: Escalatio
         location_unit_id=data.location_unit_id or person.housing_unit_id,
         location_text=data.location_text, tier=tier.value, screener=screener,
         ack_deadline=now + timedelta(minutes=_minutes(fac, tier.value)), raised_by=principal.actor,
-        raised_at=now, idempotency_key=idempotency_key,
-        request_hash=_hash(data) if idempotency_key else None)
+        raised_at=now)
     session.add(esc)
-    try:
-        await session.flush()
-    except IntegrityError:  # the same key, raised concurrently: the first one wins
-        await session.rollback()
-        return await raise_(session=session, principal=principal, data=data,
-                            idempotency_key=idempotency_key, w=w, commit=commit)
+    await session.flush()
     w = w or Writer(session, principal)
     _timeline(session, esc, "created", principal.actor, {"tier": tier.value})
     w.audit("escalation.create", "escalation", esc.id, esc.facility_id)
     _emit(w, "escalation.created", esc)
     if commit:
         await w.commit()
-    return esc, True
+    return esc
 
 
 def _timeline(session: AsyncSession, esc: Escalation, kind: str, by: str,

@@ -410,12 +410,12 @@ async def record_disclosure(*, session: AsyncSession, principal: Principal,
     if data.category.value in _RISK:
         # A risk disclosure opens a crisis escalation in the same transaction.
         category, tier = _RISK[data.category.value]
-        esc, _ = await escalations.raise_(
+        esc = await escalations.raise_(
             session=session, principal=principal,
             data=EscalationCreate(participant_id=data.participant_id, category=category,
                                   tier=tier, description="Raised from a disclosure in a support "
                                   "session; see the disclosure ledger."),
-            idempotency_key=None, w=w, commit=False)
+            w=w, commit=False)
         d.escalation_id = esc.id
     w.emit("disclosure.recorded", "disclosure", d.id, facility_id=s.facility_id,
            network=s.network)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow, uuid7
 from app.models import OutboxEvent
 from app.security.principal import PRINCIPALS, Principal
-from app.services import audit
+from app.services import audit, idempotency
 from app.services.audit import AuditEntry
 
 
@@ -60,6 +60,7 @@ class Writer:
         while self._pending:
             await self._pending.pop(0)()
         self.session.add_all(self._events)
+        await idempotency.mark_committed(self.session)
         p = self.principal
         await audit.append(
             self.session, self._audit,

@@ -1,0 +1,143 @@
+"""IdempotencyMiddleware: `Idempotency-Key` on every POST (see app/services/idempotency.py).
+
+Sits inside the body limit (so the body it fingerprints is already capped) and outside the
+request's database session. Requests without the header, without a valid bearer token, or to
+the token endpoints pass straight through: the route answers them as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import problem_response
+from app.security.tokens import InvalidToken
+from app.services import idempotency as svc
+
+_SKIP_PREFIXES = ("/v1/auth/",)  # tokens are never stored, and a token request is not a create
+_KEEP_HEADERS = {b"content-type", b"location", b"etag", b"retry-after"}
+
+
+def fingerprint(scope: Scope, body: bytes, content_type: str) -> str:
+    """The request's identity: method, path, query and body (JSON compared by content, so a
+    retry that re-serialises the same document matches)."""
+    canonical = body
+    if content_type.startswith("application/") and "json" in content_type and body:
+        try:
+            canonical = json.dumps(json.loads(body), sort_keys=True,
+                                   separators=(",", ":")).encode()
+        except ValueError:
+            pass
+    h = hashlib.sha256()
+    for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""),
+                 canonical):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def _expiry(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" \
+                or scope["path"].startswith(_SKIP_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        key_raw = headers.get(b"idempotency-key")
+        caller = self._caller(scope, headers)
+        if key_raw is None or caller is None or not (0 < len(key_raw) <= 200):
+            await self.app(scope, receive, send)  # the route validates (or requires) the key
+            return
+        key = key_raw.decode("latin-1")
+
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        app_state = scope["app"].state
+        outcome = await svc.claim(app_state.sessionmaker, app_state.settings, caller=caller,
+                                  key=key, fingerprint=fingerprint(scope, body, ctype),
+                                  cipher=app_state.note_cipher)
+        if isinstance(outcome, svc.Refused):
+            extra = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
+            title = "Conflict" if outcome.status == 409 else "Request breaks a rule"
+            await problem_response(outcome.status, outcome.code, title, outcome.detail,
+                                   headers=extra)(scope, receive, send)
+            return
+        if isinstance(outcome, svc.Stored):
+            await self._replay(outcome, send)
+            return
+
+        sent = False
+
+        async def replay_body() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status, kept, out = 500, [], []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, kept
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                kept = [[k.decode("latin-1"), v.decode("latin-1")]
+                        for k, v in message.get("headers", []) if k.lower() in _KEEP_HEADERS]
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []),
+                                      (b"idempotency-key-expires",
+                                       _expiry(outcome.expires_at).encode())]
+            elif message["type"] == "http.response.body":
+                out.append(message.get("body", b""))
+            await send(message)
+
+        token = svc.CURRENT.set(outcome)
+        try:
+            await self.app(scope, replay_body, capture)
+        finally:
+            svc.CURRENT.reset(token)
+            await svc.finish(app_state.sessionmaker, outcome, status=status, headers=kept,
+                             body=b"".join(out), cipher=app_state.note_cipher)
+
+    @staticmethod
+    def _caller(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        state = scope["app"].state
+        try:
+            claims: dict[str, Any] = state.keyring.verify_cached(token.strip(),
+                                                                 settings=state.settings)
+        except InvalidToken:
+            return None
+        sub = claims.get("sub")
+        return sub if isinstance(sub, str) and len(sub) <= 64 else None
+
+    @staticmethod
+    async def _replay(stored: svc.Stored, send: Send) -> None:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers]
+        headers += [(b"content-length", str(len(stored.body)).encode()),
+                    (b"idempotent-replayed", b"true"),
+                    (b"idempotency-key-expires", _expiry(stored.expires_at).encode())]
+        await send({"type": "http.response.start", "status": stored.status, "headers": headers})
+        await send({"type": "http.response.body", "body": stored.body})

@@ -1,0 +1,201 @@
+"""Idempotency-Key on every POST (API-CONVENTIONS; IETF httpapi idempotency-key draft):
+same key + same body replays the stored response, another body is a 422, in flight is a 409,
+keys are per caller and kept 24 h, a failed request releases its key, and what is stored is
+encrypted at rest."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from app.db import make_async_engine, make_sessionmaker
+from app.models import IdempotencyKey, Participant
+from app.models.common import Role
+from app.services import idempotency
+
+
+@pytest.fixture()
+def world(factory):
+    f = factory.facility("CCJ")
+    factory.unit(f, "A1")
+    coord = factory.user(Role.coordinator, [f])
+    other = factory.user(Role.coordinator, [f])
+    return {"f": f, "coord": coord, "h": factory.headers(coord), "other": factory.headers(other)}
+
+
+def _body(**kw):
+    return {"network": "incarcerated", "legal_name": "Sam Roe", "facility_code": "CCJ",
+            "housing_unit_code": "A1", "program_roles": ["recipient"]} | kw
+
+
+def _post(client, h, key, body):
+    return client.post("/v1/participants", headers=h | {"Idempotency-Key": key}, json=body)
+
+
+def _row(factory, key):
+    with Session(factory.engine) as s:
+        return s.execute(select(IdempotencyKey).where(IdempotencyKey.key == key)).scalar_one()
+
+
+def _set(factory, key, **values):
+    with Session(factory.engine) as s:
+        s.execute(update(IdempotencyKey).where(IdempotencyKey.key == key).values(**values))
+        s.commit()
+
+
+def test_same_key_same_body_replays_the_stored_response(client, factory, world):
+    first = _post(client, world["h"], "k-1", _body())
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    expires = datetime.fromisoformat(first.headers["Idempotency-Key-Expires"])
+    assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
+    # The same document, serialised in another key order, is the same request.
+    again = _post(client, world["h"], "k-1", dict(reversed(list(_body().items()))))
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert factory.count(Participant) == 1
+    assert len(factory.events("participant.created")) == 1
+    assert len(factory.audits("participant.create")) == 1
+
+
+def test_same_key_other_body_is_422_and_changes_nothing(client, factory, world):
+    assert _post(client, world["h"], "k-2", _body()).status_code == 201
+    r = _post(client, world["h"], "k-2", _body(legal_name="Someone Else"))
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "idempotency_key_reused"
+    assert "Someone" not in r.text  # never echoes the body
+    assert factory.count(Participant) == 1
+
+
+def test_the_same_key_on_another_path_is_another_body(client, factory, world):
+    assert _post(client, world["h"], "k-3", _body()).status_code == 201
+    r = client.post("/v1/session-topics", headers=world["h"] | {"Idempotency-Key": "k-3"},
+                    json={"code": "x", "label": "X"})
+    assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
+
+
+def test_keys_belong_to_their_caller(client, factory, world):
+    assert _post(client, world["h"], "shared", _body()).status_code == 201
+    r = _post(client, world["other"], "shared", _body())
+    assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+    assert factory.count(Participant) == 2
+
+
+def test_in_flight_is_409_with_retry_after(client, factory, world, settings, app):
+    async def hold() -> object:
+        engine = make_async_engine(settings)
+        try:
+            return await idempotency.claim(make_sessionmaker(engine), settings, caller=str(world["coord"].id),
+                               key="k-4", fingerprint=_fingerprint_of(_body()),
+                               cipher=app.state.note_cipher)
+        finally:
+            await engine.dispose()
+
+    held = asyncio.run(hold())
+    assert isinstance(held, idempotency.Claim)
+    r = _post(client, world["h"], "k-4", _body())
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_key_in_flight"
+    assert 1 <= int(r.headers["Retry-After"]) <= 5
+    assert factory.count(Participant) == 0
+    # The holder died without writing anything: once its lease is over, a retry takes over.
+    _set(factory, "k-4", locked_until=datetime.now(UTC) - timedelta(seconds=1))
+    r = _post(client, world["h"], "k-4", _body())
+    assert r.status_code == 201 and factory.count(Participant) == 1
+
+
+def _fingerprint_of(body):
+    import json
+
+    from app.idempotency import fingerprint
+    raw = json.dumps(body).encode()
+    return fingerprint({"method": "POST", "path": "/v1/participants", "query_string": b""},
+                       raw, "application/json")
+
+
+def test_applied_but_response_lost_is_409_not_a_second_write(client, factory, world):
+    assert _post(client, world["h"], "k-5", _body()).status_code == 201
+    _set(factory, "k-5", state="committed")  # the process died between commit and storing
+    r = _post(client, world["h"], "k-5", _body())
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_outcome_unknown"
+    assert factory.count(Participant) == 1
+
+
+def test_a_failed_request_releases_its_key(client, factory, world):
+    bad = _post(client, world["h"], "k-6", _body(housing_unit_code="ZZ"))
+    assert bad.status_code == 422
+    assert factory.count(IdempotencyKey) == 0
+    good = _post(client, world["h"], "k-6", _body())
+    assert good.status_code == 201 and "Idempotent-Replayed" not in good.headers
+
+
+def test_an_expired_key_is_a_new_request(client, factory, world):
+    assert _post(client, world["h"], "k-7", _body()).status_code == 201
+    _set(factory, "k-7", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    r = _post(client, world["h"], "k-7", _body(legal_name="Sam Roe Two"))
+    assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+    assert factory.count(Participant) == 2
+
+
+def test_purge_drops_expired_keys(client, factory, world, settings):
+    for key in ("old", "new"):
+        assert _post(client, world["h"], key, _body(legal_name=f"P {key}")).status_code == 201
+    _set(factory, "old", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+
+    async def run() -> dict[str, int]:
+        engine = make_async_engine(settings)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await idempotency.purge(session, settings)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == {"expired_keys": 1}
+    assert [r.key for r in _all(factory)] == ["new"]
+
+
+def _all(factory):
+    with Session(factory.engine) as s:
+        return list(s.execute(select(IdempotencyKey)).scalars())
+
+
+def test_stored_responses_are_encrypted_at_rest(client, factory, world):
+    r = _post(client, world["h"], "k-8", _body(legal_name="Quincy Marlowe"))
+    assert r.status_code == 201
+    row = _row(factory, "k-8")
+    assert row.state == "completed" and row.response_status == 201
+    assert b"Quincy" not in (row.response_body or b"")
+    assert r.json()["id"].encode() not in (row.response_body or b"")
+
+
+def test_token_requests_are_never_stored(client, factory, world):
+    r = client.post("/v1/auth/token", headers={"Idempotency-Key": "k-9"},
+                    data={"grant_type": "password", "username": "nobody", "password": "x"})
+    assert r.status_code in (400, 401)
+    assert factory.count(IdempotencyKey) == 0
+
+
+def test_without_a_valid_token_the_route_answers(client, factory, world):
+    r = client.post("/v1/participants", headers={"Idempotency-Key": "k-10",
+                                                 "Authorization": "Bearer nope"}, json=_body())
+    assert r.status_code == 401
+    assert factory.count(IdempotencyKey) == 0
+
+
+def test_the_contract_documents_the_header_on_every_post(app):
+    schema = app.openapi()
+    for path, item in schema["paths"].items():
+        op = item.get("post")
+        if op is None or path.startswith("/v1/auth/"):
+            continue
+        names = [p["name"] for p in op.get("parameters", []) if p["in"] == "header"]
+        assert "Idempotency-Key" in names, path
+        assert {"409", "422"} <= set(op["responses"]), path
+    raise_ = schema["paths"]["/v1/escalations"]["post"]
+    header = next(p for p in raise_["parameters"] if p["name"] == "Idempotency-Key")
+    assert header["required"] is True
