@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 PORT ?= $(or $(PEERLINK_PORT),8000)
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo lint openapi bench install clean
+CONTRACT_TOOLS := contract/node_modules/.installed
+
+.PHONY: run test demo lint openapi bench install clean contract-tools contract-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,15 @@ lint: $(STAMP)
 
 openapi: $(STAMP)  ## regenerate the committed contract
 	$(BIN)/peerlink openapi
+
+$(CONTRACT_TOOLS): contract/package.json contract/package-lock.json
+	cd contract && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+contract-tools: $(CONTRACT_TOOLS)  ## npm tools for the contract (needs Node.js)
+
+contract-check: $(CONTRACT_TOOLS)  ## fail on an unannounced breaking change in main's history
+	bash contract/check.sh
 
 bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local postgres)
 	$(BIN)/python -m bench.run
