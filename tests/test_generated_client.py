@@ -99,3 +99,32 @@ def test_typescript_types_generate_from_the_contract(tmp_path):
         r = subprocess.run([str(tsc), "--noEmit", "--strict", str(out)], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_breaking_change_check_fails_unless_announced(tmp_path):
+    if not (ROOT / "contract" / "node_modules" / "api-smart-diff").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("contract tools are missing under CI=true: run `make contract-tools`")
+        pytest.skip("Node.js contract tools not installed (`make contract-tools`)")
+    before = json.loads(CONTRACT.read_text())
+    after = json.loads(CONTRACT.read_text())
+    del after["paths"]["/v1/participants/{participant_id}"]["get"]
+    after["info"]["version"] = "9.0.0"
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    additive = json.loads(CONTRACT.read_text())
+    additive["components"]["schemas"]["ParticipantRead"]["properties"]["x"] = {"type": "string"}
+    (tmp_path / "additive.json").write_text(json.dumps(additive))
+
+    def check(after_file: str, changelog: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "CHANGELOG.md").write_text(changelog)
+        return subprocess.run(["node", str(ROOT / "contract" / "breaking.mjs"),
+                               str(tmp_path / "before.json"), str(tmp_path / after_file),
+                               str(tmp_path / "CHANGELOG.md")],
+                              capture_output=True, text=True, timeout=60)
+
+    unannounced = check("after.json", "## 9.0.0 — additive\n")
+    assert unannounced.returncode == 1
+    assert "GET /v1/participants/{participant_id}" in unannounced.stdout
+    assert check("after.json", "## 9.0.0 — 2026-11-28 (breaking)\n").returncode == 0
+    assert check("additive.json", "").returncode == 0  # a new response field breaks nothing
