@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     login_limit_per_username: str = "5/minute"
     login_limit_per_address: str = "20/minute"
     rate_limit_storage: str = "memory://"
+    # Every other request: per caller (the token's subject) and, without a valid token, per
+    # address. Raising a crisis escalation is never limited. Several API processes share the
+    # counts only through a shared storage (redis://...).
+    rate_limit_enabled: bool = True
+    rate_limit_per_caller: str = "3000/minute"
+    rate_limit_anonymous: str = "300/minute"
 
     log_level: str = "INFO"
 

@@ -21,6 +21,7 @@ from app.errors import FieldError, Problem, install_error_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
+from app.ratelimit import RateLimitMiddleware
 from app.routers import (
     accounts,
     audit,
@@ -99,12 +100,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        read_sessionmaker=app.state.read_sessionmaker)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_enabled:
+        app.add_middleware(RateLimitMiddleware, settings=settings)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_credentials=False, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "If-Match",
                                           "Idempotency-Key", "X-Request-ID"],
                            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID",
+                                          "RateLimit", "RateLimit-Policy",
                                           "Idempotent-Replayed", "Idempotency-Key-Expires"])
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
@@ -144,6 +148,19 @@ def _document_idempotency(schema: dict[str, Any], required: set[str]) -> None:
                 "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
 
 
+def _document_rate_limits(schema: dict[str, Any]) -> None:
+    """Every operation but health and raising an escalation may answer 429 (app/ratelimit.py)."""
+    for path, item in schema.get("paths", {}).items():
+        for method, op in item.items():
+            if path in ("/livez", "/readyz") or (method, path) == ("post", "/v1/escalations"):
+                continue
+            op.setdefault("responses", {}).setdefault("429", {
+                "description": "Too many requests: the caller's budget is spent (see Retry-After, "
+                               "RateLimit and RateLimit-Policy)",
+                "content": {"application/problem+json": {
+                    "schema": {"$ref": "#/components/schemas/Problem"}}}})
+
+
 def _api_routes(routes: list[Any]) -> list[APIRoute]:
     """Every APIRoute, including those of included routers (FastAPI keeps them nested)."""
     found: list[APIRoute] = []
@@ -174,5 +191,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         components.pop(name, None)
     required = {r.name for r in _api_routes(app.routes) if requires_idempotency_key(r.dependant)}
     _document_idempotency(schema, required)
+    _document_rate_limits(schema)
     app.openapi_schema = schema
     return schema

@@ -1,0 +1,89 @@
+"""RateLimitMiddleware: a budget per caller (the token's subject) or, without a valid token,
+per client address; 429 problem+json with `Retry-After`, and the IETF ratelimit-headers
+(`RateLimit-Policy`, `RateLimit`) on every counted response.
+
+Never counted: raising a crisis escalation (an authenticated `POST /v1/escalations`), health
+and metrics, CORS preflights. Sign-in failures have their own, stricter throttle
+(services/auth.Throttle); both use the `limits` storage from settings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.errors import problem_response
+from app.security.tokens import InvalidToken
+
+_EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+_NEVER_LIMITED = frozenset({("POST", "/v1/escalations")})
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        uri = settings.rate_limit_storage
+        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(
+            uri if uri.startswith("async+") else f"async+{uri}"))
+        self.caller: RateLimitItem = parse(settings.rate_limit_per_caller)
+        self.anonymous: RateLimitItem = parse(settings.rate_limit_anonymous)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" \
+                or scope["path"] in _EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        subject = _subject(scope)
+        if subject is not None and (scope["method"], scope["path"]) in _NEVER_LIMITED:
+            await self.app(scope, receive, send)
+            return
+        if subject is not None:
+            item, name, key = self.caller, "caller", f"s:{subject}"
+        else:
+            client = scope.get("client")
+            item, name, key = self.anonymous, "anonymous", f"a:{client[0] if client else '-'}"
+        allowed = await self.limiter.hit(item, "api", key)
+        stats = await self.limiter.get_window_stats(item, "api", key)
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        headers = [(b"ratelimit-policy", f'"{name}";q={item.amount};w={item.get_expiry()}'.encode()),
+                   (b"ratelimit", f'"{name}";r={stats.remaining};t={reset}'.encode())]
+        if not allowed:
+            response = problem_response(
+                429, "rate_limited", "Too many requests",
+                "This caller has used its request budget; retry after the Retry-After seconds.",
+                headers={"Retry-After": str(reset)})
+            response.raw_headers.extend(headers)
+            await response(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _subject(scope: Scope) -> str | None:
+    """The verified token's subject (verification is cached per token string)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return None
+            state: Any = scope["app"].state
+            try:
+                claims = state.keyring.verify_cached(token.strip(), settings=state.settings)
+            except InvalidToken:
+                return None
+            sub = claims.get("sub")
+            return sub if isinstance(sub, str) else None
+    return None
