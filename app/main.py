@@ -161,6 +161,20 @@ def _document_rate_limits(schema: dict[str, Any]) -> None:
                     "schema": {"$ref": "#/components/schemas/Problem"}}}})
 
 
+def _document_body_limits(schema: dict[str, Any]) -> None:
+    """Every operation that takes a body may answer 413 (too large) and 415 (not JSON)
+    (app/middleware.BodyLimitMiddleware)."""
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if "requestBody" not in op:
+                continue
+            for status_, text in (("413", "Request body too large"),
+                                  ("415", "Unsupported media type")):
+                op.setdefault("responses", {}).setdefault(status_, {
+                    "description": text, "content": {"application/problem+json": {
+                        "schema": {"$ref": "#/components/schemas/Problem"}}}})
+
+
 def _api_routes(routes: list[Any]) -> list[APIRoute]:
     """Every APIRoute, including those of included routers (FastAPI keeps them nested)."""
     found: list[APIRoute] = []
@@ -192,5 +206,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     required = {r.name for r in _api_routes(app.routes) if requires_idempotency_key(r.dependant)}
     _document_idempotency(schema, required)
     _document_rate_limits(schema)
+    _document_body_limits(schema)
     app.openapi_schema = schema
     return schema
