@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jose import jwk as jose_jwk
 from jose import jwt as jose_jwt
 
+from app.models import ApiClient, User
 from app.models.common import Role
 from app.security.scopes import ROLE_SCOPES
 from tests.factories import PASSWORD
@@ -704,3 +705,24 @@ def test_concurrent_guesses_cannot_outrun_the_throttle(app, factory):
 
     statuses = asyncio.run(guess_all())
     assert statuses.count(400) <= 5 and statuses.count(429) >= 7, statuses
+
+
+def test_account_transitions_honour_if_match(client, factory):
+    admin = factory.headers(factory.user(Role.admin))
+    user = factory.user(Role.coordinator)
+    stale = client.post(f"/v1/users/{user.id}/deactivate", headers=admin | {"If-Match": '"99"'})
+    assert stale.status_code == 412 and stale.json()["code"] == "version_mismatch"
+    assert factory.get(User, user.id).active is True
+    current = client.get(f"/v1/users/{user.id}", headers=admin).headers["ETag"]
+    r = client.post(f"/v1/users/{user.id}/deactivate", headers=admin | {"If-Match": current})
+    assert r.status_code == 200 and r.headers["ETag"] != current
+    r = client.post(f"/v1/users/{user.id}/reactivate", headers=admin | {"If-Match": current})
+    assert r.status_code == 412 and factory.get(User, user.id).active is False
+
+    api = factory.api_client(["participants:read"])
+    before = factory.get(ApiClient, api.id).secret_hash
+    r = client.post(f"/v1/clients/{api.id}/rotate-secret", headers=admin | {"If-Match": '"99"'})
+    assert r.status_code == 412 and factory.get(ApiClient, api.id).secret_hash == before
+    etag = client.get(f"/v1/clients/{api.id}", headers=admin).headers["ETag"]
+    r = client.post(f"/v1/clients/{api.id}/rotate-secret", headers=admin | {"If-Match": etag})
+    assert r.status_code == 200 and r.headers["ETag"] != etag

@@ -61,19 +61,23 @@ async def update_user(user_id: uuid.UUID, body: UserUpdate, session: SessionDep,
     return UserRead.model_validate(user)
 
 
-@users.post("/{user_id}/deactivate", response_model=UserRead, responses=problems(404))
-async def deactivate_user(user_id: uuid.UUID, session: SessionDep,
+@users.post("/{user_id}/deactivate", response_model=UserRead, responses=problems(404, 412))
+async def deactivate_user(user_id: uuid.UUID, session: SessionDep, response: Response,
+                          if_match: IfMatch = None,
                           principal: Principal = require("users:write")) -> UserRead:
     user = await svc.set_user_active(session=session, principal=principal, user_id=user_id,
-                                     active=False)
+                                     active=False, if_match=if_match)
+    set_etag(response, user.version)
     return UserRead.model_validate(user)
 
 
-@users.post("/{user_id}/reactivate", response_model=UserRead, responses=problems(404))
-async def reactivate_user(user_id: uuid.UUID, session: SessionDep,
+@users.post("/{user_id}/reactivate", response_model=UserRead, responses=problems(404, 412))
+async def reactivate_user(user_id: uuid.UUID, session: SessionDep, response: Response,
+                          if_match: IfMatch = None,
                           principal: Principal = require("users:write")) -> UserRead:
     user = await svc.set_user_active(session=session, principal=principal, user_id=user_id,
-                                     active=True)
+                                     active=True, if_match=if_match)
+    set_etag(response, user.version)
     return UserRead.model_validate(user)
 
 
@@ -113,12 +117,14 @@ async def update_client(client_id: uuid.UUID, body: ClientUpdate, session: Sessi
 
 
 @clients.post("/{client_id}/rotate-secret", response_model=ClientWithSecret,
-              responses=problems(404))
+              responses=problems(404, 412))
 async def rotate_client_secret(client_id: uuid.UUID, session: SessionDep, response: Response,
+                               if_match: IfMatch = None,
                                principal: Principal = require("clients:write"),
                                ) -> ClientWithSecret:
     """Issues a new secret (shown once); the old one stops working at once."""
     client, secret = await svc.rotate_client_secret(session=session, principal=principal,
-                                                    client_id=client_id)
+                                                    client_id=client_id, if_match=if_match)
     response.headers["Cache-Control"] = "no-store"
+    set_etag(response, client.version)
     return ClientWithSecret(**ClientRead.model_validate(client).model_dump(), client_secret=secret)

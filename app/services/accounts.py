@@ -125,8 +125,9 @@ async def update_user(*, session: AsyncSession, principal: Principal, user_id: u
 
 
 async def set_user_active(*, session: AsyncSession, principal: Principal, user_id: uuid.UUID,
-                          active: bool) -> User:
+                          active: bool, if_match: str | None = None) -> User:
     user = await get_user(session=session, user_id=user_id)
+    check_version(user.version, if_match)
     if user.id == principal.id and not active:
         raise RuleViolation("You cannot deactivate your own account.", code="self_deactivation")
     if user.active == active:
@@ -219,8 +220,10 @@ async def update_client(*, session: AsyncSession, principal: Principal, client_i
 
 
 async def rotate_client_secret(*, session: AsyncSession, principal: Principal,
-                               client_id: uuid.UUID) -> tuple[ApiClient, str]:
+                               client_id: uuid.UUID,
+                               if_match: str | None = None) -> tuple[ApiClient, str]:
     client = await get_client(session=session, client_id=client_id)
+    check_version(client.version, if_match)
     secret = new_secret("pls_")
     client.secret_hash = hash_password(secret)
     client.secret_rotated_at = client.updated_at = utcnow()
