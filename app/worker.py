@@ -29,23 +29,29 @@ class Job:
     name: str
     run: Callable[[AsyncSession, Settings], Awaitable[dict[str, int]]]
     every_seconds: Callable[[Settings], float]
+    # One round at a time across workers (advisory lock); False: the job claims its own rows
+    # (SKIP LOCKED) so several workers share its work.
+    exclusive: bool = True
 
 
 def _jobs() -> list[Job]:
     from app.services.escalations import breach_sweep, watch_sweep
     from app.services.pairings import certification_sweep
+    from app.services.webhook_delivery import deliver_round
 
     return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds),
             Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds),
             Job("certification_sweep", certification_sweep,
-                lambda s: s.certification_sweep_minutes * 60)]
+                lambda s: s.certification_sweep_minutes * 60),
+            Job("webhook_delivery", deliver_round, lambda s: s.webhook_poll_seconds,
+                exclusive=False)]
 
 
 async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
                   job: Job) -> dict[str, int] | None:
     """One round of `job`; None when another worker holds this round."""
     async with maker() as session:
-        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        if job.exclusive and session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
             key = zlib.crc32(job.name.encode())
             got = (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
                                          {"k": key})).scalar()

@@ -27,3 +27,6 @@ __all__ += ["Disclosure", "SessionAttendee", "SessionTopic", "SupportSession"]
 from app.models.escalation import Escalation, EscalationEvent, Observation  # noqa: E402
 
 __all__ += ["Escalation", "EscalationEvent", "Observation"]
+from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint  # noqa: E402
+
+__all__ += ["WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]
