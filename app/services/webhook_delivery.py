@@ -225,12 +225,13 @@ async def record(session: AsyncSession, settings: Settings, now: datetime,
     if not outcomes:
         return counts
     w = Writer(session, None)
-    ids = [o.claimed.delivery_id for o in outcomes]
-    found = {d.id: d for d in (await session.execute(
-        select(WebhookDelivery).where(WD.id.in_(ids)).with_for_update())).scalars()}
+    # Endpoints before deliveries, each in id order: the order every writer of both takes.
     eps = {e.id: e for e in (await session.execute(
-        select(WebhookEndpoint).where(WE.id.in_({d.endpoint_id for d in found.values()}))
+        select(WebhookEndpoint).where(WE.id.in_({o.claimed.endpoint_id for o in outcomes}))
         .order_by(WE.id).with_for_update())).scalars()}
+    found = {d.id: d for d in (await session.execute(
+        select(WebhookDelivery).where(WD.id.in_([o.claimed.delivery_id for o in outcomes]))
+        .order_by(WD.id).with_for_update())).scalars()}
     window = timedelta(hours=settings.webhook_retry_hours)
     for o in outcomes:
         d = found[o.claimed.delivery_id]
