@@ -202,6 +202,11 @@ def notes_rewrap(batch: int = 500) -> None:
 @app.command("worker")
 def worker_cmd() -> None:
     """Run the background jobs (certification sweep, ...) until interrupted."""
+    # A stop asked for while still starting (imports take a moment on a busy host) is kept
+    # and honoured as soon as the loop runs, instead of killing the process.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     from app.db import make_async_engine, make_sessionmaker
     from app.logging import configure_logging
     from app.worker import run_forever
@@ -215,6 +220,8 @@ def worker_cmd() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if early:
+            stop.set()
         engine = make_async_engine(settings)
         try:
             await run_forever(make_sessionmaker(engine), settings, stop)
