@@ -400,6 +400,12 @@ def test_a_run_of_failures_disables_the_endpoint_and_tells_the_admin(client, fac
     assert feed[0]["url"] == f"/v1/webhook-endpoints/{ep['id']}"
     assert run_round(settings, now + timedelta(days=1))["sent"] == 0
     assert [a.entity_id for a in factory.audits("webhook_endpoint.disable")] == [ep["id"]]
+    # The owning client sees its own endpoint's event too; another client does not.
+    own = client.get("/v1/events", headers=h, params={"types": "webhook_endpoint.disabled"})
+    assert [e["data"]["id"] for e in own.json()["items"]] == [ep["id"]]
+    _other, h_other = _client(factory, a)
+    assert client.get("/v1/events", headers=h_other,
+                      params={"types": "webhook_endpoint.disabled"}).json()["items"] == []
 
 
 def test_a_worker_killed_mid_delivery_leaves_it_to_be_sent_again(client, factory, settings,
@@ -464,6 +470,55 @@ def test_concurrent_workers_never_send_one_attempt_twice(client, factory, settin
     for n in range(4):  # and each endpoint got them in order
         got = [json.loads(b)["id"] for p, _h, b in receiver.requests if p == f"/hook/{n}"]
         assert got == [str(e.event_id) for e in events]
+
+
+def test_redirects_are_not_followed_and_slow_receivers_time_out(client, factory, settings,
+                                                                receiver):
+    settings = settings.model_copy(update={"webhook_timeout_seconds": 0.5})
+    a = factory.facility()
+    _c, h = _client(factory, a)
+    _register(client, h, receiver.url())
+    factory.outbox_event("participant.created", facility=a)
+    receiver.script = [302]
+    now = datetime.now(UTC)
+    run_round(settings, now)
+    receiver.hang_first = 0.0
+    receiver.delay = 2.0
+    run_round(settings, deliveries(factory)[0].next_attempt_at)
+    receiver.delay = 0.0
+    run_round(settings, deliveries(factory)[0].next_attempt_at)
+    item = client.get("/v1/webhook-deliveries", headers=h).json()["items"][0]
+    assert [(x["status_code"], x["error"]) for x in item["attempt_log"]] == \
+        [(302, "redirect_refused"), (None, "timeout"), (200, None)]
+    assert item["status"] == "delivered"
+    assert all(p == "/hook" for p, _h, _b in receiver.requests)  # no Location followed
+
+
+def test_changing_an_endpoint_is_checked_like_registering_it(client, factory):
+    a = factory.facility()
+    _c, h = _client(factory, a)
+    ep = _register(client, h, "https://hooks.example.org/a")
+    path = f"/v1/webhook-endpoints/{ep['id']}"
+    for body, status, code in (
+            ({"url": "http://hooks.example.org/b"}, 422, "webhook_url_not_https"),
+            ({"event_types": ["keep_apart.opened"]}, 422, "event_type_not_allowed"),
+            ({"status": "paused"}, 422, "validation_error"),
+            ({"owner_id": str(a.id)}, 422, "validation_error")):
+        r = client.patch(path, headers=h, json=body)
+        assert (r.status_code, r.json()["code"]) == (status, code), (body, r.text)
+    r = client.patch(path, headers={**h, "If-Match": '"99"'}, json={"description": "x"})
+    assert r.status_code == 412
+    row = endpoint_row(factory, ep["id"])
+    assert (row.url, row.event_types, row.version) == ("https://hooks.example.org/a",
+                                                      ["participant.created"], 1)
+    r = client.patch(path, headers={**h, "If-Match": '"1"'},
+                     json={"url": "https://hooks.example.org/b",
+                           "event_types": ["participant.created", "participant.updated"]})
+    assert r.status_code == 200 and r.headers["etag"] == '"2"'
+    assert r.json()["event_types"] == ["participant.created", "participant.updated"]
+    # Rotation without overlap: the old secret stops at once.
+    r = client.post(f"{path}/rotate-secret", headers=h, json={"overlap_hours": 0})
+    assert r.status_code == 200 and r.json()["previous_secret_expires_at"] is None
 
 
 # --- what is delivered -------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, false, func, not_, or_, select
+from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import RuleViolation
@@ -84,25 +84,30 @@ def owned_endpoints(principal: Principal) -> Any:
 
 
 def event_clauses(principal: Principal, types: list[str] | None = None) -> list[Any]:
-    """THE visibility rule (feed and webhook fan-out alike), as WHERE clauses on outbox_event."""
+    """THE visibility rule (feed and webhook fan-out alike), as WHERE clauses on outbox_event.
+    Record events: the family's read scope, the network and facility walls. Endpoint events
+    (no facility, no network): an admin's, or the owner's of that endpoint."""
     allowed = visible_types(principal)
     if types is not None:
         allowed = [t for t in allowed if t in types]
-    if not allowed:
-        return [false()]
-    nets = [n.value for n in principal.networks]
-    clauses: list[Any] = [
-        OE.type.in_(allowed),
-        or_(OE.network.is_(None), OE.network.in_(nets)) if nets else OE.network.is_(None),
-    ]
-    if not principal.all_facilities:
-        clauses.append(OE.facility_id.in_(principal.facility_ids) if principal.facility_ids
-                       else false())
-    if principal.role != Role.admin and any(t.startswith("webhook_endpoint.") for t in allowed):
-        own = select(WE.id).where(owned_endpoints(principal))
-        clauses.append(or_(not_(OE.type.like("webhook\\_endpoint.%", escape="\\")),
-                           OE.entity_id.in_(own)))
-    return clauses
+    about_endpoints = [t for t in allowed if t.startswith("webhook_endpoint.")]
+    about_records = [t for t in allowed if t not in about_endpoints]
+    parts: list[Any] = []
+    if about_records:
+        nets = [n.value for n in principal.networks]
+        walls: list[Any] = [
+            OE.type.in_(about_records),
+            or_(OE.network.is_(None), OE.network.in_(nets)) if nets else OE.network.is_(None),
+        ]
+        if not principal.all_facilities:
+            walls.append(OE.facility_id.in_(principal.facility_ids) if principal.facility_ids
+                         else false())
+        parts.append(and_(*walls))
+    if about_endpoints:
+        parts.append(and_(OE.type.in_(about_endpoints),
+                          true() if principal.role == Role.admin else
+                          OE.entity_id.in_(select(WE.id).where(owned_endpoints(principal)))))
+    return [or_(*parts)] if parts else [false()]
 
 
 def check_types(types: list[str]) -> None:
