@@ -62,23 +62,24 @@ async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
 
 async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Settings,
                       stop: asyncio.Event | None = None) -> None:
+    """Each job on its own schedule, side by side: a slow round of one (a webhook receiver
+    taking its time) never delays another (the crisis clock's breach sweep)."""
     stop = stop or asyncio.Event()
-    jobs = _jobs()
-    due = {job.name: 0.0 for job in jobs}
+    await asyncio.gather(*(_every(maker, settings, job, stop) for job in _jobs()))
+
+
+async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, job: Job,
+                 stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
-        now = loop.time()
-        for job in jobs:
-            if due[job.name] > now:
-                continue
-            try:
-                result = await run_job(maker, settings, job)
-                if result:
-                    log.info("job done", extra={"job": job.name, **result})
-            except Exception:
-                log.exception("job failed", extra={"job": job.name})
-            due[job.name] = now + job.every_seconds(settings)
-        wait = max(0.5, min(due.values()) - loop.time())
+        started = loop.time()
+        try:
+            result = await run_job(maker, settings, job)
+            if result:
+                log.info("job done", extra={"job": job.name, **result})
+        except Exception:
+            log.exception("job failed", extra={"job": job.name})
+        wait = max(0.5, started + job.every_seconds(settings) - loop.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)
 

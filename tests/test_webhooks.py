@@ -18,17 +18,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.config import Settings
 from app.db import make_async_engine, make_sessionmaker
-from app.models import ApiClient, AuditEvent, OutboxEvent, WebhookDelivery, WebhookEndpoint
+from app.models import (
+    ApiClient,
+    AuditEvent,
+    Escalation,
+    OutboxEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from app.models.common import Role
 from app.security.notes import NoteCipher
 from app.services import outbound
 from app.services.webhook_delivery import claim, deliver_round
+from app.worker import run_forever
 from tests.conftest import TEST_KEY
 
 INC = "incarcerated"
@@ -519,6 +527,44 @@ def test_changing_an_endpoint_is_checked_like_registering_it(client, factory):
     # Rotation without overlap: the old secret stops at once.
     r = client.post(f"{path}/rotate-secret", headers=h, json={"overlap_hours": 0})
     assert r.status_code == 200 and r.json()["previous_secret_expires_at"] is None
+
+
+def test_a_slow_receiver_never_delays_the_crisis_clock(client, factory, settings, receiver):
+    """The worker runs each job on its own schedule: while a webhook round waits on a slow
+    receiver, an escalation falling due is still found breached within the sweep interval."""
+    settings = settings.model_copy(update={"escalation_sweep_seconds": 0.5,
+                                           "webhook_poll_seconds": 0.5,
+                                           "webhook_timeout_seconds": 8})
+    a = factory.facility()
+    _c, h = _client(factory, a)
+    _register(client, h, receiver.url())
+    factory.outbox_event("participant.created", facility=a)
+    receiver.hang_first = 5.0
+    esc = factory.escalation(factory.participant(a), tier="imminent")
+    with Session(factory.engine) as s:
+        s.execute(update(Escalation).where(Escalation.id == esc.id)
+                  .values(ack_deadline=datetime.now(UTC) + timedelta(seconds=1.5)))
+        s.commit()
+
+    async def go() -> float:
+        engine = make_async_engine(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_forever(make_sessionmaker(engine), settings, stop))
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < 4.5:
+                await asyncio.sleep(0.1)
+                if await asyncio.to_thread(factory.events, "escalation.breached"):
+                    break
+            return time.monotonic() - t0
+        finally:
+            stop.set()
+            await task
+            await engine.dispose()
+
+    elapsed = asyncio.run(go())
+    assert len(receiver.requests) >= 1  # the webhook round was hanging on the receiver
+    assert factory.events("escalation.breached") and elapsed < 3.5, elapsed
 
 
 # --- what is delivered -------------------------------------------------------------------
