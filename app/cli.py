@@ -199,6 +199,39 @@ def notes_rewrap(batch: int = 500) -> None:
     typer.echo(json.dumps({"rewrapped": _run(go), "key_id": cipher.current}))
 
 
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints.")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("rewrap")
+def webhooks_rewrap() -> None:
+    """Re-wrap every webhook signing secret with the current note master key, after a
+    rotation (as `notes rewrap` does for notes); then the old key can be retired."""
+    from sqlalchemy import select
+
+    from app.models import WebhookEndpoint
+    from app.security.notes import NoteCipher
+    from app.services.webhooks import secret_aad
+    from app.services.writer import Writer
+
+    cipher = NoteCipher.from_settings(get_settings())
+    E = WebhookEndpoint.__table__.c
+
+    async def go(session: Any) -> int:
+        rows = (await session.execute(
+            select(WebhookEndpoint).where(E.secret_key_id != cipher.current)
+            .order_by(E.id).with_for_update())).scalars().all()
+        w = Writer(session, None)
+        for ep in rows:
+            ep.secret_wrapped_key, ep.secret_key_id = cipher.rewrap(
+                ep.secret_wrapped_key, ep.secret_key_id, secret_aad(ep.id))
+            w.audit("webhook_endpoint.secret_rewrap", "webhook_endpoint", ep.id)
+        await w.commit()
+        return len(rows)
+
+    typer.echo(json.dumps({"rewrapped": _run(go), "key_id": cipher.current}))
+
+
 @app.command("worker")
 def worker_cmd() -> None:
     """Run the background jobs (certification sweep, ...) until interrupted."""

@@ -756,3 +756,35 @@ def test_claim_skips_rows_another_worker_holds(factory, settings, is_pg):
         assert asyncio.run(go()) == 0
         holder.rollback()
     assert factory.count(OutboxEvent) == 1
+
+
+def test_a_note_key_rotation_rewraps_webhook_secrets(client, factory, settings, db_url,
+                                                      receiver):
+    """`peerlink webhooks rewrap` moves every signing secret to the current master key; the old
+    key can then go, and deliveries still sign with the same secret."""
+    import os
+    import subprocess
+    import sys
+
+    from pydantic import SecretStr
+
+    from app.security.notes import _dev_key
+
+    a = factory.facility()
+    _c, h = _client(factory, a)
+    ep = _register(client, h, receiver.url())
+    old = base64.b64encode(_dev_key()).decode()
+    new = base64.b64encode(os.urandom(32)).decode()
+    env = {**os.environ, "PEERLINK_DATABASE_URL": db_url, "PEERLINK_LOG_LEVEL": "WARNING",
+           "PEERLINK_NOTE_KEYS": json.dumps({"dev": old, "k2": new}),
+           "PEERLINK_NOTE_KEY_ID": "k2"}
+    out = subprocess.run([sys.executable, "-m", "app.cli", "webhooks", "rewrap"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"rewrapped": 1, "key_id": "k2"}
+    rotated = settings.model_copy(update={"note_keys": {"k2": SecretStr(new)},
+                                          "note_key_id": "k2"})
+    factory.outbox_event("participant.created", facility=a)
+    run_round(rotated)
+    (_p, headers, body), = receiver.requests
+    Webhook(ep["secret"]).verify(body, headers)

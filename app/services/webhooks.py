@@ -51,20 +51,20 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
-def _aad(endpoint_id: uuid.UUID) -> bytes:
+def secret_aad(endpoint_id: uuid.UUID) -> bytes:
     return endpoint_id.bytes + b"webhook-secret"
 
 
 def seal(cipher: NoteCipher, ep: WebhookEndpoint, current: str, previous: str | None) -> None:
     blob = json.dumps({"current": current, "previous": previous})
     ep.secret_ciphertext, ep.secret_wrapped_key, ep.secret_key_id = cipher.encrypt(
-        blob, _aad(ep.id))
+        blob, secret_aad(ep.id))
 
 
 def signing_secrets(cipher: NoteCipher, ep: Any, now: datetime) -> list[str]:
     """The current secret, and the previous one while its overlap lasts."""
     blob = json.loads(cipher.decrypt(ep.secret_ciphertext, ep.secret_wrapped_key, ep.secret_key_id,
-                                     _aad(ep.id)))
+                                     secret_aad(ep.id)))
     out = [blob["current"]]
     expires = ep.previous_secret_expires_at
     if blob.get("previous") and expires is not None and now < expires:
