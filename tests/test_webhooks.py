@@ -199,6 +199,11 @@ def test_admin_registers_for_a_client_whose_view_counts(client, factory):
         "client_id": str(c.id)})
     assert r.status_code == 201, r.text
     assert (r.json()["owner_kind"], r.json()["owner_id"]) == ("client", str(c.id))
+    bare, _ = _client(factory, a, scopes=["participants:read"])
+    r = client.post("/v1/webhook-endpoints", headers=admin, json={
+        "url": "https://hooks.example.org/x", "event_types": ["participant.created"],
+        "client_id": str(bare.id)})
+    assert r.status_code == 422 and r.json()["code"] == "client_lacks_webhooks_scope"
     # The admin's own view lacks participant events: refused for an admin-owned endpoint.
     r = client.post("/v1/webhook-endpoints", headers=admin, json={
         "url": "https://hooks.example.org/x", "event_types": ["participant.created"]})
@@ -596,12 +601,23 @@ def test_only_what_the_owner_may_see_now_is_delivered(client, factory, settings,
     run_round(settings, now + timedelta(minutes=5))
     assert len(receiver.requests) == 2 + 1  # the queued one: once, before the change
     assert [d.status for d in deliveries(factory)] == ["delivered", "delivered", "skipped"]
+    # An owner who loses webhooks:read gets nothing; given back, delivery resumes.
+    no_hooks = [x for x in CLIENT_SCOPES if x != "webhooks:read"]
+    assert client.patch(f"/v1/clients/{c.id}", headers=admin,
+                        json={"scopes": no_hooks}).status_code == 200
+    factory.outbox_event("participant.created", facility=a)
+    run_round(settings, now + timedelta(minutes=6))
+    assert len(receiver.requests) == 3
+    assert client.patch(f"/v1/clients/{c.id}", headers=admin,
+                        json={"scopes": CLIENT_SCOPES}).status_code == 200
+    run_round(settings, now + timedelta(minutes=7))
+    assert len(receiver.requests) == 4
     # A deactivated owner gets nothing.
     assert client.patch(f"/v1/clients/{c.id}", headers=admin,
                         json={"active": False}).status_code == 200
     factory.outbox_event("participant.created", facility=a)
     run_round(settings, now + timedelta(minutes=10))
-    assert len(receiver.requests) == 3
+    assert len(receiver.requests) == 4
 
 
 @pytest.fixture()

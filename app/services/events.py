@@ -151,7 +151,8 @@ async def feed(*, session: AsyncSession, principal: Principal, after: str | None
 async def owner_principals(session: AsyncSession,
                            owners: set[tuple[str, uuid.UUID]]) -> dict[tuple[str, uuid.UUID],
                                                                     Principal]:
-    """The owners' *current* state as principals (two queries); inactive owners are absent."""
+    """The owners' *current* state as principals (two queries). Absent: an owner who is
+    inactive or no longer holds webhooks:read (they may not receive webhooks at all)."""
     out: dict[tuple[str, uuid.UUID], Principal] = {}
     client_ids = [i for k, i in owners if k == "client"]
     user_ids = [i for k, i in owners if k == "user"]
@@ -173,4 +174,4 @@ async def owner_principals(session: AsyncSession,
                 scopes=scopes_for(role, u.all_facilities), all_facilities=u.all_facilities,
                 facility_ids=frozenset(uuid.UUID(f) for f in u.facility_ids),
                 networks=ROLE_NETWORKS[role], participant_id=u.participant_id)
-    return out
+    return {k: p for k, p in out.items() if "webhooks:read" in p.scopes}

@@ -95,11 +95,16 @@ async def _owner(session: AsyncSession, principal: Principal,
                             code="owner_not_allowed", errors=[
                                 {"field": "client_id", "message": "admins only",
                                  "type": "owner_not_allowed"}])
-    active = (await session.execute(select(ApiClient.active).where(ApiClient.id == client_id))
-              ).scalar_one_or_none()
-    if not active:
+    row = (await session.execute(select(ApiClient.active, ApiClient.scopes)
+                                 .where(ApiClient.id == client_id))).first()
+    if row is None or not row.active:
         raise RuleViolation("No such active API client.", code="unknown_client", errors=[
             {"field": "client_id", "message": "no such active client", "type": "unknown_client"}])
+    if "webhooks:read" not in row.scopes:
+        raise RuleViolation("The client does not hold webhooks:read, so it may not receive "
+                            "webhooks.", code="client_lacks_webhooks_scope", errors=[
+                                {"field": "client_id", "message": "lacks webhooks:read",
+                                 "type": "client_lacks_webhooks_scope"}])
     return "client", client_id
 
 
