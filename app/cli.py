@@ -199,9 +199,47 @@ def notes_rewrap(batch: int = 500) -> None:
     typer.echo(json.dumps({"rewrapped": _run(go), "key_id": cipher.current}))
 
 
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints.")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("rewrap")
+def webhooks_rewrap() -> None:
+    """Re-wrap every webhook signing secret with the current note master key, after a
+    rotation (as `notes rewrap` does for notes); then the old key can be retired."""
+    from sqlalchemy import select
+
+    from app.models import WebhookEndpoint
+    from app.security.notes import NoteCipher
+    from app.services.webhooks import secret_aad
+    from app.services.writer import Writer
+
+    cipher = NoteCipher.from_settings(get_settings())
+    E = WebhookEndpoint.__table__.c
+
+    async def go(session: Any) -> int:
+        rows = (await session.execute(
+            select(WebhookEndpoint).where(E.secret_key_id != cipher.current)
+            .order_by(E.id).with_for_update())).scalars().all()
+        w = Writer(session, None)
+        for ep in rows:
+            ep.secret_wrapped_key, ep.secret_key_id = cipher.rewrap(
+                ep.secret_wrapped_key, ep.secret_key_id, secret_aad(ep.id))
+            w.audit("webhook_endpoint.secret_rewrap", "webhook_endpoint", ep.id)
+        await w.commit()
+        return len(rows)
+
+    typer.echo(json.dumps({"rewrapped": _run(go), "key_id": cipher.current}))
+
+
 @app.command("worker")
 def worker_cmd() -> None:
     """Run the background jobs (certification sweep, ...) until interrupted."""
+    # A stop asked for while still starting (imports take a moment on a busy host) is kept
+    # and honoured as soon as the loop runs, instead of killing the process.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     from app.db import make_async_engine, make_sessionmaker
     from app.logging import configure_logging
     from app.worker import run_forever
@@ -215,6 +253,8 @@ def worker_cmd() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if early:
+            stop.set()
         engine = make_async_engine(settings)
         try:
             await run_forever(make_sessionmaker(engine), settings, stop)

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     idempotency_hours: float = Field(24, gt=0, le=24 * 7)
     idempotency_lease_seconds: float = Field(60, gt=0)
 
+    # Webhooks: HTTP timeout per attempt, how often the worker looks for due deliveries, how
+    # long a delivery is retried (exponential backoff with jitter), and after how many failed
+    # attempts in a row an endpoint is disabled (16 ~ the three days of backoff).
+    webhook_timeout_seconds: float = Field(10, gt=0, le=60)
+    webhook_poll_seconds: float = Field(2, gt=0, le=60)
+    webhook_retry_hours: float = Field(72, gt=0, le=24 * 14)
+    webhook_disable_after_failures: int = Field(16, ge=1, le=1000)
+
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
 

@@ -94,20 +94,34 @@ class IdempotencyMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        # The response is held back until it is stored: once the client has it, a retry with
+        # the same key finds the stored answer (never a 409 for a request already done).
         status, kept, out = 500, [], []
+        start: Message | None = None
+        finished = False
 
         async def capture(message: Message) -> None:
-            nonlocal status, kept
+            nonlocal status, kept, start, finished
             if message["type"] == "http.response.start":
                 status = message["status"]
                 kept = [[k.decode("latin-1"), v.decode("latin-1")]
                         for k, v in message.get("headers", []) if k.lower() in _KEEP_HEADERS]
-                message = dict(message)
-                message["headers"] = [*message.get("headers", []),
-                                      (b"idempotency-key-expires",
-                                       _expiry(outcome.expires_at).encode())]
-            elif message["type"] == "http.response.body":
+                start = dict(message)
+                start["headers"] = [*message.get("headers", []),
+                                    (b"idempotency-key-expires",
+                                     _expiry(outcome.expires_at).encode())]
+                return
+            if message["type"] == "http.response.body":
                 out.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                finished = True
+                await svc.finish(app_state.sessionmaker, outcome, status=status, headers=kept,
+                                 body=b"".join(out), cipher=app_state.note_cipher)
+                assert start is not None
+                await send(start)
+                await send({"type": "http.response.body", "body": b"".join(out)})
+                return
             await send(message)
 
         token = svc.CURRENT.set(outcome)
@@ -115,8 +129,8 @@ class IdempotencyMiddleware:
             await self.app(scope, replay_body, capture)
         finally:
             svc.CURRENT.reset(token)
-            await svc.finish(app_state.sessionmaker, outcome, status=status, headers=kept,
-                             body=b"".join(out), cipher=app_state.note_cipher)
+            if not finished:  # the app failed before answering
+                await svc.release(app_state.sessionmaker, outcome)
 
     @staticmethod
     def _caller(scope: Scope, headers: dict[bytes, bytes]) -> str | None:

@@ -34,6 +34,7 @@ from app.routers import (
     participants,
     support_sessions,
     training,
+    webhooks,
 )
 from app.security import invalidation
 from app.security.notes import NoteCipher
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    auth.router, operations.router, accounts.users, accounts.clients, audit.router,
                    training.courses, training.enrollments, training.people, training.certs,
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
-                   escalations.router):
+                   escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed):
         app.include_router(router)
     install_error_handlers(app)
 

@@ -29,25 +29,31 @@ class Job:
     name: str
     run: Callable[[AsyncSession, Settings], Awaitable[dict[str, int]]]
     every_seconds: Callable[[Settings], float]
+    # One round at a time across workers (advisory lock); False: the job claims its own rows
+    # (SKIP LOCKED) so several workers share its work.
+    exclusive: bool = True
 
 
 def _jobs() -> list[Job]:
     from app.services.escalations import breach_sweep, watch_sweep
     from app.services.idempotency import purge
     from app.services.pairings import certification_sweep
+    from app.services.webhook_delivery import deliver_round
 
     return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds),
             Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds),
             Job("certification_sweep", certification_sweep,
                 lambda s: s.certification_sweep_minutes * 60),
-            Job("idempotency_purge", purge, lambda s: 600)]
+            Job("idempotency_purge", purge, lambda s: 600),
+            Job("webhook_delivery", deliver_round, lambda s: s.webhook_poll_seconds,
+                exclusive=False)]
 
 
 async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
                   job: Job) -> dict[str, int] | None:
     """One round of `job`; None when another worker holds this round."""
     async with maker() as session:
-        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        if job.exclusive and session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
             key = zlib.crc32(job.name.encode())
             got = (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
                                          {"k": key})).scalar()
@@ -58,23 +64,24 @@ async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
 
 async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Settings,
                       stop: asyncio.Event | None = None) -> None:
+    """Each job on its own schedule, side by side: a slow round of one (a webhook receiver
+    taking its time) never delays another (the crisis clock's breach sweep)."""
     stop = stop or asyncio.Event()
-    jobs = _jobs()
-    due = {job.name: 0.0 for job in jobs}
+    await asyncio.gather(*(_every(maker, settings, job, stop) for job in _jobs()))
+
+
+async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, job: Job,
+                 stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
-        now = loop.time()
-        for job in jobs:
-            if due[job.name] > now:
-                continue
-            try:
-                result = await run_job(maker, settings, job)
-                if result:
-                    log.info("job done", extra={"job": job.name, **result})
-            except Exception:
-                log.exception("job failed", extra={"job": job.name})
-            due[job.name] = now + job.every_seconds(settings)
-        wait = max(0.5, min(due.values()) - loop.time())
+        started = loop.time()
+        try:
+            result = await run_job(maker, settings, job)
+            if result:
+                log.info("job done", extra={"job": job.name, **result})
+        except Exception:
+            log.exception("job failed", extra={"job": job.name})
+        wait = max(0.5, started + job.every_seconds(settings) - loop.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)
 

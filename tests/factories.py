@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import make_sync_engine
+from app.db import make_sync_engine, uuid7
 from app.models import (
     ApiClient,
     AuditEvent,
@@ -30,9 +30,12 @@ from app.models import (
     SessionAttendee,
     SupportSession,
     User,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from app.models.common import Network, Role
 from app.models.keep_apart import ordered_pair
+from app.security.notes import NoteCipher
 from app.security.passwords import hash_password
 from app.security.scopes import ROLE_SCOPES
 from app.security.tokens import KeyRing
@@ -198,6 +201,41 @@ class Factory:
                        raised_by=raised_by, raised_at=now, screener=None)
         self._save(e)
         return e
+
+    def outbox_event(self, type_: str, *, facility: Facility | None = None,
+                     network: str | None = "incarcerated", entity_type: str = "participant",
+                     entity_id: uuid.UUID | None = None, **data: Any) -> OutboxEvent:
+        e = OutboxEvent(event_id=uuid7(), type=type_, occurred_at=datetime.now(UTC),
+                        entity_type=entity_type, entity_id=entity_id or uuid7(),
+                        facility_id=facility.id if facility else None, network=network, data=data)
+        self._save(e)
+        return e
+
+    def webhook_endpoint(self, owner: User | ApiClient, *, url: str = "http://127.0.0.1:9/hook",
+                         event_types: list[str] | None = None,
+                         **kw: Any) -> tuple[WebhookEndpoint, str]:
+        """An endpoint (events from now on) and its secret."""
+        from app.services.webhooks import new_secret, seal
+
+        with Session(self.engine) as s:
+            newest = s.execute(select(func.max(OutboxEvent.id))).scalar() or 0
+        ep = WebhookEndpoint(owner_kind="client" if isinstance(owner, ApiClient) else "user",
+                             owner_id=owner.id, url=url,
+                             event_types=event_types or ["webhook_endpoint.disabled"],
+                             secret_ciphertext=b"", secret_wrapped_key=b"", secret_key_id="",
+                             last_event_id=kw.pop("last_event_id", newest), created_by="test",
+                             **kw)
+        secret = new_secret()
+        seal(NoteCipher.from_settings(self.settings), ep, secret, None)
+        self._save(ep)
+        return ep, secret
+
+    def webhook_delivery(self, endpoint: WebhookEndpoint, event: OutboxEvent,
+                         status: str = "delivered") -> WebhookDelivery:
+        d = WebhookDelivery(endpoint_id=endpoint.id, event_id=event.id, event_type=event.type,
+                            status=status, attempts=1, next_attempt_at=datetime.now(UTC))
+        self._save(d)
+        return d
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

@@ -264,6 +264,15 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/escalations/{escalation_id}/assign",            (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/observations",      (403, 201, 201, 201, 201, 404, 403, 403)),
     ("GET", "/v1/escalations/{escalation_id}/watch",              (403, 200, 200, 200, 200, 404, 403, 403)),
+    ("GET", "/v1/webhook-endpoints",                              (200, 403, 403, 403, 403, 403, 403, 200)),
+    ("POST", "/v1/webhook-endpoints",                             (201, 403, 403, 403, 403, 403, 403, 201)),
+    ("GET", "/v1/webhook-endpoints/{endpoint_id}",                (200, 403, 403, 403, 403, 403, 403, 200)),
+    ("PATCH", "/v1/webhook-endpoints/{endpoint_id}",              (200, 403, 403, 403, 403, 403, 403, 200)),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", (200, 403, 403, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/webhook-deliveries",                             (200, 403, 403, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/webhook-deliveries/{delivery_id}",               (200, 403, 403, 403, 403, 403, 403, 200)),
+    ("POST", "/v1/webhook-deliveries/{delivery_id}/redeliver",    (202, 403, 403, 403, 403, 403, 403, 202)),
+    ("GET", "/v1/events",                                         (200, 403, 403, 403, 403, 403, 403, 200)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -290,6 +299,7 @@ class Ctx:
     network: str
     own: Participant | None = None
     session: Any = None
+    account: Any = None
 
     def person(self) -> Participant:
         return self.factory.participant(self.facility, self.network, external=("jms", _uid()))
@@ -333,6 +343,12 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
                                              status="resolved" if template.endswith("/reopen")
                                              else ("acknowledged" if template.endswith("/resolve")
                                                    else "open")).id
+    if "{endpoint_id}" in template or "{delivery_id}" in template:
+        endpoint, _secret = f.webhook_endpoint(ctx.account)
+        subs["endpoint_id"] = endpoint.id
+        event = f.outbox_event("webhook_endpoint.disabled", network=None,
+                               entity_type="webhook_endpoint", entity_id=endpoint.id)
+        subs["delivery_id"] = f.webhook_delivery(endpoint, event).id
     query = ""
     if template == "/v1/pairings/candidates":
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
@@ -404,6 +420,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "user_id": str(f.user(Role.clinician, [a]).id)},
         ("POST", "/v1/escalations/{escalation_id}/observations"): lambda: {
             "observed_at": "2020-01-01T10:00:00Z", "seen": "resting"},
+        ("POST", "/v1/webhook-endpoints"): lambda: {
+            "url": "http://127.0.0.1:9/hook", "event_types": ["webhook_endpoint.disabled"]},
+        ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): lambda: {"description": "Renamed"},
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): lambda: {},
     }
     make = bodies.get((method, template))
     return path, make() if make else None
@@ -421,6 +441,7 @@ def _matrix_actor(factory: Any, role: str, a: Facility) -> tuple[dict[str, str],
         account = factory.user(Role.peer_supporter, [a], participant=ctx.own)
     else:
         account = factory.user(Role(role), [a])
+    ctx.account = account
     return factory.headers(account), ctx
 
 

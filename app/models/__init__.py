@@ -30,3 +30,6 @@ __all__ += ["Escalation", "EscalationEvent", "Observation"]
 from app.models.idempotency import IdempotencyKey  # noqa: E402
 
 __all__ += ["IdempotencyKey"]
+from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint  # noqa: E402
+
+__all__ += ["WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]

@@ -33,6 +33,9 @@ SCOPES: dict[str, str] = {
     "escalations:read": "Read escalations in scope, shaped by role",
     "escalations:write": "Acknowledge, resolve, reopen escalations; change their tier",
     "escalations:observe": "Record and read the watch log of an escalation",
+    "webhooks:read": "Read webhook endpoints and their deliveries (a client: its own)",
+    "webhooks:write": "Register, change, rotate and redeliver webhooks (a client: its own)",
+    "events:read": "Poll the event feed (only the events your scopes and facilities cover)",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -41,7 +44,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.admin: frozenset({
         "facilities:read", "facilities:write", "users:read", "users:write",
         "clients:read", "clients:write", "audit:read", "courses:read", "courses:write",
-        "topics:write",
+        "topics:write", "webhooks:read", "webhooks:write", "events:read",
     }),
     Role.coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
@@ -74,6 +77,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "pairings:read", "escalations:read",
+        "webhooks:read", "webhooks:write", "events:read",
     }),
 }
 

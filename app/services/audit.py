@@ -59,9 +59,14 @@ def _hashed_fields(e: AuditEvent) -> dict[str, Any]:
     }
 
 
-async def _last_hash(session: AsyncSession) -> str:
+async def lock_chain(session: AsyncSession) -> None:
+    """PostgreSQL: serialises appends until this transaction ends (re-entrant)."""
     if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+
+
+async def _last_hash(session: AsyncSession) -> str:
+    await lock_chain(session)
     last = (await session.execute(
         select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)  # type: ignore[union-attr]
     )).scalar()

@@ -145,6 +145,15 @@ async def finish(maker: async_sessionmaker[AsyncSession], claim_: Claim, *, stat
         await session.commit()
 
 
+async def release(maker: async_sessionmaker[AsyncSession], claim_: Claim) -> None:
+    """The request failed without an answer: free its key if it wrote nothing; if it did, the
+    key stays `committed` (a retry gets 409 `idempotency_outcome_unknown`, never a re-run)."""
+    async with maker() as session:
+        await session.execute(delete(Row).where(Row.id == claim_.id, Row.owner == claim_.owner,
+                                                Row.state == "in_flight"))
+        await session.commit()
+
+
 async def purge(session: AsyncSession, settings: Settings, now: datetime | None = None,
                 **_: Any) -> dict[str, int]:
     """Worker job: drop keys past their expiry."""

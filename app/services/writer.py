@@ -59,6 +59,11 @@ class Writer:
     async def commit(self) -> None:
         while self._pending:
             await self._pending.pop(0)()
+        if self._events and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            # Outbox ids are drawn at the flush below, under the lock the audit chain also takes
+            # and held to COMMIT: ids become visible in commit order, so a feed reader or the
+            # webhook fan-out never sees id n+1 while n is still in flight (and skips n).
+            await audit.lock_chain(self.session)
         self.session.add_all(self._events)
         await idempotency.mark_committed(self.session)
         p = self.principal
