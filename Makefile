@@ -30,7 +30,7 @@ demo: $(STAMP)  ## development mode only: demo facilities, one user per role, pa
 	$(BIN)/peerlink demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests examples
 	$(BIN)/mypy app
 
 openapi: $(STAMP)  ## regenerate the committed contract

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel import SQLModel
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 
@@ -160,8 +160,19 @@ class SessionMiddleware:
             return
         lazy = _LazySession(self.read if scope["method"] in _READ_METHODS else self.write)
         scope.setdefault("state", {})["db"] = lazy
+
+        async def release_then_send(message: Message) -> None:
+            # Once the response is complete the request is done with the database: give the
+            # connection back (and, on SQLite, the write lock) before the bytes go out, so what
+            # runs around the response (storing an idempotent reply) never waits on it.
+            if message["type"] == "http.response.body" and not message.get("more_body", False) \
+                    and lazy.session is not None:
+                session, lazy.session = lazy.session, None
+                await session.close()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, release_then_send)
         finally:
             if lazy.session is not None:
                 await lazy.session.close()
