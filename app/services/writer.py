@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow, uuid7
@@ -24,7 +24,7 @@ class Writer:
         self.session = session
         self.principal = principal
         self._audit: list[AuditEntry] = []
-        self._events: list[OutboxEvent] = []
+        self._events: list[dict[str, Any]] = []
         self._auth_changes: list[str] = []
         self._pending: list[Any] = []
 
@@ -38,10 +38,12 @@ class Writer:
              facility_id: uuid.UUID | None = None, network: str | None = None,
              data: dict[str, Any] | None = None) -> None:
         """Thin events only: ids, type, time. Never names, notes or free text."""
-        self._events.append(OutboxEvent(
-            event_id=uuid7(), type=type_, occurred_at=utcnow(), entity_type=entity_type,
-            entity_id=entity_id, facility_id=facility_id, network=network, data=data or {},
-        ))
+        # Plain rows, inserted together at commit (a bulk import emits thousands).
+        self._events.append({
+            "event_id": uuid7(), "type": type_, "occurred_at": utcnow(),
+            "entity_type": entity_type, "entity_id": entity_id, "facility_id": facility_id,
+            "network": network, "data": data or {},
+        })
 
     def after_flush(self, step: Any) -> None:
         """Follow-up work (a callable returning a coroutine: a cascade found while applying a
@@ -54,12 +56,13 @@ class Writer:
 
     @property
     def events(self) -> list[OutboxEvent]:
-        return list(self._events)
+        return [OutboxEvent(**e) for e in self._events]
 
     async def commit(self) -> None:
         while self._pending:
             await self._pending.pop(0)()
-        self.session.add_all(self._events)
+        if self._events:
+            await self.session.execute(insert(OutboxEvent.__table__), self._events)
         p = self.principal
         await audit.append(
             self.session, self._audit,
