@@ -5,6 +5,7 @@ single pair (propose/activate/resume) and for every supporter at once (candidate
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,14 +351,26 @@ async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer, pairing: 
                network=s.network)
 
 
-async def cascade(session: AsyncSession, w: Writer, participant_id: uuid.UUID, *, action: str,
+def _people(participant_id: uuid.UUID | Collection[uuid.UUID]) -> list[uuid.UUID]:
+    return [participant_id] if isinstance(participant_id, uuid.UUID) else list(participant_id)
+
+
+async def cascade(session: AsyncSession, w: Writer,
+                  participant_id: uuid.UUID | Collection[uuid.UUID], *, action: str,
                   reason: str, only_as_supporter: bool = False,
                   statuses: tuple[str, ...] = ("proposed", "active", "paused")) -> int:
-    """Ends or pauses a person's pairings in the caller's transaction, each with its event."""
-    cond = PR.supporter_id == participant_id if only_as_supporter else or_(
-        PR.supporter_id == participant_id, PR.recipient_id == participant_id)
+    """Ends or pauses a person's (or several people's: a bulk import) pairings in the caller's
+    transaction, each with its event."""
+    ids = _people(participant_id)
+    if not ids:
+        return 0
+    # Pairings an earlier cascade of this transaction moved must be seen as moved (autoflush
+    # is off), or a release followed by an availability change would pause an ended pairing.
+    await session.flush()
+    cond = PR.supporter_id.in_(ids) if only_as_supporter else or_(
+        PR.supporter_id.in_(ids), PR.recipient_id.in_(ids))
     found = (await session.execute(select(Pairing).where(cond, PR.status.in_(statuses))
-                                   .with_for_update())).scalars().all()
+                                   .order_by(PR.id).with_for_update())).scalars().all()
     target = _S.ended.value if action == "end" else _S.paused.value
     for pairing in found:
         apply(session, w, pairing, action, target, None, reason=reason)
@@ -435,15 +448,20 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
 
 
 async def pause_keep_apart_conflicts(session: AsyncSession, w: Writer,
-                                     participant_id: uuid.UUID) -> int:
-    """After a housing move: an active pairing of this person that now stands against an open
-    keep-apart order is paused."""
+                                     participant_id: uuid.UUID | Collection[uuid.UUID]) -> int:
+    """After a housing move: an active pairing of this person (or these people) that now
+    stands against an open keep-apart order is paused."""
+    ids = _people(participant_id)
+    if not ids:
+        return 0
+    await session.flush()
     found = (await session.execute(
         select(Pairing).join(KeepApartOrder.__table__, or_(
             (K.participant_a_id == PR.supporter_id) & (K.participant_b_id == PR.recipient_id),
             (K.participant_a_id == PR.recipient_id) & (K.participant_b_id == PR.supporter_id)))
-        .where(or_(PR.supporter_id == participant_id, PR.recipient_id == participant_id),
-               PR.status == "active", K.status == "open").with_for_update(of=Pairing.__table__)
+        .where(or_(PR.supporter_id.in_(ids), PR.recipient_id.in_(ids)),
+               PR.status == "active", K.status == "open")
+        .order_by(PR.id).with_for_update(of=Pairing.__table__)
     )).scalars().all()
     for pairing in found:
         apply(session, w, pairing, "pause", _S.paused.value, None, reason="keep_apart")
