@@ -109,18 +109,20 @@ _HTTP_CODES = {
 }
 
 
+def field_error(err: Any) -> dict[str, str]:
+    """One pydantic error as {field, message, type}, without the submitted value."""
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    msg = str(err.get("msg", "invalid"))
+    # pydantic puts the offending input in some messages; keep only the rule.
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    elif "`" in msg or "found" in msg:
+        msg = msg.split(":")[0].split(",")[0]  # drop the quoted fragment of the input
+    return {"field": ".".join(loc) or "body", "message": msg, "type": err.get("type", "")}
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        msg = str(err.get("msg", "invalid"))
-        # pydantic puts the offending input in some messages; keep only the rule.
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        elif "`" in msg or "found" in msg:
-            msg = msg.split(":")[0].split(",")[0]  # drop the quoted fragment of the input
-        out.append({"field": ".".join(loc) or "body", "message": msg, "type": err.get("type", "")})
-    return out
+    return [field_error(err) for err in exc.errors()]
 
 
 def install_error_handlers(app: FastAPI) -> None:
