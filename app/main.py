@@ -25,6 +25,7 @@ from app.routers import (
     auth,
     escalations,
     facilities,
+    imports,
     keep_aparts,
     operations,
     pairings,
@@ -88,14 +89,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    auth.router, operations.router, accounts.users, accounts.clients, audit.router,
                    training.courses, training.enrollments, training.people, training.certs,
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
-                   escalations.router):
+                   escalations.router, imports.router):
         app.include_router(router)
     install_error_handlers(app)
 
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     app.add_middleware(SessionMiddleware, sessionmaker=app.state.sessionmaker,
                        read_sessionmaker=app.state.read_sessionmaker)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       import_max_bytes=settings.import_max_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_credentials=False, allow_methods=["*"],

@@ -33,12 +33,14 @@ class Job:
 
 def _jobs() -> list[Job]:
     from app.services.escalations import breach_sweep, watch_sweep
+    from app.services.imports import resume_stalled
     from app.services.pairings import certification_sweep
 
     return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds),
             Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds),
             Job("certification_sweep", certification_sweep,
-                lambda s: s.certification_sweep_minutes * 60)]
+                lambda s: s.certification_sweep_minutes * 60),
+            Job("import_resume", resume_stalled, lambda s: s.import_lease_seconds / 4)]
 
 
 async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,

@@ -22,6 +22,7 @@ from app.models import (
     Escalation,
     Facility,
     HousingUnit,
+    ImportJob,
     KeepApartOrder,
     OutboxEvent,
     Pairing,
@@ -198,6 +199,14 @@ class Factory:
                        raised_by=raised_by, raised_at=now, screener=None)
         self._save(e)
         return e
+
+    def import_job(self, account: User | ApiClient, **kw: Any) -> ImportJob:
+        kind = "client" if isinstance(account, ApiClient) else "user"
+        j = ImportJob(kind=kw.pop("kind", "participants"), format=kw.pop("format", "csv"),
+                      created_by=f"{kind}:{account.id}", status=kw.pop("status", "completed"),
+                      **kw)
+        self._save(j)
+        return j
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

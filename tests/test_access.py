@@ -264,6 +264,12 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/escalations/{escalation_id}/assign",            (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/observations",      (403, 201, 201, 201, 201, 404, 403, 403)),
     ("GET", "/v1/escalations/{escalation_id}/watch",              (403, 200, 200, 200, 200, 404, 403, 403)),
+    ("POST", "/v1/imports/participants",                          (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("POST", "/v1/imports/keep-apart-orders",                     (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/imports/participants/template",                  (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/imports/keep-apart-orders/template",             (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/imports",                                        (403, 200, 200, 200, 200, 200, 403, 200)),
+    ("GET", "/v1/imports/{import_id}",                            (403, 200, 200, 200, 200, 200, 403, 200)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -290,9 +296,27 @@ class Ctx:
     network: str
     own: Participant | None = None
     session: Any = None
+    account: Any = None
+
+    def ext(self, p: Participant) -> str:
+        return str(p.external_ids[0]["value"])
 
     def person(self) -> Participant:
         return self.factory.participant(self.facility, self.network, external=("jms", _uid()))
+
+
+@dataclass
+class Raw:
+    """A body that is a file (bulk imports), not JSON."""
+
+    content: bytes
+    headers: dict[str, str]
+
+    @classmethod
+    def csv(cls, *lines: str) -> Raw:
+        return cls("\r\n".join(lines).encode(), {"Content-Type": "text/csv",
+                                                  "Idempotency-Key": _uid()})
+
 
 
 def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] | None]:
@@ -333,6 +357,8 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
                                              status="resolved" if template.endswith("/reopen")
                                              else ("acknowledged" if template.endswith("/resolve")
                                                    else "open")).id
+    if "{import_id}" in template:
+        subs["import_id"] = f.import_job(ctx.account).id
     query = ""
     if template == "/v1/pairings/candidates":
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
@@ -404,6 +430,12 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "user_id": str(f.user(Role.clinician, [a]).id)},
         ("POST", "/v1/escalations/{escalation_id}/observations"): lambda: {
             "observed_at": "2020-01-01T10:00:00Z", "seen": "resting"},
+        ("POST", "/v1/imports/participants"): lambda: Raw.csv(
+            "external_source,external_id,network,legal_name,facility_code",
+            f"jms,{_uid()},{ctx.network},New Person,{a.code}"),
+        ("POST", "/v1/imports/keep-apart-orders"): lambda: Raw.csv(
+            "external_source,external_id,person_a,person_b,reason,scope,authorised_by",
+            f"jms,{_uid()},{ctx.ext(ctx.person())},{ctx.ext(ctx.person())},threat,unit,Lt. T"),
     }
     make = bodies.get((method, template))
     return path, make() if make else None
@@ -421,6 +453,7 @@ def _matrix_actor(factory: Any, role: str, a: Facility) -> tuple[dict[str, str],
         account = factory.user(Role.peer_supporter, [a], participant=ctx.own)
     else:
         account = factory.user(Role(role), [a])
+    ctx.account = account
     return factory.headers(account), ctx
 
 
@@ -435,7 +468,10 @@ def test_role_operation_matrix(role, client, factory):
     for method, template, expected in rows:
         path, body = _resolve(ctx, method, template)
         events_before = factory.count(OutboxEvent)
-        r = client.request(method, path, headers=headers, json=body)
+        if isinstance(body, Raw):
+            r = client.request(method, path, headers=headers | body.headers, content=body.content)
+        else:
+            r = client.request(method, path, headers=headers, json=body)
         where = f"{role} {method} {template}"
         if r.status_code != expected:
             failures.append(f"{where}: expected {expected}, got {r.status_code} {r.text[:300]}")

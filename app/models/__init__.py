@@ -27,3 +27,6 @@ __all__ += ["Disclosure", "SessionAttendee", "SessionTopic", "SupportSession"]
 from app.models.escalation import Escalation, EscalationEvent, Observation  # noqa: E402
 
 __all__ += ["Escalation", "EscalationEvent", "Observation"]
+from app.models.import_job import ImportJob  # noqa: E402
+
+__all__ += ["ImportJob"]
