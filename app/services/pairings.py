@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db import utcnow
+from app.db import one_of, utcnow
 from app.errors import Conflict, DomainError, NotFound, RuleViolation
 from app.models import (
     Escalation,
@@ -329,20 +329,25 @@ def apply(session: AsyncSession, w: Writer, pairing: Pairing, action: str, targe
     session.add(_transition_row(pairing, action, before, principal, note or reason))
     _event(w, _EVENTS[action], pairing)
     if action == "end":
-        w.after_flush(lambda: _cancel_scheduled_sessions(session, w, pairing, by))
+        w.after_flush_for("cancel_scheduled_sessions", pairing,
+                          lambda ended: _cancel_scheduled_sessions(session, w, ended))
 
 
-async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer, pairing: Pairing,
-                                     by: str) -> None:
-    """An ended pairing's scheduled sessions are cancelled (with a reason that says no more)."""
+async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer,
+                                     ended: list[Pairing]) -> None:
+    """Ended pairings' scheduled sessions are cancelled (with a reason that says no more), in
+    one query for all the pairings this transaction ended."""
     from app.models import SupportSession
 
     S = SupportSession.__table__.c
+    by = {p.id: p.ended_by or "system" for p in ended}
     found = (await session.execute(select(SupportSession).where(
-        S.pairing_id == pairing.id, S.status == "scheduled").with_for_update())).scalars().all()
+        S.pairing_id.in_(list(by)), S.status == "scheduled").order_by(S.id).with_for_update()
+    )).scalars().all()
     now = utcnow()
     for s in found:
-        s.status, s.closed_at, s.closed_by = "cancelled", now, by
+        s.status, s.closed_at = "cancelled", now
+        s.closed_by = by[s.pairing_id] if s.pairing_id else "system"
         s.close_reason = "the pairing ended"
         s.version += 1
         s.updated_at = now
@@ -367,8 +372,8 @@ async def cascade(session: AsyncSession, w: Writer,
     # Pairings an earlier cascade of this transaction moved must be seen as moved (autoflush
     # is off), or a release followed by an availability change would pause an ended pairing.
     await session.flush()
-    cond = PR.supporter_id.in_(ids) if only_as_supporter else or_(
-        PR.supporter_id.in_(ids), PR.recipient_id.in_(ids))
+    cond = one_of(session, PR.supporter_id, ids) if only_as_supporter else or_(
+        one_of(session, PR.supporter_id, ids), one_of(session, PR.recipient_id, ids))
     found = (await session.execute(select(Pairing).where(cond, PR.status.in_(statuses))
                                    .order_by(PR.id).with_for_update())).scalars().all()
     target = _S.ended.value if action == "end" else _S.paused.value
@@ -459,7 +464,7 @@ async def pause_keep_apart_conflicts(session: AsyncSession, w: Writer,
         select(Pairing).join(KeepApartOrder.__table__, or_(
             (K.participant_a_id == PR.supporter_id) & (K.participant_b_id == PR.recipient_id),
             (K.participant_a_id == PR.recipient_id) & (K.participant_b_id == PR.supporter_id)))
-        .where(or_(PR.supporter_id.in_(ids), PR.recipient_id.in_(ids)),
+        .where(or_(one_of(session, PR.supporter_id, ids), one_of(session, PR.recipient_id, ids)),
                PR.status == "active", K.status == "open")
         .order_by(PR.id).with_for_update(of=Pairing.__table__)
     )).scalars().all()

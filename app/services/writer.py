@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow, uuid7
+from app.db import insert_rows, utcnow, uuid7
 from app.models import OutboxEvent
 from app.security.principal import PRINCIPALS, Principal
 from app.services import audit
@@ -27,6 +27,7 @@ class Writer:
         self._events: list[dict[str, Any]] = []
         self._auth_changes: list[str] = []
         self._pending: list[Any] = []
+        self._batches: dict[str, list[Any]] = {}
 
     def audit(self, action: str, entity_type: str, entity_id: Any,
               facility_id: uuid.UUID | None = None, outcome: str = "success") -> None:
@@ -50,6 +51,15 @@ class Writer:
         change), run before this transaction commits."""
         self._pending.append(step)
 
+    def after_flush_for(self, key: str, item: Any, step: Any) -> None:
+        """Follow-up work for many items at once: `step(items)` runs once, before commit, with
+        every item added under `key` (one query for all the pairings a bulk import ends)."""
+        items = self._batches.get(key)
+        if items is None:
+            items = self._batches[key] = []
+            self._pending.append(lambda: step(self._batches.pop(key)))
+        items.append(item)
+
     def invalidate_auth(self, *, subject: uuid.UUID | None = None, jti: str | None = None) -> None:
         """Cached principals of this account / token are dropped when the change commits."""
         self._auth_changes.append(f"sub:{subject}" if subject else f"jti:{jti}")
@@ -61,8 +71,7 @@ class Writer:
     async def commit(self) -> None:
         while self._pending:
             await self._pending.pop(0)()
-        if self._events:
-            await self.session.execute(insert(OutboxEvent.__table__), self._events)
+        await insert_rows(self.session, OutboxEvent.__table__, self._events)
         p = self.principal
         await audit.append(
             self.session, self._audit,
