@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from asgi_correlation_id import correlation_id
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from app.security.principal import Principal
 from starlette.requests import Request
 
-from app.db import utcnow
+from app.db import insert_rows, utcnow
 from app.models import AuditEvent
 
 log = logging.getLogger("peerlink.audit")
@@ -89,8 +89,8 @@ async def append(session: AsyncSession, entries: Iterable[AuditEntry], *, actor_
         }
         row["hash"] = prev = _digest(prev, _hashed_fields(row))
         rows.append(row)
-    # One multi-row INSERT, in chain order (ids follow the VALUES order).
-    await session.execute(insert(AuditEvent.__table__), rows)
+    # Together, in chain order (ids follow the rows' order).
+    await insert_rows(session, AuditEvent.__table__, rows)
 
 
 async def record_denial(request: Request, *, status: int, code: str) -> None:
