@@ -104,21 +104,22 @@ async def _submit(request: Request, response: Response, session: Any, principal:
     if fmt is None:
         raise UnsupportedMediaType("Send imports as text/csv or application/x-ndjson.")
     settings = request.app.state.settings
-    job = await svc.submit(session=session, settings=settings, principal=principal, kind=kind,
-                           fmt=fmt, content=await request.body())
+    job, parsed = await svc.submit(session=session, settings=settings, principal=principal,
+                                   kind=kind, fmt=fmt, content=await request.body())
     response.headers["Location"] = f"/v1/imports/{job.id}"
     if job.status == ImportStatus.queued.value:
         response.status_code = status.HTTP_202_ACCEPTED
-        _start(request, job.id)
+        _start(request, job.id, parsed)
     return ImportRead.of(job)
 
 
-def _start(request: Request, job_id: uuid.UUID) -> None:
+def _start(request: Request, job_id: uuid.UUID, parsed: svc.Parsed) -> None:
     """Runs the job in this process now; the worker takes it over if this process stops."""
     state = request.app.state
     tasks: set[asyncio.Task[None]] = getattr(state, "import_tasks", None) or set()
     state.import_tasks = tasks
-    task = asyncio.create_task(svc.run_in_background(state.sessionmaker, state.settings, job_id))
+    task = asyncio.create_task(svc.run_in_background(state.sessionmaker, state.settings, job_id,
+                                                     parsed))
     tasks.add(task)
     task.add_done_callback(tasks.discard)
 

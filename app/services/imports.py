@@ -86,7 +86,7 @@ async def _apply_participants(session: AsyncSession, principal: Principal, w: Wr
     changes = participants.Changes(session, principal, w)
     keys = [(r.external_source, r.external_id) for _, r in rows]
     keys += [(e.source, e.value) for _, r in rows for e in r.external_ids]
-    await changes.load(keys, [r for _, r in rows])
+    await changes.load(keys, [r for _, r in rows], whole=False)
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     errors = []
     for line, row in rows:
@@ -220,7 +220,7 @@ def parse(content: bytes, fmt: ImportFormat, kind: Kind) -> Parsed:
         except csv.Error:
             raw.append((start, None))
         else:
-            if cells and any(c.strip() for c in cells):  # blank lines are skipped
+            if cells and "".join(cells).strip():  # blank lines are skipped
                 raw.append((start, cells))
         start = reader.line_num + 1
         if len(raw) > MAX_ROWS:
@@ -306,7 +306,8 @@ def _claims(principal: Principal, job_id: uuid.UUID) -> dict[str, str]:
 
 async def submit(*, session: AsyncSession, settings: Settings, principal: Principal,
                  kind: ImportKind, fmt: ImportFormat, content: bytes,
-                 progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
+                 progress: Callable[[ImportJob], None] | None = None
+                 ) -> tuple[ImportJob, Parsed]:
     """Checks the file as a whole (size, header, row count), stores the job, and runs it here
     when it is small (or `progress` is given: the CLI); else it waits for a runner."""
     k = KINDS[kind]
@@ -326,7 +327,7 @@ async def submit(*, session: AsyncSession, settings: Settings, principal: Princi
     if inline:
         await run(session=session, settings=settings, principal=principal, job=job,
                   parsed=parsed, progress=progress)
-    return job
+    return job, parsed
 
 
 async def run(*, session: AsyncSession, settings: Settings, principal: Principal, job: ImportJob,
@@ -429,24 +430,26 @@ async def claim(session: AsyncSession, settings: Settings, job_id: uuid.UUID) ->
     return job
 
 
-async def run_claimed(session: AsyncSession, settings: Settings, job: ImportJob) -> ImportJob:
+async def run_claimed(session: AsyncSession, settings: Settings, job: ImportJob,
+                      parsed: Parsed | None = None) -> ImportJob:
     """Runs a claimed job as its creator (their account as it is now)."""
     try:
         principal = await load_principal(session, dict(job.claims))
     except InvalidToken:
         return await _fail(session, job, "principal_inactive")
-    return await run(session=session, settings=settings, principal=principal, job=job)
+    return await run(session=session, settings=settings, principal=principal, job=job,
+                     parsed=parsed)
 
 
 async def run_in_background(maker: async_sessionmaker[AsyncSession], settings: Settings,
-                            job_id: uuid.UUID) -> None:
-    """The API process starts a large job right away; should it stop, the worker's
-    `import_resume` job takes the job over once its lease runs out."""
+                            job_id: uuid.UUID, parsed: Parsed | None = None) -> None:
+    """The API process starts a large job right away (with the file it already read); should
+    it stop, the worker's `import_resume` job takes the job over once its lease runs out."""
     try:
         async with maker() as session:
             job = await claim(session, settings, job_id)
             if job is not None:
-                await run_claimed(session, settings, job)
+                await run_claimed(session, settings, job, parsed)
     except Exception:
         log.exception("import job failed; it resumes when its lease runs out",
                       extra={"import_id": str(job_id)})

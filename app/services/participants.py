@@ -10,14 +10,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, or_, select
+from sqlalchemy import Row, and_, or_, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow, uuid7
+from app.db import insert_rows, utcnow, uuid7
 from app.errors import Conflict, NotFound, RuleViolation
 from app.models import (
     Facility,
@@ -41,7 +42,7 @@ from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
 from app.services.pagination import keyset_page
-from app.services.scoping import P
+from app.services.scoping import PARTICIPANT, P
 from app.services.writer import Writer
 
 
@@ -181,16 +182,16 @@ def _check_network(principal: Principal, network: Network) -> None:
 
 # What a body may set (an import row's own fields, such as its external id, are not columns).
 _BODY_FIELDS = frozenset(ParticipantUpdate.model_fields)
+_COLUMN_FIELDS = _BODY_FIELDS - {"facility_code", "housing_unit_code", "program_roles"}
 _LOCATION_FIELDS = frozenset({"facility_id", "facility_code", "housing_unit_id", "housing_unit_code"})
 
 
 def _desired(data: ParticipantCreate | ParticipantUpdate, fields_set: set[str]) -> dict[str, Any]:
     """The column values a body asks for (only the fields it set)."""
-    raw = data.model_dump(include=(fields_set & _BODY_FIELDS) - {
-        "facility_code", "housing_unit_code", "external_ids", "program_roles", "network"})
     out: dict[str, Any] = {}
-    for k, v in raw.items():
-        out[k] = v.value if hasattr(v, "value") else v
+    for k in fields_set & _COLUMN_FIELDS:
+        v = getattr(data, k)  # plain values (str, date, int, lists of str) but for the enums
+        out[k] = v.value if isinstance(v, Enum) else v
     for k in ("custody_status", "employment_status", "supporter_availability"):
         if k in out and out[k] is None:
             del out[k]  # null never clears a status: an upsert without it leaves it as it is
@@ -299,6 +300,9 @@ def _bump(p: Participant) -> None:
 
 
 _INSERT_COLUMNS = tuple(c.name for c in Participant.__table__.columns)
+# What the rules compare (no timestamps: an unchanged row costs as little as it can).
+_DECIDE_COLUMNS = tuple(P[c] for c in ("id", "network", "external_ids", *sorted(
+    _COLUMN_FIELDS | {"is_supporter", "is_recipient"})))
 
 
 class Changes:
@@ -312,31 +316,37 @@ class Changes:
     def __init__(self, session: AsyncSession, principal: Principal, w: Writer) -> None:
         self.session, self.principal, self.w = session, principal, w
         self.locations = Locations()
-        self.by_key: dict[tuple[str, str], Participant] = {}
+        # Existing records as read-only rows: most rows of a JMS file change nothing, and only
+        # the ones that do become ORM objects (in flush).
+        self.by_key: dict[tuple[str, str], Row[Any]] = {}
         self.holder: dict[tuple[str, str], uuid.UUID] = {}  # any scope: who holds an external id
-        self._new: list[Participant] = []
+        self.updated: dict[uuid.UUID, Participant] = {}
+        self._new: list[dict[str, Any]] = []
         self._new_ids: list[dict[str, Any]] = []
+        self._updates: list[tuple[uuid.UUID, ParticipantCreate, set[str], list[ExternalId]]] = []
         self._cascades: dict[_Cascade, list[uuid.UUID]] = {}
 
-    async def load(self, keys: Iterable[tuple[str, str]], bodies: Iterable[ParticipantCreate]
-                   ) -> None:
-        """The participants holding these external ids (visible ones locked, the others only
-        known to be taken) and the facilities the bodies refer to: three queries at most."""
+    async def load(self, keys: Iterable[tuple[str, str]], bodies: Iterable[ParticipantCreate],
+                   *, whole: bool = True) -> None:
+        """The participants holding these external ids (the visible ones as rows, the others
+        only known to be taken) and the facilities the bodies refer to: three queries at most.
+        Nothing is locked yet: most rows of a JMS file change nothing."""
         keys = set(keys)
         ext = ParticipantExternalId.__table__.c
         by_source: dict[str, list[str]] = {}
         for source, value in keys:
             by_source.setdefault(source, []).append(value)
         for source, values in by_source.items():
+            # Whole rows for a route's answer; for an import only what the rules compare.
+            columns = (PARTICIPANT,) if whole else _DECIDE_COLUMNS
             rows = await self.session.execute(
-                scoping.participants(self.principal, Participant, ext.source, ext.value)
-                .join(ParticipantExternalId.__table__, ext.participant_id == Participant.id)
-                .where(ext.source == source, ext.value.in_(values))
-                .order_by(Participant.id).with_for_update(of=Participant.__table__))
+                scoping.participants(self.principal, *columns)
+                .add_columns(ext.source.label("ext_source"), ext.value.label("ext_value"))
+                .join(ParticipantExternalId.__table__, ext.participant_id == P.id)
+                .where(ext.source == source, ext.value.in_(values)))
             for row in rows:
-                p = row[0]
-                self.by_key[(row.source, row.value)] = p
-                self.holder[(row.source, row.value)] = p.id
+                self.by_key[(row.ext_source, row.ext_value)] = row
+                self.holder[(row.ext_source, row.ext_value)] = row.id
         unknown = keys - self.holder.keys()
         if unknown:
             by_source = {}
@@ -358,38 +368,39 @@ class Changes:
 
     # --- one record -------------------------------------------------------------------------
 
-    def create(self, data: ParticipantCreate) -> Participant:
+    def create(self, data: ParticipantCreate, ids: list[ExternalId] | None = None
+               ) -> dict[str, Any]:
+        """A new participant's row (inserted by flush; a plain row, not an ORM object: an
+        import creates thousands)."""
         values = _new_values(self.principal, data, self.locations)
-        ids = _unique_ids(data.external_ids)
+        ids = _unique_ids(data.external_ids if ids is None else ids)
         if any((e.source, e.value) in self.holder for e in ids):
             raise Conflict("An external id is already linked to another participant.",
                            code="external_id_taken")
-        p = Participant(network=data.network.value,
-                        external_ids=[{"source": e.source, "value": e.value} for e in ids],
-                        **values)
-        self._new.append(p)
+        now = utcnow()
+        row: dict[str, Any] = dict.fromkeys(_INSERT_COLUMNS)
+        row.update(id=uuid7(), network=data.network.value, is_supporter=False,
+                   is_recipient=False, external_ids=[{"source": e.source, "value": e.value}
+                                                     for e in ids],
+                   version=1, created_at=now, updated_at=now)
+        row.update(values)
+        self._new.append(row)
+        pid = row["id"]
         for e in ids:
-            self._new_ids.append({"id": uuid7(), "participant_id": p.id, "source": e.source,
-                                  "value": e.value, "created_at": p.created_at})
-            self.holder[(e.source, e.value)] = p.id
-            self.by_key[(e.source, e.value)] = p
-        self.w.audit("participant.create", "participant", p.id, p.facility_id)
-        self.w.emit("participant.created", "participant", p.id, facility_id=p.facility_id,
-                    network=p.network)
-        return p
+            self._new_ids.append({"id": uuid7(), "participant_id": pid, "source": e.source,
+                                  "value": e.value, "created_at": now})
+            self.holder[(e.source, e.value)] = pid
+        self.w.audit("participant.create", "participant", pid, row["facility_id"])
+        self.w.emit("participant.created", "participant", pid, facility_id=row["facility_id"],
+                    network=row["network"])
+        return row
 
     def update(self, p: Participant, data: ParticipantCreate | ParticipantUpdate,
                fields_set: set[str], *, action: str = "participant.update",
                add_ids: list[ExternalId] | None = None) -> list[str]:
         """Applies the fields a body set (and external ids to add); records the custody events
         and queues the cascades. Returns the changed fields ([] = nothing written)."""
-        changed = _changed_values(p, data, fields_set, self.locations)
-        have = {(e["source"], e["value"]) for e in (p.external_ids or [])}
-        new_ids = [e for e in _unique_ids(add_ids or []) if (e.source, e.value) not in have]
-        for e in new_ids:
-            if self.holder.get((e.source, e.value), p.id) != p.id:
-                raise Conflict("An external id is already linked to another participant.",
-                               code="external_id_taken")
+        changed, new_ids = self._decide(p, data, fields_set, add_ids)
         if not changed and not new_ids:
             return []
         before_facility, before_status = p.facility_id, p.custody_status
@@ -426,32 +437,60 @@ class Changes:
         w.audit(action, "participant", p.id, p.facility_id)
         return sorted(changed) + (["external_ids"] if new_ids else [])
 
+    def _decide(self, p: Any, data: ParticipantCreate | ParticipantUpdate, fields_set: set[str],
+                add_ids: list[ExternalId] | None) -> tuple[dict[str, Any], list[ExternalId]]:
+        """The columns and external ids a body changes on p (a row or an ORM object). Pure
+        but for noting the new ids as taken; raises on a broken rule."""
+        changed = _changed_values(p, data, fields_set, self.locations)
+        have = {(e["source"], e["value"]) for e in (p.external_ids or [])}
+        new_ids = [e for e in _unique_ids(add_ids or []) if (e.source, e.value) not in have]
+        for e in new_ids:
+            if self.holder.get((e.source, e.value), p.id) != p.id:
+                raise Conflict("An external id is already linked to another participant.",
+                               code="external_id_taken")
+        for e in new_ids:
+            self.holder[(e.source, e.value)] = p.id
+        return changed, new_ids
+
     def upsert(self, source: str, value: str, data: ParticipantCreate
-               ) -> tuple[Participant, str]:
-        """Idempotent by external id: (participant, "created" | "updated" | "unchanged")."""
-        ids = _unique_ids([ExternalId(source=source, value=value), *data.external_ids])
-        p = self.by_key.get((source, value))
-        if p is None:
+               ) -> tuple[Row[Any] | dict[str, Any], str]:
+        """Idempotent by external id: (the stored row, or a new one's row; "created" |
+        "updated" | "unchanged"). An update is decided here (and raises here) and applied by
+        flush, which then holds the record in `updated`."""
+        ids = _unique_ids([ExternalId.model_construct(source=source, value=value),
+                           *data.external_ids])
+        row = self.by_key.get((source, value))
+        if row is None:
             if (source, value) in self.holder:  # someone outside the caller's scope holds it
                 raise NotFound("No such participant.")
-            return self.create(data.model_copy(update={"external_ids": ids})), "created"
-        if p.network != data.network.value:
+            return self.create(data, ids), "created"
+        if row.network != data.network.value:
             raise RuleViolation("A participant's network cannot change.", code="network_immutable")
         fields = set(data.model_fields_set) - {"network", "external_ids"}
-        changed = self.update(p, data, fields, action="participant.upsert", add_ids=ids)
-        return p, "updated" if changed else "unchanged"
+        changed, new_ids = self._decide(row, data, fields, ids)
+        if not changed and not new_ids:
+            return row, "unchanged"
+        self._updates.append((row.id, data, fields, ids))
+        return row, "updated"
 
     # --- writing it all ----------------------------------------------------------------------
 
     async def flush(self) -> None:
         """Inserts the new records, writes the changed ones, runs the queued cascades."""
+        if self._updates:
+            # Only the records upsert decided to change become ORM objects, locked; each is
+            # decided again on its locked state (a concurrent writer may have been first).
+            found = (await self.session.execute(select(Participant).where(
+                P.id.in_([u[0] for u in self._updates])).order_by(P.id).with_for_update()
+            )).scalars()
+            self.updated.update({p.id: p for p in found})
+            for pid, data, fields, ids in self._updates:
+                self.update(self.updated[pid], data, fields, action="participant.upsert",
+                            add_ids=ids)
+            self._updates.clear()
         try:
-            if self._new:
-                await self.session.execute(
-                    insert(Participant.__table__),
-                    [{c: getattr(p, c) for c in _INSERT_COLUMNS} for p in self._new])
-            if self._new_ids:
-                await self.session.execute(insert(ParticipantExternalId.__table__), self._new_ids)
+            await insert_rows(self.session, Participant.__table__, self._new)
+            await insert_rows(self.session, ParticipantExternalId.__table__, self._new_ids)
             await self.session.flush()
         except IntegrityError:
             await self.session.rollback()
@@ -488,10 +527,10 @@ async def create(*, session: AsyncSession, principal: Principal,
     w = Writer(session, principal)
     changes = Changes(session, principal, w)
     await changes.load([(e.source, e.value) for e in data.external_ids], [data])
-    p = changes.create(data)
+    row = changes.create(data)
     await changes.flush()
     await w.commit()
-    return p
+    return Participant(**row)
 
 
 async def update(*, session: AsyncSession, principal: Principal, participant_id: uuid.UUID,
@@ -517,14 +556,14 @@ async def update(*, session: AsyncSession, principal: Principal, participant_id:
 
 async def upsert_by_external_id(*, session: AsyncSession, principal: Principal, source: str,
                                 value: str, data: ParticipantCreate,
-                                _retry: bool = True) -> tuple[Participant, bool]:
+                                _retry: bool = True) -> tuple[Participant | Row[Any], bool]:
     """Idempotent: the same body twice changes nothing and emits nothing the second time."""
     w = Writer(session, principal)
     changes = Changes(session, principal, w)
     await changes.load([(source, value), *((e.source, e.value) for e in data.external_ids)], [data])
-    p, outcome = changes.upsert(source, value, data)
-    if outcome == "unchanged":
-        return p, False  # nothing written; the request's transaction simply ends
+    found, outcome = changes.upsert(source, value, data)
+    if outcome == "unchanged" and not isinstance(found, dict):
+        return found, False  # nothing written; the request's transaction simply ends
     try:
         await changes.flush()
     except Conflict:
@@ -534,7 +573,9 @@ async def upsert_by_external_id(*, session: AsyncSession, principal: Principal, 
         return await upsert_by_external_id(session=session, principal=principal, source=source,
                                            value=value, data=data, _retry=False)
     await w.commit()
-    return p, outcome == "created"
+    if isinstance(found, dict):
+        return Participant(**found), True
+    return changes.updated[found.id], False
 
 
 async def archive(*, session: AsyncSession, principal: Principal, participant_id: uuid.UUID,
