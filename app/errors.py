@@ -170,13 +170,13 @@ def _route(request: Request) -> str:
 
 # 422 refusals that are really authorisation: reaching for a facility, network or person
 # outside the caller's scope.
-_AUDITED_REFUSALS = frozenset({"network_not_allowed", "unknown_facility", "unknown_participant",
-                               "not_eligible"})
+AUDITED_REFUSALS = frozenset({"network_not_allowed", "unknown_facility", "unknown_participant",
+                              "not_eligible", "not_found"})
 
 
 async def _audit_denial(request: Request, exc: DomainError) -> None:
     """Every denied attempt (401, 403, and 404s on scoped records) joins the audit trail."""
-    if exc.audited or (exc.status not in (401, 403, 404) and exc.code not in _AUDITED_REFUSALS) \
+    if exc.audited or (exc.status not in (401, 403, 404) and exc.code not in AUDITED_REFUSALS) \
             or request.url.path == "/v1/auth/token":
         return  # the token endpoint audits its own refusals, with the account concerned
     from app.services import audit  # late import: services depend on this module

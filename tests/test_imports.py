@@ -109,6 +109,9 @@ def test_mixed_valid_and_invalid_rows(client, factory, world):
     assert [e.type for e in factory.events()] == ["participant.created"] * 2
     assert len(factory.audits("participant.create")) == 2
     assert len(factory.audits("import.participants")) == 1
+    # Rows reaching outside the caller's scope are audited as refused, as on the routes.
+    refused = factory.audits("import.participants.row")
+    assert [a.outcome for a in refused] == ["refused"] * 3
     # The result stays readable by its creator.
     again = client.get(f"/v1/imports/{got['id']}", headers=world["h"])
     assert again.status_code == 200 and again.json() == got
@@ -342,3 +345,32 @@ def test_keep_apart_import_needs_keep_apart_write(client, factory, world):
     only_people = factory.headers(factory.api_client(["participants:write"], [world["f"]]))
     r = _post(client, only_people, "external_source\r\n", kind="keep-apart-orders")
     assert r.status_code == 403 and r.json()["code"] == "insufficient_scope"
+
+
+def test_the_cli_runs_the_same_import_as_a_named_client(factory, world, settings, tmp_path,
+                                                         monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+    from app.config import get_settings
+
+    file = tmp_path / "nightly.csv"
+    file.write_text(_csv("jms,P-1,incarcerated,Ann Lee,1990-04-01,en,CCJ,A1,in_custody,",
+                         "jms,P-2,incarcerated,Bo Kim,1990-04-01,en,OUT,Z9,in_custody,"))
+    monkeypatch.setenv("PEERLINK_DATABASE_URL", settings.database_url)
+    get_settings.cache_clear()
+    try:
+        r = CliRunner().invoke(cli, ["import", "participants", str(file),
+                                     "--client", world["jms"].client_id])
+        unknown = CliRunner().invoke(cli, ["import", "participants", str(file),
+                                           "--client", "plc_nobody"])
+    finally:
+        get_settings.cache_clear()
+    assert r.exit_code == 1, r.output  # a row failed
+    out = orjson.loads(r.stdout[r.stdout.index("{"):])
+    assert (out["created"], out["failed"]) == (1, 1)
+    assert out["errors"][0]["code"] == "unknown_facility"
+    assert [p.legal_name for p in _all(factory, Participant)] == ["Ann Lee"]
+    created = factory.audits("participant.create")[0]
+    assert (created.actor_type, created.client_id) == ("client", world["jms"].client_id)
+    assert unknown.exit_code == 2 and factory.count(ImportJob) == 1

@@ -27,7 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import utcnow
-from app.errors import DomainError, Forbidden, NotFound, RuleViolation, field_error
+from app.errors import (
+    AUDITED_REFUSALS,
+    DomainError,
+    Forbidden,
+    NotFound,
+    RuleViolation,
+    field_error,
+)
 from app.models import ImportJob
 from app.models.import_job import ImportFormat, ImportKind, ImportStatus
 from app.models.keep_apart import KeepApartImportRow
@@ -351,6 +358,9 @@ async def run(*, session: AsyncSession, settings: Settings, principal: Principal
         chunk = lines[job.rows_done:job.rows_done + size]
         rows = [(n, by_line[n]) for n in chunk if n in by_line]
         w, counts, row_errors = await _apply_chunk(session, principal, kind, job, rows)
+        for e in row_errors:
+            if e["code"] in AUDITED_REFUSALS:  # reaching outside one's scope, as on the routes
+                w.audit(f"import.{kind.name.value}.row", "import_job", job.id, outcome="refused")
         found = [e for n in chunk for e in errors.get(n, [])] + row_errors
         found.sort(key=lambda e: e["line"])
         room = settings.import_max_errors - len(job.errors or [])

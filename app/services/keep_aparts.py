@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.db import one_of, utcnow
 from app.errors import Conflict, NotFound, RuleViolation
 from app.models import KeepApartOrder, Participant, ParticipantExternalId
 from app.models.keep_apart import (
@@ -186,14 +186,14 @@ class OrderChanges:
         for source, values in by_source.items():
             found = (await self.session.execute(
                 scoping.keep_apart_orders(self.principal)
-                .where(K.external_source == source, K.external_id.in_(values))
+                .where(K.external_source == source, one_of(self.session, K.external_id, values))
                 .order_by(K.id).with_for_update())).scalars().all()
             self.by_key.update({(o.external_source, o.external_id): o for o in found})
             rest = values - {o.external_id for o in found}
             if rest:
                 self.taken |= {(source, v) for v in (await self.session.execute(
                     select(K.external_id).where(K.external_source == source,
-                                                K.external_id.in_(rest)))).scalars()}
+                                                one_of(self.session, K.external_id, rest)))).scalars()}
         persons: dict[str, set[str]] = {}
         for r in rows:
             for source, value in r.people():
@@ -203,13 +203,14 @@ class OrderChanges:
                     scoping.participants(self.principal, P.id, P.network, P.facility_id,
                                          ext.value)
                     .join(ParticipantExternalId.__table__, ext.participant_id == P.id)
-                    .where(ext.source == source, ext.value.in_(values))):
+                    .where(ext.source == source, one_of(self.session, ext.value, values))):
                 self.people[(source, row.value)] = _Person(row.id, row.network, row.facility_id)
         ids = {p.id for p in self.people.values()}
         if ids:
             self.open_pairs = {(a, b) for a, b in await self.session.execute(
                 select(K.participant_a_id, K.participant_b_id).where(
-                    K.status == "open", K.participant_a_id.in_(ids), K.participant_b_id.in_(ids)))}
+                    K.status == "open", one_of(self.session, K.participant_a_id, ids),
+                    one_of(self.session, K.participant_b_id, ids)))}
 
     def upsert(self, row: KeepApartImportRow) -> str:
         """"created" | "updated" | "unchanged"; raises (changing nothing) on a broken rule."""
