@@ -13,7 +13,6 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.db import make_async_engine, make_sessionmaker
 from app.main import create_app
 from app.models import (
