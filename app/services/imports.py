@@ -207,16 +207,21 @@ def parse(content: bytes, fmt: ImportFormat, kind: Kind) -> Parsed:
         raise _file_error("empty_file", "The file has no header row.") from None
     except csv.Error:
         raise _file_error("malformed_csv", "The header row is not valid CSV.") from None
-    unknown = [h for h in header if h not in kind.columns]
+    # Unknown columns are named by position, never by their text: a file without a header
+    # row would otherwise have its first person's details echoed back.
+    unknown = [i for i, h in enumerate(header, start=1) if h not in kind.columns]
     missing = [c for c in kind.required if c not in header]
-    if unknown or missing or len(set(header)) != len(header):
+    twice = sorted({h for h in header if header.count(h) > 1 and h in kind.columns})
+    if unknown or missing or twice:
         raise RuleViolation(
             "The header row does not match the documented columns (see the template).",
             code="invalid_header",
-            errors=[{"field": h, "message": "unknown column", "type": "unknown_column"}
-                    for h in unknown]
+            errors=[{"field": f"column {i}", "message": "unknown column",
+                     "type": "unknown_column"} for i in unknown]
             + [{"field": c, "message": "missing column", "type": "missing_column"}
-               for c in missing])
+               for c in missing]
+            + [{"field": c, "message": "column given twice", "type": "duplicate_column"}
+               for c in twice])
     raw: list[tuple[int, list[str] | None]] = []
     start = reader.line_num + 1
     while True:

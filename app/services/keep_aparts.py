@@ -279,8 +279,7 @@ class OrderChanges:
         except IntegrityError:
             await self.session.rollback()
             raise _clash() from None
-        for a, b in self._opened:
-            await pairings.end_between(self.session, self.w, a, b)
+        await pairings.end_between_pairs(self.session, self.w, self._opened)
         self._new.clear()
         self._opened.clear()
 
