@@ -308,10 +308,11 @@ _DECIDE_COLUMNS = tuple(P[c] for c in ("id", "network", "external_ids", *sorted(
 class Changes:
     """What one transaction does to participants: every create, update and upsert by external
     id goes through here, for one record (the routes) or a chunk of an import. The records a
-    chunk refers to are loaded (and locked) in one query, each row's change is decided in
-    Python by the same rules, new records are inserted together, and each kind of cascade
-    (release ends pairings, ...) runs once for the people it concerns, in this transaction.
-    A row that breaks a rule raises before it changes anything."""
+    chunk refers to are read in one query, each row's change is decided in Python by the same
+    rules (only the records that change are then locked and loaded as ORM objects), new
+    records are inserted together, and each kind of cascade (release ends pairings, ...) runs
+    once for the people it concerns, in this transaction. A row that breaks a rule raises
+    before it changes anything."""
 
     def __init__(self, session: AsyncSession, principal: Principal, w: Writer) -> None:
         self.session, self.principal, self.w = session, principal, w
