@@ -378,3 +378,39 @@ def test_the_cli_runs_the_same_import_as_a_named_client(factory, world, settings
     created = factory.audits("participant.create")[0]
     assert (created.actor_type, created.client_id) == ("client", world["jms"].client_id)
     assert unknown.exit_code == 2 and factory.count(ImportJob) == 1
+
+
+def test_a_job_whose_creator_was_deactivated_stops_and_forgets_the_file(settings, factory, world):
+    gone = factory.user(Role.coordinator, [world["f"]], active=False)
+    job = factory.import_job(
+        gone, status="queued", content=_csv("jms,P-1,incarcerated,Ann Lee,,,CCJ,,,").encode(),
+        rows_total=1, claims={"sub": str(gone.id), "sub_kind": "user", "jti": "t-2",
+                              "scope": "participants:read participants:write"})
+
+    async def resume() -> dict[str, int]:
+        engine = make_async_engine(settings)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await imports.resume_stalled(session, settings)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(resume())
+    done = factory.get(ImportJob, job.id)
+    assert (done.status, done.failure, done.content) == ("failed", "principal_inactive", None)
+    assert factory.count(Participant) == 0
+
+
+def test_jsonl_extra_ids_of_someone_else_are_refused_per_row(client, factory, world):
+    factory.participant(world["f"], external=("booking", "B-9"))
+    rows = [{"external_source": "jms", "external_id": "J-1", "network": "incarcerated",
+             "legal_name": "Ann Lee", "facility_code": "CCJ",
+             "external_ids": [{"source": "booking", "value": "B-9"}]},
+            {"external_source": "jms", "external_id": "J-2", "network": "incarcerated",
+             "legal_name": "Bo Kim", "facility_code": "CCJ",
+             "external_ids": [{"source": "booking", "value": "B-10"}]}]
+    body = "\n".join(orjson.dumps(r).decode() for r in rows)
+    got = _post(client, world["jms_h"], body, ctype="application/x-ndjson").json()
+    assert _errors_by_line(got) == {1: [(None, "external_id_taken")]}
+    assert got["created"] == 1
+    assert factory.count(ParticipantExternalId) == 3  # B-9, J-2, B-10
