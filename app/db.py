@@ -195,7 +195,9 @@ async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, 
     if session.bind.dialect.name != "postgresql":  # type: ignore[union-attr]
         await session.execute(table.insert(), rows)
         return
+    from psycopg import errors as pg_errors
     from psycopg.types.json import Jsonb
+    from sqlalchemy.exc import IntegrityError
 
     names = list(rows[0])
     json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
@@ -203,10 +205,16 @@ async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, 
     conn = await session.connection()
     raw = (await conn.get_raw_connection()).driver_connection
     columns = ", ".join(f'"{n}"' for n in names)
-    async with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as cp:
-        for row in rows:
-            await cp.write_row([Jsonb(row[n], dumps=_json_text) if j and row[n] is not None
-                                else row[n] for n, j in zip(names, wrap, strict=True)])
+    try:
+        async with raw.cursor() as cur, \
+                cur.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as cp:
+            for row in rows:
+                await cp.write_row([Jsonb(row[n], dumps=_json_text) if j and row[n] is not None
+                                    else row[n] for n, j in zip(names, wrap, strict=True)])
+    except pg_errors.IntegrityError as exc:
+        # The driver's own error (COPY bypasses SQLAlchemy): raised as SQLAlchemy's, so a
+        # caller handles a unique violation the same way on both databases.
+        raise IntegrityError(f"COPY {table.name}", None, exc) from None
 
 
 def _json_text(value: Any) -> str:
