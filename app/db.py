@@ -20,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    text,
     types,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -228,3 +229,24 @@ def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> Any:
     if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
         return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+async def update_rows(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Writes many rows back by primary key `id` (every row with the same keys: the columns
+    to set). PostgreSQL: one UPDATE ... FROM jsonb_to_recordset(one parameter); SQLite: one
+    executemany."""
+    if not rows:
+        return
+    names = [n for n in rows[0] if n != "id"]
+    if session.bind.dialect.name != "postgresql":  # type: ignore[union-attr]
+        stmt = table.update().where(table.c.id == bindparam("_id")).values(
+            {n: bindparam(n) for n in names})
+        await session.execute(stmt, [{"_id": r["id"], **{n: r[n] for n in names}} for r in rows])
+        return
+    dialect = session.bind.dialect  # type: ignore[union-attr]
+    spec = ", ".join(f'"{c}" {table.c[c].type.compile(dialect=dialect)}' for c in ["id", *names])
+    sets = ", ".join(f'"{n}" = v."{n}"' for n in names)
+    # Column names and types come from the table's metadata, never from input.
+    sql = (f'UPDATE "{table.name}" AS t SET {sets} FROM jsonb_to_recordset(CAST(:rows AS jsonb))'  # noqa: S608
+           f' AS v({spec}) WHERE t.id = v.id')
+    await session.execute(text(sql), {"rows": orjson.dumps(rows).decode()})

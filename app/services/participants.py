@@ -18,7 +18,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_rows, utcnow, uuid7
+from app.db import insert_rows, one_of, update_rows, utcnow, uuid7
 from app.errors import Conflict, NotFound, RuleViolation
 from app.models import (
     Facility,
@@ -326,6 +326,7 @@ class Changes:
         self._new_ids: list[dict[str, Any]] = []
         self._updates: list[tuple[uuid.UUID, ParticipantCreate, set[str], list[ExternalId]]] = []
         self._cascades: dict[_Cascade, list[uuid.UUID]] = {}
+        self._whole = True
 
     async def load(self, keys: Iterable[tuple[str, str]], bodies: Iterable[ParticipantCreate],
                    *, whole: bool = True) -> None:
@@ -339,12 +340,13 @@ class Changes:
             by_source.setdefault(source, []).append(value)
         for source, values in by_source.items():
             # Whole rows for a route's answer; for an import only what the rules compare.
+            self._whole = whole
             columns = (PARTICIPANT,) if whole else _DECIDE_COLUMNS
             rows = await self.session.execute(
                 scoping.participants(self.principal, *columns)
                 .add_columns(ext.source.label("ext_source"), ext.value.label("ext_value"))
                 .join(ParticipantExternalId.__table__, ext.participant_id == P.id)
-                .where(ext.source == source, ext.value.in_(values)))
+                .where(ext.source == source, one_of(self.session, ext.value, values)))
             for row in rows:
                 self.by_key[(row.ext_source, row.ext_value)] = row
                 self.holder[(row.ext_source, row.ext_value)] = row.id
@@ -356,7 +358,7 @@ class Changes:
             for source, values in by_source.items():
                 rows = await self.session.execute(
                     select(ext.source, ext.value, ext.participant_id)
-                    .where(ext.source == source, ext.value.in_(values)))
+                    .where(ext.source == source, one_of(self.session, ext.value, values)))
                 for row in rows:
                     self.holder[(row.source, row.value)] = row.participant_id
         ids: set[uuid.UUID] = {p.facility_id for p in self.by_key.values()}
@@ -479,16 +481,7 @@ class Changes:
     async def flush(self) -> None:
         """Inserts the new records, writes the changed ones, runs the queued cascades."""
         if self._updates:
-            # Only the records upsert decided to change become ORM objects, locked; each is
-            # decided again on its locked state (a concurrent writer may have been first).
-            found = (await self.session.execute(select(Participant).where(
-                P.id.in_([u[0] for u in self._updates])).order_by(P.id).with_for_update()
-            )).scalars()
-            self.updated.update({p.id: p for p in found})
-            for pid, data, fields, ids in self._updates:
-                self.update(self.updated[pid], data, fields, action="participant.upsert",
-                            add_ids=ids)
-            self._updates.clear()
+            await self._apply_updates()
         try:
             await insert_rows(self.session, Participant.__table__, self._new)
             await insert_rows(self.session, ParticipantExternalId.__table__, self._new_ids)
@@ -511,6 +504,53 @@ class Changes:
                 await pairings.cascade(self.session, self.w, people, action=c.action,
                                        reason=c.reason, only_as_supporter=c.only_as_supporter,
                                        statuses=c.statuses)
+
+
+    async def _apply_updates(self) -> None:
+        """The records upsert decided to change are locked and decided again on their locked
+        state (a concurrent writer may have been first), then changed by `update`. For one
+        record (a route) that is an ORM object, returned in `updated`; for an import's chunk,
+        plain records written back with one statement (no ORM object per row)."""
+        ids = [u[0] for u in self._updates]
+        if self._whole:
+            found = (await self.session.execute(select(Participant).where(
+                one_of(self.session, P.id, ids)).order_by(P.id).with_for_update())).scalars()
+            self.updated.update({p.id: p for p in found})
+            for pid, data, fields, add in self._updates:
+                self.update(self.updated[pid], data, fields, action="participant.upsert",
+                            add_ids=add)
+        else:
+            rows = await self.session.execute(
+                select(*_DECIDE_COLUMNS, P.version).where(one_of(self.session, P.id, ids))
+                .order_by(P.id).with_for_update())
+            records = {r.id: _Record(dict(r._mapping)) for r in rows}
+            for pid, data, fields, add in self._updates:
+                self.update(records[pid], data, fields,  # type: ignore[arg-type]
+                            action="participant.upsert", add_ids=add)
+            await update_rows(self.session, Participant.__table__,
+                              [r.values for r in records.values() if r.changed])
+        self._updates.clear()
+
+
+class _Record:
+    """A participant's columns as a plain object with attributes: what `Changes.update`
+    changes on it is written back by update_rows, for a whole chunk at once."""
+
+    __slots__ = ("values", "changed")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "changed", False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.values[name] = value
+        object.__setattr__(self, "changed", True)
 
 
 def _unique_ids(ids: Iterable[ExternalId]) -> list[ExternalId]:
