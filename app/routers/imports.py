@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -15,7 +17,19 @@ from app.models.import_job import ImportFormat, ImportKind, ImportRead, ImportSt
 from app.routers.common import AUTHED, DEFAULT, Cursor, Limit, problems
 from app.services import imports as svc
 
-router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=AUTHED)
+
+@asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """On shutdown, import jobs running in this process stop between statements (their chunk
+    rolls back); their lease then runs out and the worker's import_resume finishes them."""
+    yield
+    tasks: set[asyncio.Task[None]] = getattr(app.state, "import_tasks", None) or set()
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=AUTHED, lifespan=_lifespan)
 
 CONTENT_TYPES = {"text/csv": ImportFormat.csv, "application/x-ndjson": ImportFormat.jsonl}
 
