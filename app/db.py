@@ -5,10 +5,24 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, types
+import orjson
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    DateTime,
+    MetaData,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    text,
+    types,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
@@ -103,7 +117,9 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     if not settings.is_sqlite:
         kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size)
-    engine = create_async_engine(settings.async_database_url, hide_parameters=True, **kwargs)
+    # orjson reads JSON columns several times faster (an import reads thousands of rows).
+    engine = create_async_engine(settings.async_database_url, hide_parameters=True,
+                                 json_deserializer=orjson.loads, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -122,7 +138,7 @@ def make_read_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
     if settings.is_sqlite:
         return engine
     return create_async_engine(settings.async_database_url, isolation_level="AUTOCOMMIT",
-                               hide_parameters=True,
+                               hide_parameters=True, json_deserializer=orjson.loads,
                                pool_reset_on_return=None, pool_size=settings.db_pool_size,
                                max_overflow=settings.db_pool_size)
 
@@ -180,3 +196,72 @@ class SessionMiddleware:
 
 async def get_session(request: Request) -> AsyncSession:
     return request.state.db.get()  # type: ignore[no-any-return]
+
+
+_COPY_FROM = 20
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Inserts many rows (all with the same keys) in the session's transaction, in order.
+    PostgreSQL: COPY on the session's own connection, several times faster than an INSERT per
+    row (what executemany amounts to); SQLite: one executemany."""
+    if not rows:
+        return
+    # A few rows (one request's audit row and event) cost less as a plain INSERT.
+    if len(rows) < _COPY_FROM or session.bind.dialect.name != "postgresql":  # type: ignore[union-attr]
+        await session.execute(table.insert(), rows)
+        return
+    from psycopg import errors as pg_errors
+    from psycopg.types.json import Jsonb
+    from sqlalchemy.exc import IntegrityError
+
+    names = list(rows[0])
+    json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    wrap = [n in json_cols for n in names]
+    conn = await session.connection()
+    raw = (await conn.get_raw_connection()).driver_connection
+    columns = ", ".join(f'"{n}"' for n in names)
+    try:
+        async with raw.cursor() as cur, \
+                cur.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as cp:
+            for row in rows:
+                await cp.write_row([Jsonb(row[n], dumps=_json_text) if j and row[n] is not None
+                                    else row[n] for n, j in zip(names, wrap, strict=True)])
+    except pg_errors.IntegrityError as exc:
+        # The driver's own error (COPY bypasses SQLAlchemy): raised as SQLAlchemy's, so a
+        # caller handles a unique violation the same way on both databases.
+        raise IntegrityError(f"COPY {table.name}", None, exc) from None
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> Any:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`: one parameter however many
+    values (an import's chunk has a thousand), so nothing is expanded or re-parsed per call."""
+    values = list(values)
+    if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+async def update_rows(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Writes many rows back by primary key `id` (every row with the same keys: the columns
+    to set). PostgreSQL: one UPDATE ... FROM jsonb_to_recordset(one parameter); SQLite: one
+    executemany."""
+    if not rows:
+        return
+    names = [n for n in rows[0] if n != "id"]
+    if session.bind.dialect.name != "postgresql":  # type: ignore[union-attr]
+        stmt = table.update().where(table.c.id == bindparam("_id")).values(
+            {n: bindparam(n) for n in names})
+        await session.execute(stmt, [{"_id": r["id"], **{n: r[n] for n in names}} for r in rows])
+        return
+    dialect = session.bind.dialect  # type: ignore[union-attr]
+    spec = ", ".join(f'"{c}" {table.c[c].type.compile(dialect=dialect)}' for c in ["id", *names])
+    sets = ", ".join(f'"{n}" = v."{n}"' for n in names)
+    # Column names and types come from the table's metadata, never from input.
+    sql = (f'UPDATE "{table.name}" AS t SET {sets} FROM jsonb_to_recordset(CAST(:rows AS jsonb))'  # noqa: S608
+           f' AS v({spec}) WHERE t.id = v.id')
+    await session.execute(text(sql), {"rows": orjson.dumps(rows).decode()})

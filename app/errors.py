@@ -109,18 +109,20 @@ _HTTP_CODES = {
 }
 
 
+def field_error(err: Any) -> dict[str, str]:
+    """One pydantic error as {field, message, type}, without the submitted value."""
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    msg = str(err.get("msg", "invalid"))
+    # pydantic puts the offending input in some messages; keep only the rule.
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    elif "`" in msg or "found" in msg:
+        msg = msg.split(":")[0].split(",")[0]  # drop the quoted fragment of the input
+    return {"field": ".".join(loc) or "body", "message": msg, "type": err.get("type", "")}
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        msg = str(err.get("msg", "invalid"))
-        # pydantic puts the offending input in some messages; keep only the rule.
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        elif "`" in msg or "found" in msg:
-            msg = msg.split(":")[0].split(",")[0]  # drop the quoted fragment of the input
-        out.append({"field": ".".join(loc) or "body", "message": msg, "type": err.get("type", "")})
-    return out
+    return [field_error(err) for err in exc.errors()]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -168,13 +170,13 @@ def _route(request: Request) -> str:
 
 # 422 refusals that are really authorisation: reaching for a facility, network or person
 # outside the caller's scope.
-_AUDITED_REFUSALS = frozenset({"network_not_allowed", "unknown_facility", "unknown_participant",
-                               "not_eligible"})
+AUDITED_REFUSALS = frozenset({"network_not_allowed", "unknown_facility", "unknown_participant",
+                              "not_eligible", "not_found"})
 
 
 async def _audit_denial(request: Request, exc: DomainError) -> None:
     """Every denied attempt (401, 403, and 404s on scoped records) joins the audit trail."""
-    if exc.audited or (exc.status not in (401, 403, 404) and exc.code not in _AUDITED_REFUSALS) \
+    if exc.audited or (exc.status not in (401, 403, 404) and exc.code not in AUDITED_REFUSALS) \
             or request.url.path == "/v1/auth/token":
         return  # the token endpoint audits its own refusals, with the account concerned
     from app.services import audit  # late import: services depend on this module

@@ -28,6 +28,7 @@ from app.routers import (
     auth,
     escalations,
     facilities,
+    imports,
     keep_aparts,
     operations,
     pairings,
@@ -92,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    auth.router, operations.router, accounts.users, accounts.clients, audit.router,
                    training.courses, training.enrollments, training.people, training.certs,
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
-                   escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed):
+                   escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
+                   imports.router):
         app.include_router(router)
     install_error_handlers(app)
 
@@ -100,7 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SessionMiddleware, sessionmaker=app.state.sessionmaker,
                        read_sessionmaker=app.state.read_sessionmaker)
     app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       import_max_bytes=settings.import_max_bytes)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, settings=settings)
     if settings.cors_origins:

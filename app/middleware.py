@@ -25,12 +25,16 @@ access_log = logging.getLogger("peerlink.access")
 
 _FORM_PATHS = {"/v1/auth/token", "/v1/auth/revoke"}
 _JSON_TYPES = ("application/json", "application/merge-patch+json")
+# Bulk imports take files, with a cap of their own.
+_IMPORT_PATHS = {"/v1/imports/participants", "/v1/imports/keep-apart-orders"}
+_IMPORT_TYPES = ("text/csv", "application/x-ndjson")
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, import_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.import_max_bytes = import_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -38,14 +42,22 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        is_import = scope["path"] in _IMPORT_PATHS
+        cap = self.import_max_bytes if is_import else self.max_bytes
+        if length is not None and (not length.isdigit() or int(length) > cap):
             await problem_response(413, "payload_too_large", "Request body too large",
-                                   f"Bodies are limited to {self.max_bytes} bytes.")(scope, receive, send)
+                                   f"Bodies are limited to {cap} bytes.")(scope, receive, send)
             return
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         has_body = (length is not None and length != b"0") or b"transfer-encoding" in headers
         form_path = scope["path"] in _FORM_PATHS
-        if has_body and not form_path and ctype not in _JSON_TYPES:
+        if is_import:
+            if has_body and ctype not in _IMPORT_TYPES:
+                await problem_response(415, "unsupported_media_type", "Unsupported media type",
+                                       "Send imports as text/csv or application/x-ndjson."
+                                       )(scope, receive, send)
+                return
+        elif has_body and not form_path and ctype not in _JSON_TYPES:
             await problem_response(415, "unsupported_media_type", "Unsupported media type",
                                    "Send request bodies as application/json.")(scope, receive, send)
             return
@@ -56,7 +68,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > cap:
                     raise _TooLarge()
             return message
 
@@ -64,7 +76,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited, send)
         except _TooLarge:
             await problem_response(413, "payload_too_large", "Request body too large",
-                                   f"Bodies are limited to {self.max_bytes} bytes.")(scope, receive, send)
+                                   f"Bodies are limited to {cap} bytes.")(scope, receive, send)
 
 
 class _TooLarge(HTTPException):

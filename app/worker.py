@@ -37,6 +37,7 @@ class Job:
 def _jobs() -> list[Job]:
     from app.services.escalations import breach_sweep, watch_sweep
     from app.services.idempotency import purge
+    from app.services.imports import resume_stalled
     from app.services.pairings import certification_sweep
     from app.services.webhook_delivery import deliver_round
 
@@ -46,7 +47,8 @@ def _jobs() -> list[Job]:
                 lambda s: s.certification_sweep_minutes * 60),
             Job("idempotency_purge", purge, lambda s: 600),
             Job("webhook_delivery", deliver_round, lambda s: s.webhook_poll_seconds,
-                exclusive=False)]
+                exclusive=False),
+            Job("import_resume", resume_stalled, lambda s: s.import_lease_seconds / 4)]
 
 
 async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,

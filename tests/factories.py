@@ -22,6 +22,7 @@ from app.models import (
     Escalation,
     Facility,
     HousingUnit,
+    ImportJob,
     KeepApartOrder,
     OutboxEvent,
     Pairing,
@@ -236,6 +237,14 @@ class Factory:
                             status=status, attempts=1, next_attempt_at=datetime.now(UTC))
         self._save(d)
         return d
+
+    def import_job(self, account: User | ApiClient, **kw: Any) -> ImportJob:
+        kind = "client" if isinstance(account, ApiClient) else "user"
+        j = ImportJob(kind=kw.pop("kind", "participants"), format=kw.pop("format", "csv"),
+                      created_by=f"{kind}:{account.id}", status=kw.pop("status", "completed"),
+                      **kw)
+        self._save(j)
+        return j
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

@@ -273,6 +273,12 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/webhook-deliveries/{delivery_id}",               (200, 403, 403, 403, 403, 403, 403, 200)),
     ("POST", "/v1/webhook-deliveries/{delivery_id}/redeliver",    (202, 403, 403, 403, 403, 403, 403, 202)),
     ("GET", "/v1/events",                                         (200, 403, 403, 403, 403, 403, 403, 200)),
+    ("POST", "/v1/imports/participants",                          (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("POST", "/v1/imports/keep-apart-orders",                     (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/imports/participants/template",                  (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/imports/keep-apart-orders/template",             (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/imports",                                        (403, 200, 200, 200, 200, 200, 403, 200)),
+    ("GET", "/v1/imports/{import_id}",                            (403, 200, 200, 200, 200, 200, 403, 200)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -301,8 +307,25 @@ class Ctx:
     session: Any = None
     account: Any = None
 
+    def ext(self, p: Participant) -> str:
+        return str(p.external_ids[0]["value"])
+
     def person(self) -> Participant:
         return self.factory.participant(self.facility, self.network, external=("jms", _uid()))
+
+
+@dataclass
+class Raw:
+    """A body that is a file (bulk imports), not JSON."""
+
+    content: bytes
+    headers: dict[str, str]
+
+    @classmethod
+    def csv(cls, *lines: str) -> Raw:
+        return cls("\r\n".join(lines).encode(), {"Content-Type": "text/csv",
+                                                  "Idempotency-Key": _uid()})
+
 
 
 def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] | None]:
@@ -349,6 +372,8 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         event = f.outbox_event("webhook_endpoint.disabled", network=None,
                                entity_type="webhook_endpoint", entity_id=endpoint.id)
         subs["delivery_id"] = f.webhook_delivery(endpoint, event).id
+    if "{import_id}" in template:
+        subs["import_id"] = f.import_job(ctx.account).id
     query = ""
     if template == "/v1/pairings/candidates":
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
@@ -424,6 +449,12 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "url": "http://127.0.0.1:9/hook", "event_types": ["webhook_endpoint.disabled"]},
         ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): lambda: {"description": "Renamed"},
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): lambda: {},
+        ("POST", "/v1/imports/participants"): lambda: Raw.csv(
+            "external_source,external_id,network,legal_name,facility_code",
+            f"jms,{_uid()},{ctx.network},New Person,{a.code}"),
+        ("POST", "/v1/imports/keep-apart-orders"): lambda: Raw.csv(
+            "external_source,external_id,person_a,person_b,reason,scope,authorised_by",
+            f"jms,{_uid()},{ctx.ext(ctx.person())},{ctx.ext(ctx.person())},threat,unit,Lt. T"),
     }
     make = bodies.get((method, template))
     return path, make() if make else None
@@ -457,7 +488,10 @@ def test_role_operation_matrix(role, client, factory):
         path, body = _resolve(ctx, method, template)
         events_before = factory.count(OutboxEvent)
         keyed = headers | ({"Idempotency-Key": str(uuid.uuid4())} if method == "POST" else {})
-        r = client.request(method, path, headers=keyed, json=body)
+        if isinstance(body, Raw):
+            r = client.request(method, path, headers=keyed | body.headers, content=body.content)
+        else:
+            r = client.request(method, path, headers=keyed, json=body)
         where = f"{role} {method} {template}"
         if r.status_code != expected:
             failures.append(f"{where}: expected {expected}, got {r.status_code} {r.text[:300]}")

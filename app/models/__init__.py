@@ -33,3 +33,6 @@ __all__ += ["IdempotencyKey"]
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint  # noqa: E402
 
 __all__ += ["WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]
+from app.models.import_job import ImportJob  # noqa: E402
+
+__all__ += ["ImportJob"]

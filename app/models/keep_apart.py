@@ -85,6 +85,33 @@ class KeepApartCreate(InputModel):
         return self
 
 
+class KeepApartImportRow(InputModel):
+    """One row of a keep-apart import: an order by the JMS's own order id, between two people
+    named by their external ids (of `person_source`, by default the order's source)."""
+
+    external_source: Code
+    external_id: str = PField(min_length=1, max_length=128)
+    person_source: Code | None = None
+    person_a: str = PField(min_length=1, max_length=128)
+    person_b: str = PField(min_length=1, max_length=128)
+    reason: KeepApartReason
+    scope: KeepApartScope
+    authorised_by: str = PField(min_length=1, max_length=200)
+    status: KeepApartStatus = KeepApartStatus.open
+    status_reason: str | None = PField(None, min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> KeepApartImportRow:
+        if (self.person_source or self.external_source, self.person_a) == (
+                self.person_source or self.external_source, self.person_b):
+            raise ValueError("a keep-apart order needs two different participants")
+        return self
+
+    def people(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        source = self.person_source or self.external_source
+        return (source, self.person_a), (source, self.person_b)
+
+
 class KeepApartTransition(InputModel):
     reason: str = PField(min_length=1, max_length=500)
 

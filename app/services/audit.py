@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from app.security.principal import Principal
 from starlette.requests import Request
 
-from app.db import utcnow
+from app.db import insert_rows, utcnow
 from app.models import AuditEvent
 
 log = logging.getLogger("peerlink.audit")
@@ -48,14 +48,17 @@ def _digest(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 
 
-def _hashed_fields(e: AuditEvent) -> dict[str, Any]:
+def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
+    get = e.get if isinstance(e, dict) else e.__getattribute__
+    facility_id = get("facility_id")
     return {
-        "occurred_at": e.occurred_at.isoformat(timespec="microseconds"),
-        "actor_type": e.actor_type, "actor_id": e.actor_id, "role": e.role,
-        "client_id": e.client_id,
-        "facility_id": str(e.facility_id) if e.facility_id else None,
-        "action": e.action, "entity_type": e.entity_type, "entity_id": e.entity_id,
-        "outcome": e.outcome, "request_id": e.request_id,
+        "occurred_at": get("occurred_at").isoformat(timespec="microseconds"),
+        "actor_type": get("actor_type"), "actor_id": get("actor_id"), "role": get("role"),
+        "client_id": get("client_id"),
+        "facility_id": str(facility_id) if facility_id else None,
+        "action": get("action"), "entity_type": get("entity_type"),
+        "entity_id": get("entity_id"), "outcome": get("outcome"),
+        "request_id": get("request_id"),
     }
 
 
@@ -81,16 +84,18 @@ async def append(session: AsyncSession, entries: Iterable[AuditEntry], *, actor_
     prev = await _last_hash(session)
     now = utcnow()
     request_id = correlation_id.get()
+    rows = []
     for entry in entries:
-        row = AuditEvent(
-            occurred_at=now, actor_type=actor_type, actor_id=actor_id, role=role,
-            client_id=client_id, facility_id=entry.facility_id, action=entry.action,
-            entity_type=entry.entity_type, entity_id=entry.entity_id, outcome=entry.outcome,
-            request_id=request_id, prev_hash=prev, hash="",
-        )
-        row.hash = _digest(prev, _hashed_fields(row))
-        prev = row.hash
-        session.add(row)
+        row: dict[str, Any] = {
+            "occurred_at": now, "actor_type": actor_type, "actor_id": actor_id, "role": role,
+            "client_id": client_id, "facility_id": entry.facility_id, "action": entry.action,
+            "entity_type": entry.entity_type, "entity_id": entry.entity_id,
+            "outcome": entry.outcome, "request_id": request_id, "prev_hash": prev,
+        }
+        row["hash"] = prev = _digest(prev, _hashed_fields(row))
+        rows.append(row)
+    # Together, in chain order (ids follow the rows' order).
+    await insert_rows(session, AuditEvent.__table__, rows)
 
 
 async def record_denial(request: Request, *, status: int, code: str) -> None:

@@ -61,6 +61,14 @@ CURRENT: contextvars.ContextVar[Claim | None] = contextvars.ContextVar("idempote
                                                                        default=None)
 
 
+def detached_context() -> contextvars.Context:
+    """The current context without the request's claim: for work that outlives the request
+    (an import job), whose commits are not the request's and must not touch its key."""
+    ctx = contextvars.copy_context()
+    ctx.run(CURRENT.set, None)
+    return ctx
+
+
 async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, caller: str,
                 key: str, fingerprint: str, cipher: NoteCipher,
                 now: datetime | None = None) -> Claim | Stored | Refused:

@@ -5,6 +5,7 @@ single pair (propose/activate/resume) and for every supporter at once (candidate
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db import utcnow
+from app.db import one_of, utcnow
 from app.errors import Conflict, DomainError, NotFound, RuleViolation
 from app.models import (
     Escalation,
@@ -328,20 +329,25 @@ def apply(session: AsyncSession, w: Writer, pairing: Pairing, action: str, targe
     session.add(_transition_row(pairing, action, before, principal, note or reason))
     _event(w, _EVENTS[action], pairing)
     if action == "end":
-        w.after_flush(lambda: _cancel_scheduled_sessions(session, w, pairing, by))
+        w.after_flush_for("cancel_scheduled_sessions", pairing,
+                          lambda ended: _cancel_scheduled_sessions(session, w, ended))
 
 
-async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer, pairing: Pairing,
-                                     by: str) -> None:
-    """An ended pairing's scheduled sessions are cancelled (with a reason that says no more)."""
+async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer,
+                                     ended: list[Pairing]) -> None:
+    """Ended pairings' scheduled sessions are cancelled (with a reason that says no more), in
+    one query for all the pairings this transaction ended."""
     from app.models import SupportSession
 
     S = SupportSession.__table__.c
+    by = {p.id: p.ended_by or "system" for p in ended}
     found = (await session.execute(select(SupportSession).where(
-        S.pairing_id == pairing.id, S.status == "scheduled").with_for_update())).scalars().all()
+        S.pairing_id.in_(list(by)), S.status == "scheduled").order_by(S.id).with_for_update()
+    )).scalars().all()
     now = utcnow()
     for s in found:
-        s.status, s.closed_at, s.closed_by = "cancelled", now, by
+        s.status, s.closed_at = "cancelled", now
+        s.closed_by = by[s.pairing_id] if s.pairing_id else "system"
         s.close_reason = "the pairing ended"
         s.version += 1
         s.updated_at = now
@@ -350,14 +356,26 @@ async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer, pairing: 
                network=s.network)
 
 
-async def cascade(session: AsyncSession, w: Writer, participant_id: uuid.UUID, *, action: str,
+def _people(participant_id: uuid.UUID | Collection[uuid.UUID]) -> list[uuid.UUID]:
+    return [participant_id] if isinstance(participant_id, uuid.UUID) else list(participant_id)
+
+
+async def cascade(session: AsyncSession, w: Writer,
+                  participant_id: uuid.UUID | Collection[uuid.UUID], *, action: str,
                   reason: str, only_as_supporter: bool = False,
                   statuses: tuple[str, ...] = ("proposed", "active", "paused")) -> int:
-    """Ends or pauses a person's pairings in the caller's transaction, each with its event."""
-    cond = PR.supporter_id == participant_id if only_as_supporter else or_(
-        PR.supporter_id == participant_id, PR.recipient_id == participant_id)
+    """Ends or pauses a person's (or several people's: a bulk import) pairings in the caller's
+    transaction, each with its event."""
+    ids = _people(participant_id)
+    if not ids:
+        return 0
+    # Pairings an earlier cascade of this transaction moved must be seen as moved (autoflush
+    # is off), or a release followed by an availability change would pause an ended pairing.
+    await session.flush()
+    cond = one_of(session, PR.supporter_id, ids) if only_as_supporter else or_(
+        one_of(session, PR.supporter_id, ids), one_of(session, PR.recipient_id, ids))
     found = (await session.execute(select(Pairing).where(cond, PR.status.in_(statuses))
-                                   .with_for_update())).scalars().all()
+                                   .order_by(PR.id).with_for_update())).scalars().all()
     target = _S.ended.value if action == "end" else _S.paused.value
     for pairing in found:
         apply(session, w, pairing, action, target, None, reason=reason)
@@ -435,15 +453,20 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
 
 
 async def pause_keep_apart_conflicts(session: AsyncSession, w: Writer,
-                                     participant_id: uuid.UUID) -> int:
-    """After a housing move: an active pairing of this person that now stands against an open
-    keep-apart order is paused."""
+                                     participant_id: uuid.UUID | Collection[uuid.UUID]) -> int:
+    """After a housing move: an active pairing of this person (or these people) that now
+    stands against an open keep-apart order is paused."""
+    ids = _people(participant_id)
+    if not ids:
+        return 0
+    await session.flush()
     found = (await session.execute(
         select(Pairing).join(KeepApartOrder.__table__, or_(
             (K.participant_a_id == PR.supporter_id) & (K.participant_b_id == PR.recipient_id),
             (K.participant_a_id == PR.recipient_id) & (K.participant_b_id == PR.supporter_id)))
-        .where(or_(PR.supporter_id == participant_id, PR.recipient_id == participant_id),
-               PR.status == "active", K.status == "open").with_for_update(of=Pairing.__table__)
+        .where(or_(one_of(session, PR.supporter_id, ids), one_of(session, PR.recipient_id, ids)),
+               PR.status == "active", K.status == "open")
+        .order_by(PR.id).with_for_update(of=Pairing.__table__)
     )).scalars().all()
     for pairing in found:
         apply(session, w, pairing, "pause", _S.paused.value, None, reason="keep_apart")
@@ -469,10 +492,23 @@ async def end_keep_apart_conflicts(session: AsyncSession, w: Writer,
 
 async def end_between(session: AsyncSession, w: Writer, x: uuid.UUID, y: uuid.UUID) -> int:
     """A keep-apart order between two paired people ends their pairing."""
-    found = (await session.execute(select(Pairing).where(
-        or_((PR.supporter_id == x) & (PR.recipient_id == y),
-            (PR.supporter_id == y) & (PR.recipient_id == x)),
-        PR.status.in_(("proposed", "active", "paused"))).with_for_update())).scalars().all()
+    return await end_between_pairs(session, w, [(x, y)])
+
+
+async def end_between_pairs(session: AsyncSession, w: Writer,
+                            pairs: Collection[tuple[uuid.UUID, uuid.UUID]]) -> int:
+    """Keep-apart orders between paired people end their pairings: one query for all the pairs
+    (an import opens a thousand orders a chunk)."""
+    wanted = {frozenset(p) for p in pairs}
+    if not wanted:
+        return 0
+    people = sorted({i for p in pairs for i in p})
+    await session.flush()
+    candidates = (await session.execute(select(Pairing).where(
+        one_of(session, PR.supporter_id, people), one_of(session, PR.recipient_id, people),
+        PR.status.in_(("proposed", "active", "paused"))).order_by(PR.id).with_for_update()
+    )).scalars().all()
+    found = [p for p in candidates if frozenset((p.supporter_id, p.recipient_id)) in wanted]
     for pairing in found:
         apply(session, w, pairing, "end", _S.ended.value, None, reason="keep_apart")
         w.audit("pairing.end", "pairing", pairing.id, pairing.facility_id)

@@ -7,16 +7,18 @@ as a domain event in the same transaction.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import Row, and_, null, or_, select
+from sqlalchemy import Row, and_, or_, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.db import insert_rows, one_of, update_rows, utcnow, uuid7
 from app.errors import Conflict, NotFound, RuleViolation
 from app.models import (
     Facility,
@@ -40,7 +42,7 @@ from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
 from app.services.pagination import keyset_page
-from app.services.scoping import P
+from app.services.scoping import PARTICIPANT, P
 from app.services.writer import Writer
 
 
@@ -111,32 +113,63 @@ def _escape(q: str) -> str:
 
 # --- writing ---------------------------------------------------------------------------------
 
-async def _resolve_location(session: AsyncSession, principal: Principal, *,
-                            facility_id: uuid.UUID | None, facility_code: str | None,
-                            unit_id: uuid.UUID | None, unit_code: str | None,
-                            ) -> tuple[uuid.UUID, uuid.UUID | None]:
-    """Facility (within scope) and housing unit (of that facility) in one query."""
-    fac, unit = Facility.__table__, HousingUnit.__table__
-    want_unit = unit_id is not None or unit_code is not None
-    unit_match = and_(unit.c.facility_id == fac.c.id,
-                      unit.c.id == unit_id if unit_id else unit.c.code == unit_code)
-    stmt = (select(fac.c.id, unit.c.id.label("unit_id")).select_from(fac.outerjoin(unit, unit_match))
-            if want_unit else select(fac.c.id, null().label("unit_id")))
-    stmt = stmt.where(fac.c.id == facility_id if facility_id else fac.c.code == facility_code,
-                      *scoping.facility_clauses(principal))
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        raise RuleViolation("The facility is unknown or outside your scope.",
-                            code="unknown_facility",
-                            errors=[{"field": "facility_id" if facility_id else "facility_code",
-                                     "message": "unknown facility", "type": "unknown_facility"}])
-    if want_unit and row.unit_id is None:
-        raise RuleViolation("The housing unit is not one of this facility's.",
-                            code="unknown_housing_unit",
-                            errors=[{"field": "housing_unit_id" if unit_id else "housing_unit_code",
-                                     "message": "unknown housing unit for this facility",
-                                     "type": "unknown_housing_unit"}])
-    return row.id, row.unit_id
+_UNKNOWN_FACILITY = "The facility is unknown or outside your scope."
+
+
+@dataclass
+class Locations:
+    """Facilities within the caller's scope and their housing units, by id and by code: what a
+    body's facility and unit references resolve against. Loaded in one query, for one body or
+    for a chunk of an import."""
+
+    facility_by_code: dict[str, uuid.UUID] = field(default_factory=dict)
+    facility_ids: set[uuid.UUID] = field(default_factory=set)
+    unit_by_code: dict[tuple[uuid.UUID, str], uuid.UUID] = field(default_factory=dict)
+    unit_facility: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+
+    @classmethod
+    async def load(cls, session: AsyncSession, principal: Principal, *,
+                   ids: Iterable[uuid.UUID] = (), codes: Iterable[str] = ()) -> Locations:
+        loc = cls()
+        ids, codes = set(ids), set(codes)
+        if not ids and not codes:
+            return loc
+        fac, unit = Facility.__table__, HousingUnit.__table__
+        match = [c for c in (fac.c.id.in_(ids) if ids else None,
+                             fac.c.code.in_(codes) if codes else None) if c is not None]
+        rows = await session.execute(
+            select(fac.c.id, fac.c.code, unit.c.id.label("unit_id"), unit.c.code.label("unit_code"))
+            .select_from(fac.outerjoin(unit, unit.c.facility_id == fac.c.id))
+            .where(or_(*match), *scoping.facility_clauses(principal)))
+        for r in rows:
+            loc.facility_by_code[r.code] = r.id
+            loc.facility_ids.add(r.id)
+            if r.unit_id is not None:
+                loc.unit_by_code[(r.id, r.unit_code)] = r.unit_id
+                loc.unit_facility[r.unit_id] = r.id
+        return loc
+
+    def resolve(self, *, facility_id: uuid.UUID | None, facility_code: str | None,
+                unit_id: uuid.UUID | None, unit_code: str | None,
+                ) -> tuple[uuid.UUID, uuid.UUID | None]:
+        """Facility (within scope) and housing unit (of that facility)."""
+        fid = (facility_id if facility_id in self.facility_ids else None) if facility_id \
+            else self.facility_by_code.get(facility_code or "")
+        if fid is None:
+            raise RuleViolation(_UNKNOWN_FACILITY, code="unknown_facility",
+                                errors=[{"field": "facility_id" if facility_id else "facility_code",
+                                         "message": "unknown facility", "type": "unknown_facility"}])
+        if unit_id is None and unit_code is None:
+            return fid, None
+        uid = (unit_id if self.unit_facility.get(unit_id) == fid else None) if unit_id \
+            else self.unit_by_code.get((fid, unit_code or ""))
+        if uid is None:
+            raise RuleViolation("The housing unit is not one of this facility's.",
+                                code="unknown_housing_unit",
+                                errors=[{"field": "housing_unit_id" if unit_id else "housing_unit_code",
+                                         "message": "unknown housing unit for this facility",
+                                         "type": "unknown_housing_unit"}])
+        return fid, uid
 
 
 def _check_network(principal: Principal, network: Network) -> None:
@@ -147,13 +180,18 @@ def _check_network(principal: Principal, network: Network) -> None:
                                      "type": "network_not_allowed"}])
 
 
+# What a body may set (an import row's own fields, such as its external id, are not columns).
+_BODY_FIELDS = frozenset(ParticipantUpdate.model_fields)
+_COLUMN_FIELDS = _BODY_FIELDS - {"facility_code", "housing_unit_code", "program_roles"}
+_LOCATION_FIELDS = frozenset({"facility_id", "facility_code", "housing_unit_id", "housing_unit_code"})
+
+
 def _desired(data: ParticipantCreate | ParticipantUpdate, fields_set: set[str]) -> dict[str, Any]:
     """The column values a body asks for (only the fields it set)."""
-    raw = data.model_dump(include=fields_set - {"facility_code", "housing_unit_code",
-                                                 "external_ids", "program_roles", "network"})
     out: dict[str, Any] = {}
-    for k, v in raw.items():
-        out[k] = v.value if hasattr(v, "value") else v
+    for k in fields_set & _COLUMN_FIELDS:
+        v = getattr(data, k)  # plain values (str, date, int, lists of str) but for the enums
+        out[k] = v.value if isinstance(v, Enum) else v
     for k in ("custody_status", "employment_status", "supporter_availability"):
         if k in out and out[k] is None:
             del out[k]  # null never clears a status: an upsert without it leaves it as it is
@@ -164,29 +202,20 @@ def _desired(data: ParticipantCreate | ParticipantUpdate, fields_set: set[str]) 
     return out
 
 
-async def _add_external_ids(session: AsyncSession, p: Participant, ids: list[ExternalId]) -> bool:
-    have = {(e["source"], e["value"]) for e in (p.external_ids or [])}
-    new = [e for e in ids if (e.source, e.value) not in have]
-    if not new:
-        return False
-    for e in new:
-        session.add(ParticipantExternalId(participant_id=p.id, source=e.source, value=e.value))
-    p.external_ids = [*(p.external_ids or []), *({"source": e.source, "value": e.value}
-                                                  for e in new)]
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("An external id is already linked to another participant.",
-                       code="external_id_taken") from None
-    return True
+def _wanted_locations(data: ParticipantCreate | ParticipantUpdate,
+                      current_facility: uuid.UUID | None) -> tuple[set[uuid.UUID], set[str]]:
+    """The facility ids and codes a body refers to (what Locations.load needs for it)."""
+    ids = {i for i in (data.facility_id, current_facility) if i is not None}
+    return ids, {data.facility_code} if data.facility_code else set()
 
 
-async def create(*, session: AsyncSession, principal: Principal,
-                 data: ParticipantCreate) -> Participant:
+def _new_values(principal: Principal, data: ParticipantCreate, locations: Locations
+                ) -> dict[str, Any]:
+    """Every column of a new participant, by the creation rules. Raises before anything
+    changes."""
     _check_network(principal, data.network)
-    facility_id, unit_id = await _resolve_location(
-        session, principal, facility_id=data.facility_id, facility_code=data.facility_code,
+    facility_id, unit_id = locations.resolve(
+        facility_id=data.facility_id, facility_code=data.facility_code,
         unit_id=data.housing_unit_id, unit_code=data.housing_unit_code)
     values = _desired(data, set(data.model_fields_set) | {"program_roles", "languages"})
     values.update(facility_id=facility_id, housing_unit_id=unit_id)
@@ -196,29 +225,20 @@ async def create(*, session: AsyncSession, principal: Principal,
         values["employment_status"] = "employed"
     if values.get("is_supporter") and values.get("supporter_availability") is None:
         values["supporter_availability"] = Availability.active.value
-    p = Participant(network=data.network.value, external_ids=[], **values)
-    session.add(p)
-    await session.flush()
-    await _add_external_ids(session, p, data.external_ids)
-    w = Writer(session, principal)
-    w.audit("participant.create", "participant", p.id, p.facility_id)
-    w.emit("participant.created", "participant", p.id, facility_id=p.facility_id,
-           network=p.network)
-    await w.commit()
-    return p
+    return values
 
 
-async def _apply(session: AsyncSession, principal: Principal, p: Participant,
-                 data: ParticipantCreate | ParticipantUpdate, fields_set: set[str],
-                 w: Writer) -> list[str]:
-    """Applies the fields a body set; records custody events. Returns the changed fields."""
+def _changed_values(p: Participant, data: ParticipantCreate | ParticipantUpdate,
+                    fields_set: set[str], locations: Locations) -> dict[str, Any]:
+    """The columns a body would change on an existing participant, by the update rules.
+    Pure: raises (unknown facility or unit, wrong network field) before anything changes."""
     values = _desired(data, fields_set)
-    if fields_set & {"facility_id", "facility_code", "housing_unit_id", "housing_unit_code"}:
+    if fields_set & _LOCATION_FIELDS:
         fid, fcode = data.facility_id, data.facility_code
         if fid is None and fcode is None:
             fid = p.facility_id
-        facility_id, unit_id = await _resolve_location(
-            session, principal, facility_id=fid, facility_code=fcode,
+        facility_id, unit_id = locations.resolve(
+            facility_id=fid, facility_code=fcode,
             unit_id=data.housing_unit_id, unit_code=data.housing_unit_code)
         values["facility_id"] = facility_id
         # A facility move without a unit leaves the person unassigned in the new facility.
@@ -230,52 +250,328 @@ async def _apply(session: AsyncSession, principal: Principal, p: Participant,
     if p.network == Network.staff.value and values.get("custody_status"):
         raise RuleViolation("custody_status is for the incarcerated network.",
                             code="wrong_network_field")
-    changed = {k: v for k, v in values.items() if getattr(p, k) != v}
-    if not changed:
-        return []
-    before_facility, before_status = p.facility_id, p.custody_status
-    for k, v in changed.items():
-        setattr(p, k, v)
-    if p.is_supporter and p.supporter_availability is None:
-        p.supporter_availability = Availability.active.value
-    ev = {"facility_id": p.facility_id, "network": p.network}
+    return {k: v for k, v in values.items() if getattr(p, k) != v}
+
+
+@dataclass(frozen=True, slots=True)
+class _Cascade:
+    """One kind of pairing cascade; the people it concerns are gathered and moved together."""
+
+    action: str  # "end" | "pause" | "keep_apart"
+    reason: str = ""
+    only_as_supporter: bool = False
+    statuses: tuple[str, ...] = ("proposed", "active", "paused")
+
+
+# The order the single-record path has always applied them in (ends before pauses).
+_END_RELEASED = _Cascade("end", "released")
+_END_TRANSFERRED = _Cascade("end", "transferred")
+_END_SEPARATED = _Cascade("end", "other")
+_PAUSE_LEAVE = _Cascade("pause", "not_employed", True, ("active",))
+_PAUSE_UNAVAILABLE = _Cascade("pause", "supporter_unavailable", True, ("active",))
+_PAUSE_KEEP_APART = _Cascade("keep_apart")
+_CASCADE_ORDER = (_END_RELEASED, _END_TRANSFERRED, _END_SEPARATED, _PAUSE_LEAVE,
+                  _PAUSE_UNAVAILABLE, _PAUSE_KEEP_APART)
+
+
+def _cascades_for(p: Participant, changed: dict[str, Any], before_facility: uuid.UUID
+                  ) -> list[_Cascade]:
+    """Custody and availability changes move the person's pairings (pure: which moves)."""
+    out = []
     if "custody_status" in changed and p.custody_status == CustodyStatus.released.value:
-        w.emit("participant.released", "participant", p.id, **ev)
-    if ("facility_id" in changed and p.facility_id != before_facility) or (
-            "custody_status" in changed and p.custody_status == CustodyStatus.transferred.value
-            and before_status != p.custody_status):
-        w.emit("participant.transferred", "participant", p.id,
-               data={"from_facility_id": str(before_facility)}, **ev)
-    w.emit("participant.updated", "participant", p.id, data={"changed": sorted(changed)}, **ev)
-    await _cascade_pairings(session, w, p, changed, before_facility)
-    return sorted(changed)
-
-
-async def _cascade_pairings(session: AsyncSession, w: Writer, p: Participant,
-                            changed: dict[str, Any], before_facility: uuid.UUID) -> None:
-    """Custody and availability changes move the person's pairings, in this transaction."""
-    from app.services import pairings
-
-    if "custody_status" in changed and p.custody_status == CustodyStatus.released.value:
-        await pairings.cascade(session, w, p.id, action="end", reason="released")
+        out.append(_END_RELEASED)
     elif p.facility_id != before_facility or (
             "custody_status" in changed and p.custody_status == CustodyStatus.transferred.value):
-        await pairings.cascade(session, w, p.id, action="end", reason="transferred")
+        out.append(_END_TRANSFERRED)
     elif "employment_status" in changed and p.employment_status == "separated":
-        await pairings.cascade(session, w, p.id, action="end", reason="other")
+        out.append(_END_SEPARATED)
     if "employment_status" in changed and p.employment_status == "on_leave":
-        await pairings.cascade(session, w, p.id, action="pause", reason="not_employed",
-                               only_as_supporter=True, statuses=("active",))
+        out.append(_PAUSE_LEAVE)
     if "supporter_availability" in changed and p.supporter_availability != Availability.active:
-        await pairings.cascade(session, w, p.id, action="pause", reason="supporter_unavailable",
-                               only_as_supporter=True, statuses=("active",))
+        out.append(_PAUSE_UNAVAILABLE)
     if "housing_unit_id" in changed:
-        await pairings.pause_keep_apart_conflicts(session, w, p.id)
+        out.append(_PAUSE_KEEP_APART)
+    return out
 
 
 def _bump(p: Participant) -> None:
     p.version += 1
     p.updated_at = utcnow()
+
+
+_INSERT_COLUMNS = tuple(c.name for c in Participant.__table__.columns)
+# What the rules compare (no timestamps: an unchanged row costs as little as it can).
+_DECIDE_COLUMNS = tuple(P[c] for c in ("id", "network", "external_ids", *sorted(
+    _COLUMN_FIELDS | {"is_supporter", "is_recipient"})))
+
+
+class Changes:
+    """What one transaction does to participants: every create, update and upsert by external
+    id goes through here, for one record (the routes) or a chunk of an import. The records a
+    chunk refers to are read in one query, each row's change is decided in Python by the same
+    rules (only the records that change are then locked and loaded as ORM objects), new
+    records are inserted together, and each kind of cascade (release ends pairings, ...) runs
+    once for the people it concerns, in this transaction. A row that breaks a rule raises
+    before it changes anything."""
+
+    def __init__(self, session: AsyncSession, principal: Principal, w: Writer) -> None:
+        self.session, self.principal, self.w = session, principal, w
+        self.locations = Locations()
+        # Existing records as read-only rows: most rows of a JMS file change nothing, and only
+        # the ones that do become ORM objects (in flush).
+        self.by_key: dict[tuple[str, str], Row[Any]] = {}
+        self.holder: dict[tuple[str, str], uuid.UUID] = {}  # any scope: who holds an external id
+        self.updated: dict[uuid.UUID, Participant] = {}
+        self._new: list[dict[str, Any]] = []
+        self._new_ids: list[dict[str, Any]] = []
+        self._updates: list[tuple[uuid.UUID, ParticipantCreate, set[str], list[ExternalId]]] = []
+        self._cascades: dict[_Cascade, list[uuid.UUID]] = {}
+        self._whole = True
+
+    async def load(self, keys: Iterable[tuple[str, str]], bodies: Iterable[ParticipantCreate],
+                   *, whole: bool = True) -> None:
+        """The participants holding these external ids (the visible ones as rows, the others
+        only known to be taken) and the facilities the bodies refer to: three queries at most.
+        Nothing is locked yet: most rows of a JMS file change nothing."""
+        keys = set(keys)
+        ext = ParticipantExternalId.__table__.c
+        by_source: dict[str, list[str]] = {}
+        for source, value in keys:
+            by_source.setdefault(source, []).append(value)
+        for source, values in by_source.items():
+            # Whole rows for a route's answer; for an import only what the rules compare.
+            self._whole = whole
+            columns = (PARTICIPANT,) if whole else _DECIDE_COLUMNS
+            rows = await self.session.execute(
+                scoping.participants(self.principal, *columns)
+                .add_columns(ext.source.label("ext_source"), ext.value.label("ext_value"))
+                .join(ParticipantExternalId.__table__, ext.participant_id == P.id)
+                .where(ext.source == source, one_of(self.session, ext.value, values)))
+            for row in rows:
+                self.by_key[(row.ext_source, row.ext_value)] = row
+                self.holder[(row.ext_source, row.ext_value)] = row.id
+        unknown = keys - self.holder.keys()
+        if unknown:
+            by_source = {}
+            for source, value in unknown:
+                by_source.setdefault(source, []).append(value)
+            for source, values in by_source.items():
+                rows = await self.session.execute(
+                    select(ext.source, ext.value, ext.participant_id)
+                    .where(ext.source == source, one_of(self.session, ext.value, values)))
+                for row in rows:
+                    self.holder[(row.source, row.value)] = row.participant_id
+        ids: set[uuid.UUID] = {p.facility_id for p in self.by_key.values()}
+        codes: set[str] = set()
+        for body in bodies:
+            i, c = _wanted_locations(body, None)
+            ids |= i
+            codes |= c
+        self.locations = await Locations.load(self.session, self.principal, ids=ids, codes=codes)
+
+    # --- one record -------------------------------------------------------------------------
+
+    def create(self, data: ParticipantCreate, ids: list[ExternalId] | None = None
+               ) -> dict[str, Any]:
+        """A new participant's row (inserted by flush; a plain row, not an ORM object: an
+        import creates thousands)."""
+        values = _new_values(self.principal, data, self.locations)
+        ids = _unique_ids(data.external_ids if ids is None else ids)
+        if any((e.source, e.value) in self.holder for e in ids):
+            raise Conflict("An external id is already linked to another participant.",
+                           code="external_id_taken")
+        now = utcnow()
+        row: dict[str, Any] = dict.fromkeys(_INSERT_COLUMNS)
+        row.update(id=uuid7(), network=data.network.value, is_supporter=False,
+                   is_recipient=False, external_ids=[{"source": e.source, "value": e.value}
+                                                     for e in ids],
+                   version=1, created_at=now, updated_at=now)
+        row.update(values)
+        self._new.append(row)
+        pid = row["id"]
+        for e in ids:
+            self._new_ids.append({"id": uuid7(), "participant_id": pid, "source": e.source,
+                                  "value": e.value, "created_at": now})
+            self.holder[(e.source, e.value)] = pid
+        self.w.audit("participant.create", "participant", pid, row["facility_id"])
+        self.w.emit("participant.created", "participant", pid, facility_id=row["facility_id"],
+                    network=row["network"])
+        return row
+
+    def update(self, p: Participant, data: ParticipantCreate | ParticipantUpdate,
+               fields_set: set[str], *, action: str = "participant.update",
+               add_ids: list[ExternalId] | None = None) -> list[str]:
+        """Applies the fields a body set (and external ids to add); records the custody events
+        and queues the cascades. Returns the changed fields ([] = nothing written)."""
+        changed, new_ids = self._decide(p, data, fields_set, add_ids)
+        if not changed and not new_ids:
+            return []
+        before_facility, before_status = p.facility_id, p.custody_status
+        for k, v in changed.items():
+            setattr(p, k, v)
+        if p.is_supporter and p.supporter_availability is None:
+            p.supporter_availability = Availability.active.value
+        ev = {"facility_id": p.facility_id, "network": p.network}
+        w = self.w
+        if changed:
+            if "custody_status" in changed and p.custody_status == CustodyStatus.released.value:
+                w.emit("participant.released", "participant", p.id, **ev)
+            if ("facility_id" in changed and p.facility_id != before_facility) or (
+                    "custody_status" in changed
+                    and p.custody_status == CustodyStatus.transferred.value
+                    and before_status != p.custody_status):
+                w.emit("participant.transferred", "participant", p.id,
+                       data={"from_facility_id": str(before_facility)}, **ev)
+            w.emit("participant.updated", "participant", p.id, data={"changed": sorted(changed)},
+                   **ev)
+            for c in _cascades_for(p, changed, before_facility):
+                self._cascades.setdefault(c, []).append(p.id)
+        else:
+            w.emit("participant.updated", "participant", p.id, data={"changed": ["external_ids"]},
+                   **ev)
+        if new_ids:
+            p.external_ids = [*(p.external_ids or []),
+                              *({"source": e.source, "value": e.value} for e in new_ids)]
+            for e in new_ids:
+                self._new_ids.append({"id": uuid7(), "participant_id": p.id, "source": e.source,
+                                      "value": e.value, "created_at": utcnow()})
+                self.holder[(e.source, e.value)] = p.id
+        _bump(p)
+        w.audit(action, "participant", p.id, p.facility_id)
+        return sorted(changed) + (["external_ids"] if new_ids else [])
+
+    def _decide(self, p: Any, data: ParticipantCreate | ParticipantUpdate, fields_set: set[str],
+                add_ids: list[ExternalId] | None) -> tuple[dict[str, Any], list[ExternalId]]:
+        """The columns and external ids a body changes on p (a row or an ORM object). Pure
+        but for noting the new ids as taken; raises on a broken rule."""
+        changed = _changed_values(p, data, fields_set, self.locations)
+        have = {(e["source"], e["value"]) for e in (p.external_ids or [])}
+        new_ids = [e for e in _unique_ids(add_ids or []) if (e.source, e.value) not in have]
+        for e in new_ids:
+            if self.holder.get((e.source, e.value), p.id) != p.id:
+                raise Conflict("An external id is already linked to another participant.",
+                               code="external_id_taken")
+        for e in new_ids:
+            self.holder[(e.source, e.value)] = p.id
+        return changed, new_ids
+
+    def upsert(self, source: str, value: str, data: ParticipantCreate
+               ) -> tuple[Row[Any] | dict[str, Any], str]:
+        """Idempotent by external id: (the stored row, or a new one's row; "created" |
+        "updated" | "unchanged"). An update is decided here (and raises here) and applied by
+        flush, which then holds the record in `updated`."""
+        ids = _unique_ids([ExternalId.model_construct(source=source, value=value),
+                           *data.external_ids])
+        row = self.by_key.get((source, value))
+        if row is None:
+            if (source, value) in self.holder:  # someone outside the caller's scope holds it
+                raise NotFound("No such participant.")
+            return self.create(data, ids), "created"
+        if row.network != data.network.value:
+            raise RuleViolation("A participant's network cannot change.", code="network_immutable")
+        fields = set(data.model_fields_set) - {"network", "external_ids"}
+        changed, new_ids = self._decide(row, data, fields, ids)
+        if not changed and not new_ids:
+            return row, "unchanged"
+        self._updates.append((row.id, data, fields, ids))
+        return row, "updated"
+
+    # --- writing it all ----------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Inserts the new records, writes the changed ones, runs the queued cascades."""
+        if self._updates:
+            await self._apply_updates()
+        try:
+            await insert_rows(self.session, Participant.__table__, self._new)
+            await insert_rows(self.session, ParticipantExternalId.__table__, self._new_ids)
+            await self.session.flush()
+        except IntegrityError:
+            await self.session.rollback()
+            raise Conflict("An external id is already linked to another participant.",
+                           code="external_id_taken") from None
+        self._new.clear()
+        self._new_ids.clear()
+        from app.services import pairings
+
+        for c in _CASCADE_ORDER:
+            people = self._cascades.pop(c, None)
+            if not people:
+                continue
+            if c.action == "keep_apart":
+                await pairings.pause_keep_apart_conflicts(self.session, self.w, people)
+            else:
+                await pairings.cascade(self.session, self.w, people, action=c.action,
+                                       reason=c.reason, only_as_supporter=c.only_as_supporter,
+                                       statuses=c.statuses)
+
+
+    async def _apply_updates(self) -> None:
+        """The records upsert decided to change are locked and decided again on their locked
+        state (a concurrent writer may have been first), then changed by `update`. For one
+        record (a route) that is an ORM object, returned in `updated`; for an import's chunk,
+        plain records written back with one statement (no ORM object per row)."""
+        ids = [u[0] for u in self._updates]
+        if self._whole:
+            found = (await self.session.execute(select(Participant).where(
+                one_of(self.session, P.id, ids)).order_by(P.id).with_for_update())).scalars()
+            self.updated.update({p.id: p for p in found})
+            for pid, data, fields, add in self._updates:
+                self.update(self.updated[pid], data, fields, action="participant.upsert",
+                            add_ids=add)
+        else:
+            rows = await self.session.execute(
+                select(*_DECIDE_COLUMNS, P.version).where(one_of(self.session, P.id, ids))
+                .order_by(P.id).with_for_update())
+            records = {r.id: _Record(dict(r._mapping)) for r in rows}
+            for pid, data, fields, add in self._updates:
+                self.update(records[pid], data, fields,  # type: ignore[arg-type]
+                            action="participant.upsert", add_ids=add)
+            await update_rows(self.session, Participant.__table__,
+                              [r.values for r in records.values() if r.changed])
+        self._updates.clear()
+
+
+class _Record:
+    """A participant's columns as a plain object with attributes: what `Changes.update`
+    changes on it is written back by update_rows, for a whole chunk at once."""
+
+    __slots__ = ("values", "changed")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "changed", False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.values[name] = value
+        object.__setattr__(self, "changed", True)
+
+
+def _unique_ids(ids: Iterable[ExternalId]) -> list[ExternalId]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in ids:
+        if (e.source, e.value) not in seen:
+            seen.add((e.source, e.value))
+            out.append(e)
+    return out
+
+
+async def create(*, session: AsyncSession, principal: Principal,
+                 data: ParticipantCreate) -> Participant:
+    w = Writer(session, principal)
+    changes = Changes(session, principal, w)
+    await changes.load([(e.source, e.value) for e in data.external_ids], [data])
+    row = changes.create(data)
+    await changes.flush()
+    await w.commit()
+    return Participant(**row)
 
 
 async def update(*, session: AsyncSession, principal: Principal, participant_id: uuid.UUID,
@@ -287,59 +583,40 @@ async def update(*, session: AsyncSession, principal: Principal, participant_id:
         raise Conflict("This record was merged into another; update that one.",
                        code="participant_merged")
     w = Writer(session, principal)
-    changed = await _apply(session, principal, p, data, set(data.model_fields_set), w)
-    if not changed:
+    changes = Changes(session, principal, w)
+    fields = set(data.model_fields_set)
+    if fields & _LOCATION_FIELDS:
+        ids, codes = _wanted_locations(data, p.facility_id)
+        changes.locations = await Locations.load(session, principal, ids=ids, codes=codes)
+    if not changes.update(p, data, fields):
         return p
-    _bump(p)
-    w.audit("participant.update", "participant", p.id, p.facility_id)
+    await changes.flush()
     await w.commit()
     return p
 
 
 async def upsert_by_external_id(*, session: AsyncSession, principal: Principal, source: str,
                                 value: str, data: ParticipantCreate,
-                                _retry: bool = True) -> tuple[Participant, bool]:
+                                _retry: bool = True) -> tuple[Participant | Row[Any], bool]:
     """Idempotent: the same body twice changes nothing and emits nothing the second time."""
-    ids = list(data.external_ids)
-    if not any(e.source == source and e.value == value for e in ids):
-        ids.insert(0, ExternalId(source=source, value=value))
-    data = data.model_copy(update={"external_ids": ids})
-    ext = ParticipantExternalId.__table__.c
-    p = (await session.execute(
-        scoping.participants(principal)
-        .join(ParticipantExternalId.__table__, ext.participant_id == Participant.id)
-        .where(ext.source == source, ext.value == value)
-        .with_for_update(of=Participant.__table__)
-    )).scalar_one_or_none()
-    if p is None:
-        taken = (await session.execute(select(ext.participant_id).where(
-            ext.source == source, ext.value == value))).first()
-        if taken is not None:  # someone outside the caller's scope holds this id
-            raise NotFound("No such participant.")
-        try:
-            return await create(session=session, principal=principal, data=data), True
-        except Conflict:
-            if not _retry:
-                raise
-            # A concurrent upsert created it first: take the update path.
-            return await upsert_by_external_id(session=session, principal=principal,
-                                               source=source, value=value, data=data,
-                                               _retry=False)
-    if p.network != data.network.value:
-        raise RuleViolation("A participant's network cannot change.", code="network_immutable")
     w = Writer(session, principal)
-    fields = set(data.model_fields_set) - {"network"}
-    changed = await _apply(session, principal, p, data, fields, w)
-    added = await _add_external_ids(session, p, data.external_ids)
-    if not changed and not added:
-        return p, False  # nothing written; the request's transaction simply ends
-    if added and not changed:
-        w.emit("participant.updated", "participant", p.id, facility_id=p.facility_id,
-               network=p.network, data={"changed": ["external_ids"]})
-    _bump(p)
-    w.audit("participant.upsert", "participant", p.id, p.facility_id)
+    changes = Changes(session, principal, w)
+    await changes.load([(source, value), *((e.source, e.value) for e in data.external_ids)], [data])
+    found, outcome = changes.upsert(source, value, data)
+    if outcome == "unchanged" and not isinstance(found, dict):
+        return found, False  # nothing written; the request's transaction simply ends
+    try:
+        await changes.flush()
+    except Conflict:
+        if not _retry or outcome != "created":
+            raise
+        # A concurrent upsert created it first: take the update path.
+        return await upsert_by_external_id(session=session, principal=principal, source=source,
+                                           value=value, data=data, _retry=False)
     await w.commit()
-    return p, False
+    if isinstance(found, dict):
+        return Participant(**found), True
+    return changes.updated[found.id], False
 
 
 async def archive(*, session: AsyncSession, principal: Principal, participant_id: uuid.UUID,

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow, uuid7
+from app.db import insert_rows, utcnow, uuid7
 from app.models import OutboxEvent
 from app.security.principal import PRINCIPALS, Principal
 from app.services import audit, idempotency
@@ -24,9 +24,10 @@ class Writer:
         self.session = session
         self.principal = principal
         self._audit: list[AuditEntry] = []
-        self._events: list[OutboxEvent] = []
+        self._events: list[dict[str, Any]] = []
         self._auth_changes: list[str] = []
         self._pending: list[Any] = []
+        self._batches: dict[str, list[Any]] = {}
 
     def audit(self, action: str, entity_type: str, entity_id: Any,
               facility_id: uuid.UUID | None = None, outcome: str = "success") -> None:
@@ -38,15 +39,26 @@ class Writer:
              facility_id: uuid.UUID | None = None, network: str | None = None,
              data: dict[str, Any] | None = None) -> None:
         """Thin events only: ids, type, time. Never names, notes or free text."""
-        self._events.append(OutboxEvent(
-            event_id=uuid7(), type=type_, occurred_at=utcnow(), entity_type=entity_type,
-            entity_id=entity_id, facility_id=facility_id, network=network, data=data or {},
-        ))
+        # Plain rows, inserted together at commit (a bulk import emits thousands).
+        self._events.append({
+            "event_id": uuid7(), "type": type_, "occurred_at": utcnow(),
+            "entity_type": entity_type, "entity_id": entity_id, "facility_id": facility_id,
+            "network": network, "data": data or {},
+        })
 
     def after_flush(self, step: Any) -> None:
         """Follow-up work (a callable returning a coroutine: a cascade found while applying a
         change), run before this transaction commits."""
         self._pending.append(step)
+
+    def after_flush_for(self, key: str, item: Any, step: Any) -> None:
+        """Follow-up work for many items at once: `step(items)` runs once, before commit, with
+        every item added under `key` (one query for all the pairings a bulk import ends)."""
+        items = self._batches.get(key)
+        if items is None:
+            items = self._batches[key] = []
+            self._pending.append(lambda: step(self._batches.pop(key)))
+        items.append(item)
 
     def invalidate_auth(self, *, subject: uuid.UUID | None = None, jti: str | None = None) -> None:
         """Cached principals of this account / token are dropped when the change commits."""
@@ -54,7 +66,7 @@ class Writer:
 
     @property
     def events(self) -> list[OutboxEvent]:
-        return list(self._events)
+        return [OutboxEvent(**e) for e in self._events]
 
     async def commit(self) -> None:
         while self._pending:
@@ -64,7 +76,7 @@ class Writer:
             # and held to COMMIT: ids become visible in commit order, so a feed reader or the
             # webhook fan-out never sees id n+1 while n is still in flight (and skips n).
             await audit.lock_chain(self.session)
-        self.session.add_all(self._events)
+        await insert_rows(self.session, OutboxEvent.__table__, self._events)
         await idempotency.mark_committed(self.session)
         p = self.principal
         await audit.append(

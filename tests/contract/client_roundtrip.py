@@ -12,6 +12,7 @@ import uuid
 from peerlink_client import AuthenticatedClient, Client
 from peerlink_client.api.auth import issue_token
 from peerlink_client.api.escalations import raise_escalation
+from peerlink_client.api.imports import import_participants
 from peerlink_client.api.participants import list_participants, upsert_participant_by_external_id
 from peerlink_client.models import (
     BodyIssueToken,
@@ -27,6 +28,7 @@ from peerlink_client.models import (
     Tier,
     TokenResponse,
 )
+from peerlink_client.types import File
 
 
 def main(base_url: str, username: str, password: str, facility: str, unit: str) -> dict:
@@ -50,6 +52,15 @@ def main(base_url: str, username: str, password: str, facility: str, unit: str) 
             housing_unit_code=unit, program_roles=[ProgramRole.RECIPIENT],
             external_ids=[ExternalId(source="jms", value="BK-0")]))
     assert again.status_code == 200, again.status_code
+
+    csv = ("external_source,external_id,network,legal_name,facility_code,housing_unit_code,"
+           "custody_status\r\n"
+           f"jms,BK-0,incarcerated,Person 0,{facility},{unit},in_custody\r\n"
+           f"jms,BK-9,incarcerated,Person 9,{facility},NOPE,in_custody\r\n").encode()
+    imported = import_participants.sync(client=api, idempotency_key=str(uuid.uuid4()),
+                                        body=File(payload=csv, file_name="bookings.csv"))
+    assert (imported.unchanged, imported.failed) == (1, 1), imported  # type: ignore[union-attr]
+    assert imported.errors[0].line == 3  # type: ignore[union-attr,index]
 
     seen, cursor, pages = [], None, 0
     while True:
