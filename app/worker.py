@@ -99,7 +99,13 @@ async def embedded(maker: async_sessionmaker[AsyncSession], settings: Settings) 
     try:
         yield
     finally:
+        # Let each job finish its round (it stops waiting at once when `stop` is set); cancel
+        # only a round that overstays. Cancelling rounds mid-statement could leave a database
+        # call waiting on a connection that is already gone.
         stop.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=10)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
