@@ -49,7 +49,7 @@ async def list_support_sessions(
     facility_id: uuid.UUID | None = None, kind: SessionKind | None = None,
     status: SessionStatus | None = None, scheduled_from: AwareDatetime | None = None,
     scheduled_to: AwareDatetime | None = None, updated_since: AwareDatetime | None = None,
-) -> Page[SessionRead]:
+) -> dict[str, Any]:
     """Never carries note text: `has_note` says whether one exists."""
     filters = {"participant_id": participant_id, "pairing_id": pairing_id,
                "facilitator_id": facilitator_id, "facility_id": facility_id, "kind": kind,
@@ -57,7 +57,8 @@ async def list_support_sessions(
                "updated_since": updated_since}
     rows, nxt = await svc.list_(session=session, principal=principal, filters=filters,
                                 limit=limit, cursor=cursor)
-    return Page(items=await svc.to_reads(session, rows), next_cursor=nxt)
+    # Plain rows in SessionRead's shape: the response model validates and serialises them once.
+    return {"items": rows, "next_cursor": nxt}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SessionRead,
