@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, types
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
@@ -103,7 +104,8 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     if not settings.is_sqlite:
         kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size)
-    engine = create_async_engine(settings.async_database_url, hide_parameters=True, **kwargs)
+    engine = create_async_engine(settings.async_database_url, hide_parameters=True,
+                                 json_deserializer=orjson.loads, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -122,7 +124,7 @@ def make_read_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
     if settings.is_sqlite:
         return engine
     return create_async_engine(settings.async_database_url, isolation_level="AUTOCOMMIT",
-                               hide_parameters=True,
+                               hide_parameters=True, json_deserializer=orjson.loads,
                                pool_reset_on_return=None, pool_size=settings.db_pool_size,
                                max_overflow=settings.db_pool_size)
 
