@@ -36,30 +36,30 @@ _MOVE = problems(404, 409, 412)
 View = EscalationRead | EscalationStatusView
 
 
-def view(principal: Principal, e: Any, now: datetime | None = None) -> dict[str, Any]:
+_STATUS_ONLY = frozenset({Role.peer_supporter, Role.integration})
+_CLINICAL_HIDDEN = dict.fromkeys(("description", "screener", "outcome", "follow_up_plan",
+                                  "review_date"))
+
+
+def views(principal: Principal, rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """Clinicians see everything; others who/where/tier/deadline/status without the clinical
-    detail; a peer supporter and a machine client only the status. Built as a plain dict in
-    the shape of EscalationRead / EscalationStatusView (from an ORM object or a Core row):
-    the response model validates and serialises it once."""
-    if principal.role in (Role.peer_supporter, Role.integration):
-        return {"id": e.id, "status": e.status, "raised_at": e.raised_at}
-    clinical = principal.role == Role.clinician
-    remaining = None
-    if e.status in WAITING:
-        remaining = int((e.ack_deadline - (now or utcnow())).total_seconds())
-    return {
-        "id": e.id, "participant_id": e.participant_id, "facility_id": e.facility_id,
-        "network": e.network, "category": e.category,
-        "description": e.description if clinical else None,
-        "location_unit_id": e.location_unit_id, "location_text": e.location_text,
-        "tier": e.tier, "screener": e.screener if clinical else None, "status": e.status,
-        "ack_deadline": e.ack_deadline, "seconds_remaining": remaining, "breached": e.breached,
-        "chain_level": e.chain_level, "assigned_to": e.assigned_to, "raised_by": e.raised_by,
-        "raised_at": e.raised_at, "acknowledged_at": e.acknowledged_at,
-        "acknowledged_by": e.acknowledged_by, "resolved_at": e.resolved_at,
-        "resolved_by": e.resolved_by, "outcome": e.outcome if clinical else None,
-        "follow_up_plan": e.follow_up_plan if clinical else None,
-        "review_date": e.review_date if clinical else None, "version": e.version}
+    detail; a peer supporter and a machine client only the status. Shaped as plain dicts (the
+    columns of `svc.VIEW_FIELDS`, changed in place): the response model (EscalationRead or
+    EscalationStatusView) validates and serialises them once, in its own field order."""
+    if principal.role in _STATUS_ONLY:
+        return [{"id": e["id"], "status": e["status"], "raised_at": e["raised_at"]} for e in rows]
+    hide = principal.role != Role.clinician
+    for e in rows:
+        e["seconds_remaining"] = (int((e["ack_deadline"] - now).total_seconds())
+                                  if e["status"] in WAITING else None)
+        if hide:
+            e.update(_CLINICAL_HIDDEN)
+    return rows
+
+
+def view(principal: Principal, e: Any) -> dict[str, Any]:
+    """One escalation (an ORM object) in the caller's view."""
+    return views(principal, [{f: getattr(e, f) for f in svc.VIEW_FIELDS}], utcnow())[0]
 
 
 def _one(principal: Principal, response: Response, e: Any) -> Any:
@@ -92,8 +92,7 @@ async def list_escalations(
 ) -> dict[str, Any]:
     rows, nxt = await svc.list_(session=session, principal=principal, status=status,
                                 by_deadline=sort == "deadline", limit=limit, cursor=cursor)
-    now = utcnow()
-    return {"items": [view(principal, e, now) for e in rows], "next_cursor": nxt}
+    return {"items": views(principal, rows, utcnow()), "next_cursor": nxt}
 
 
 @router.get("/{escalation_id}", response_model=View, responses=problems(404))

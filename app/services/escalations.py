@@ -122,6 +122,7 @@ _VIEW_COLUMNS = [E.id, E.participant_id, E.facility_id, E.network, E.category, E
                  E.ack_deadline, E.breached, E.chain_level, E.assigned_to, E.raised_by,
                  E.raised_at, E.acknowledged_at, E.acknowledged_by, E.resolved_at, E.resolved_by,
                  E.outcome, E.follow_up_plan, E.review_date, E.version]
+VIEW_FIELDS = tuple(c.name for c in _VIEW_COLUMNS)
 
 
 @lru_cache(maxsize=64)
@@ -149,8 +150,9 @@ def _list_statement(peer: bool, walled: bool, officer: bool, status: bool, by_de
 
 async def list_(*, session: AsyncSession, principal: Principal, status: EscalationStatus | None,
                 by_deadline: bool, limit: int, cursor: str | None,
-                ) -> tuple[list[Any], str | None]:
-    """Rows (not ORM objects) for the role-shaped views; by deadline: one page, no cursor."""
+                ) -> tuple[list[dict[str, Any]], str | None]:
+    """Plain dicts of VIEW_FIELDS (no ORM objects) for the role-shaped views; by deadline: one
+    page, no cursor."""
     after = None if by_deadline else decode_uuid_cursor(cursor, "escalation")
     peer = principal.role == Role.peer_supporter
     walled = not principal.all_facilities
@@ -169,11 +171,12 @@ async def list_(*, session: AsyncSession, principal: Principal, status: Escalati
         params["after"] = after
     stmt = _list_statement(peer, walled, principal.role == Role.officer, status is not None,
                            by_deadline, after is not None)
-    rows = (await session.execute(stmt, params)).all()
+    rows = [dict(zip(VIEW_FIELDS, row, strict=True))
+            for row in await session.execute(stmt, params)]
     if by_deadline:
-        return list(rows), None
-    nxt = encode_cursor("escalation", rows[limit - 1].id) if len(rows) > limit else None
-    return list(rows[:limit]), nxt
+        return rows, None
+    nxt = encode_cursor("escalation", rows[limit - 1]["id"]) if len(rows) > limit else None
+    return rows[:limit], nxt
 
 
 async def _subject(session: AsyncSession, principal: Principal,

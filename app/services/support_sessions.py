@@ -199,7 +199,9 @@ async def list_(*, session: AsyncSession, principal: Principal, filters: dict[st
         params["after"] = after
     stmt = _list_statement(session.bind.dialect.name, peer,  # type: ignore[union-attr]
                            not principal.all_facilities, keys, after is not None)
-    items = [row._asdict() for row in await session.execute(stmt, params)]
+    result = await session.execute(stmt, params)
+    keys = tuple(result.keys())
+    items = [dict(zip(keys, row, strict=True)) for row in result]
     nxt = encode_cursor("support_session", items[limit - 1]["id"]) if len(items) > limit \
         else None
     return items[:limit], nxt
