@@ -256,12 +256,12 @@ def build_scenarios(seeded: Any, token: str) -> list[Scenario]:
                      f"({len(ss.session_ids)} sessions)",
                      [raw_request("GET", f"/v1/support-sessions?participant_id={r}&limit=50",
                                   token) for r in [ss.recipient_id, *ss.load_recipients]],
-                     needs="2: the page, its attendees (principal cached)"),
+                     needs="1: the page with its attendees (principal cached)"),
             Scenario("pairing_summary", "app",
                      f"GET /v1/pairings/{{id}}/summary ({len(ss.session_ids)} sessions)",
                      [raw_request("GET", f"/v1/pairings/{p}/summary", token)
                       for p in [ss.pairing_id, *ss.load_pairings]],
-                     needs="2: the pairing, the aggregate (principal cached)"),
+                     needs="1: the pairing with its aggregates (principal cached)"),
         ]
 
     return [

@@ -28,7 +28,16 @@ from app.models.escalation import (
     TimelineEntry,
     WatchLog,
 )
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import (
+    AUTHED,
+    DEFAULT,
+    Cursor,
+    IfMatch,
+    Limit,
+    json_page,
+    problems,
+    set_etag,
+)
 from app.services import escalations as svc
 
 router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED)
@@ -37,24 +46,27 @@ View = EscalationRead | EscalationStatusView
 
 
 _STATUS_ONLY = frozenset({Role.peer_supporter, Role.integration})
+_READ_FIELDS = tuple(EscalationRead.model_fields)
 _CLINICAL_HIDDEN = dict.fromkeys(("description", "screener", "outcome", "follow_up_plan",
                                   "review_date"))
 
 
 def views(principal: Principal, rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """Clinicians see everything; others who/where/tier/deadline/status without the clinical
-    detail; a peer supporter and a machine client only the status. Shaped as plain dicts (the
-    columns of `svc.VIEW_FIELDS`, changed in place): the response model (EscalationRead or
-    EscalationStatusView) validates and serialises them once, in its own field order."""
+    detail; a peer supporter and a machine client only the status. Shaped as plain dicts in
+    the field order of EscalationRead / EscalationStatusView, from dicts of `svc.VIEW_FIELDS`
+    (the list writes them as they are: `json_page`)."""
     if principal.role in _STATUS_ONLY:
         return [{"id": e["id"], "status": e["status"], "raised_at": e["raised_at"]} for e in rows]
     hide = principal.role != Role.clinician
+    out = []
     for e in rows:
         e["seconds_remaining"] = (int((e["ack_deadline"] - now).total_seconds())
                                   if e["status"] in WAITING else None)
         if hide:
             e.update(_CLINICAL_HIDDEN)
-    return rows
+        out.append({k: e[k] for k in _READ_FIELDS})
+    return out
 
 
 def view(principal: Principal, e: Any) -> dict[str, Any]:
@@ -89,10 +101,10 @@ async def list_escalations(
     limit: Limit = DEFAULT, cursor: Cursor = None, status: EscalationStatus | None = None,
     sort: Annotated[str | None, Query(pattern="^deadline$",
                                       description="deadline: most urgent first")] = None,
-) -> dict[str, Any]:
+) -> Response:
     rows, nxt = await svc.list_(session=session, principal=principal, status=status,
                                 by_deadline=sort == "deadline", limit=limit, cursor=cursor)
-    return {"items": views(principal, rows, utcnow()), "next_cursor": nxt}
+    return json_page(views(principal, rows, utcnow()), nxt)
 
 
 @router.get("/{escalation_id}", response_model=View, responses=problems(404))

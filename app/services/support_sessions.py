@@ -145,6 +145,9 @@ _LIST_COLUMNS = [S.id, S.kind, S.pairing_id, S.facilitator_id, S.facilitator_use
                  S.facility_id, S.network, S.status, S.scheduled_at, S.scheduled_by,
                  S.actual_start, S.duration_minutes, S.location, S.topics, S.closed_at,
                  S.closed_by, S.close_reason, S.note_ciphertext.is_not(None).label("has_note")]
+# The list's items are these, in SessionRead's field order (the router writes them as they
+# are, without the model: see routers.common.json_page).
+_LIST_FIELDS = (*(c.name for c in _LIST_COLUMNS), "attendees", "version", "updated_at")
 _FILTERS: dict[str, Any] = {
     "participant_id": lambda: S.id.in_(select(A.session_id).where(
         A.participant_id == bindparam("participant_id"))),
@@ -164,7 +167,8 @@ def _list_statement(dialect: str, peer: bool, walled: bool, keys: tuple[str, ...
                     after: bool) -> Any:
     """The same walls as `_session_clauses`, with the principal's values as parameters."""
     stmt = select(*_LIST_COLUMNS, literal_column(_ATTENDEES[dialect], JSON).label("attendees"),
-                  S.version, S.updated_at).where(S.network.in_(bindparam("nets", expanding=True)))
+                  S.version, S.updated_at,  # SessionRead's fields in its order: _LIST_FIELDS
+                  ).where(S.network.in_(bindparam("nets", expanding=True)))
     if walled:
         stmt = stmt.where(S.facility_id.in_(bindparam("facs", expanding=True)))
     if peer:
@@ -180,7 +184,8 @@ def _list_statement(dialect: str, peer: bool, walled: bool, keys: tuple[str, ...
 
 async def list_(*, session: AsyncSession, principal: Principal, filters: dict[str, Any],
                 limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of sessions as plain dicts in the shape of SessionRead (attendees included)."""
+    """A page of sessions as plain dicts in SessionRead's shape and field order (attendees
+    included)."""
     after = decode_uuid_cursor(cursor, "support_session")
     peer = principal.role == Role.peer_supporter
     if not principal.networks or (peer and principal.participant_id is None) or (
@@ -199,9 +204,12 @@ async def list_(*, session: AsyncSession, principal: Principal, filters: dict[st
         params["after"] = after
     stmt = _list_statement(session.bind.dialect.name, peer,  # type: ignore[union-attr]
                            not principal.all_facilities, keys, after is not None)
-    result = await session.execute(stmt, params)
-    keys = tuple(result.keys())
-    items = [dict(zip(keys, row, strict=True)) for row in result]
+    items = [dict(zip(_LIST_FIELDS, row, strict=True))
+             for row in await session.execute(stmt, params)]
+    if session.bind.dialect.name == "sqlite":  # type: ignore[union-attr]
+        for item in items:  # SQLite keeps uuids as 32 hex digits; the answer hyphenates them
+            for a in item["attendees"]:
+                a["participant_id"] = str(uuid.UUID(a["participant_id"]))
     nxt = encode_cursor("support_session", items[limit - 1]["id"]) if len(items) > limit \
         else None
     return items[:limit], nxt
