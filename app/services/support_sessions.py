@@ -120,13 +120,11 @@ async def to_reads(session: AsyncSession, items: list[SupportSession]) -> list[S
         updated_at=s.updated_at) for s in items]
 
 
-
-
 # The list: one prebuilt statement per shape (which filters, which walls apply), its values
 # bound per request; plain rows, and each session's attendees aggregated in the same statement
 # as JSON, so a page is one round trip and no ORM object or read model is built per row (the
-# router hands the rows to the response model, validated and serialised once, in pydantic's
-# core). `support_session` in the subqueries is the outer statement's table.
+# router writes the rows as they are: routers.common.json_page). `support_session` in the
+# subqueries is the outer statement's table.
 _ATTENDEES = {
     "postgresql": (
         "(SELECT coalesce(json_agg(json_build_object('participant_id', a.participant_id, "
