@@ -8,6 +8,8 @@ Environment (all optional):
   BENCH_WARMUP         2 (seconds, per scenario, not measured)
   BENCH_DURATION       10 (seconds, per scenario, measured)
   BENCH_ROUNDS         1: run every scenario this many times (interleaved), report the best
+  BENCH_WORKERS        1: uvicorn worker processes of the app server (2 is the production
+                       setting: the Dockerfile's `peerlink serve --workers 2`)
   BENCH_ONLY           comma-separated scenario names to run (default: all)
   BENCH_SESSIONS       support sessions to seed (default 1000000 when sessions_by_participant
                        or pairing_summary runs, else 0; about a minute of COPY per million)
@@ -113,6 +115,25 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (uvicorn --workers N: the workers
+    are children of the supervisor)."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return sum(_cpu_seconds(p) for p in tree)
+
+
 def _cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -143,10 +164,10 @@ class DbCpu:
 
 class Server:
     def __init__(self, name: str, target: str, port: int, env: dict[str, str],
-                 profile: Path | None = None) -> None:
+                 profile: Path | None = None, workers: int = 1) -> None:
         self.name, self.port = name, port
         args = ["-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", "1", "--no-access-log", "--log-level", "warning"]
+                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
         if profile:
             args = ["-m", "cProfile", "-o", str(profile), *args]
         self.log = open(OUT / f"{name}-server.log", "w")  # noqa: SIM115
@@ -235,12 +256,12 @@ def build_scenarios(seeded: Any, token: str) -> list[Scenario]:
                      f"({len(ss.session_ids)} sessions)",
                      [raw_request("GET", f"/v1/support-sessions?participant_id={r}&limit=50",
                                   token) for r in [ss.recipient_id, *ss.load_recipients]],
-                     needs="2: the page, its attendees (principal cached)"),
+                     needs="1: the page with its attendees (principal cached)"),
             Scenario("pairing_summary", "app",
                      f"GET /v1/pairings/{{id}}/summary ({len(ss.session_ids)} sessions)",
                      [raw_request("GET", f"/v1/pairings/{p}/summary", token)
                       for p in [ss.pairing_id, *ss.load_pairings]],
-                     needs="2: the pairing, the aggregate (principal cached)"),
+                     needs="1: the pairing with its aggregates (principal cached)"),
         ]
 
     return [
@@ -381,12 +402,14 @@ def drive(sc: Scenario, port: int, server_pid: int, dbcpu: DbCpu, cfg: dict[str,
     job = {"host": "127.0.0.1", "port": port, "requests": sc.requests,
            "concurrency": sc.concurrency or cfg["concurrency"], "warmup": cfg["warmup"],
            "duration": cfg["duration"]}
-    cpu0, db0, gen0, busy0 = _cpu_seconds(server_pid), dbcpu.sample(), _children_cpu(), _machine_busy()
+    cpu0, db0, gen0, busy0 = (_tree_cpu_seconds(server_pid), dbcpu.sample(), _children_cpu(),
+                              _machine_busy())
     w0 = time.perf_counter()
     proc = subprocess.run([PY, "-m", "bench.loadgen"], cwd=ROOT, input=json.dumps(job),
                           capture_output=True, text=True, timeout=cfg["warmup"] + cfg["duration"] + 60)
     wall = time.perf_counter() - w0
-    cpu1, db1, gen1, busy1 = _cpu_seconds(server_pid), dbcpu.sample(), _children_cpu(), _machine_busy()
+    cpu1, db1, gen1, busy1 = (_tree_cpu_seconds(server_pid), dbcpu.sample(), _children_cpu(),
+                              _machine_busy())
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed on {sc.name}: {proc.stderr[-2000:]}")
     res = json.loads(proc.stdout)
@@ -597,7 +620,8 @@ def report(scenarios: list[Scenario], trips: dict[str, Any], cfg: dict[str, Any]
     print(f"concurrency {cfg['concurrency']}, {cfg['duration']:g}s measured after "
           f"{cfg['warmup']:g}s warmup per scenario"
           + (f", best of {cfg['rounds']} rounds" if cfg["rounds"] > 1 else "")
-          + f"; each server is one uvicorn worker; {cfg['participants']:,} participants; "
+          + f"; the app server runs {cfg['workers']} uvicorn worker(s), the baseline one; "
+          + f"{cfg['participants']:,} participants; "
           + (f"{cfg['sessions']:,} support sessions; " if cfg.get("sessions") else "")
           + f"{os.cpu_count()} cores")
     w = max([15] + [len(sc.name) for sc in scenarios if sc.result])
@@ -722,6 +746,8 @@ def main() -> int:
         "warmup": float(os.environ.get("BENCH_WARMUP", "2")),
         "duration": float(os.environ.get("BENCH_DURATION", "10")),
         "rounds": max(1, int(os.environ.get("BENCH_ROUNDS", "1"))),
+        # The production image serves with `peerlink serve --workers 2` (Dockerfile).
+        "workers": max(1, int(os.environ.get("BENCH_WORKERS", "1"))),
         "profile": os.environ.get("BENCH_PROFILE", "") not in ("", "0"),
     }
     only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
@@ -752,7 +778,8 @@ def main() -> int:
     scenarios: list[Scenario] = []
     dbcpu: DbCpu | None = None
     try:
-        servers["app"] = Server("app", "app.main:create_app", _free_port(), env, profile)
+        servers["app"] = Server("app", "app.main:create_app", _free_port(), env, profile,
+                                workers=cfg["workers"])
         servers["baseline"] = Server("baseline", "bench.baseline_app:create_app", _free_port(), env)
         servers["app"].wait_ready("/livez")
         servers["baseline"].wait_ready("/bare")

@@ -4,6 +4,7 @@ exactly-once handling by racing workers, what each role sees, idempotent raising
 links to disclosures and pairings."""
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -320,3 +321,44 @@ def test_worker_process_stops_cleanly_on_sigterm(db_url):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_dashboard_list_shows_each_role_its_view(client, factory, ctx):
+    """The dashboard builds each role's view from plain rows and writes it without the read
+    model: the same answer as a single read (which goes through the model), clinical detail
+    for clinicians only, the status alone for peers and machines."""
+    sup = factory.certified_supporter(ctx["f"])
+    factory.pairing(sup, ctx["person"])
+    peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=sup))
+    mine = _raise(client, peer, ctx["person"], tier="moderate").json()["id"]
+    urgent = _raise(client, ctx["officer"], factory.recipient(ctx["f"]), tier="imminent")
+    screened = _raise(client, ctx["clin"], factory.recipient(ctx["f"]), tier=None,
+                      screener=NO | {"plan": True}).json()["id"]  # high, stored answers
+    done = _raise(client, ctx["officer"], factory.recipient(ctx["f"]), tier="low").json()["id"]
+    client.post(f"/v1/escalations/{done}/acknowledge", headers=ctx["clin"], json={})
+    client.post(f"/v1/escalations/{done}/resolve", headers=ctx["clin"], json={"outcome": "ok"})
+    machine = factory.api_client(["escalations:read"], [ctx["f"]])
+    url = "/v1/escalations?status=open&sort=deadline"
+    for h in (ctx["clin"], ctx["officer"], ctx["coord"], peer, factory.headers(machine)):
+        page = client.get(url, headers=h).json()
+        assert page["next_cursor"] is None
+        for item in page["items"]:
+            single = client.get(f"/v1/escalations/{item['id']}", headers=h).json()
+            for x in (item, single):  # the clock moves between the two reads
+                x.pop("seconds_remaining", None)
+            assert json.dumps(item) == json.dumps(single)  # keys, order, values
+    clin = client.get(url, headers=ctx["clin"]).json()["items"]
+    assert [x["id"] for x in clin] == [urgent.json()["id"], screened, mine]  # most urgent first
+    assert clin[0]["description"] and clin[0]["seconds_remaining"] > 0
+    assert clin[1]["screener"]["derived_tier"] == "high"
+    officer = client.get(url, headers=ctx["officer"]).json()["items"]
+    assert len(officer) == 3
+    assert all(x["description"] is None and x["screener"] is None for x in officer)
+    assert [set(x) for x in client.get(url, headers=peer).json()["items"]] == [
+        {"id", "status", "raised_at"}]
+    every = client.get("/v1/escalations?limit=2", headers=ctx["clin"]).json()
+    more = client.get(f"/v1/escalations?limit=2&cursor={every['next_cursor']}",
+                      headers=ctx["clin"]).json()
+    assert len(every["items"] + more["items"]) == 4 and more["next_cursor"] is None
+    officer_all = client.get("/v1/escalations", headers=ctx["officer"]).json()["items"]
+    assert done not in {x["id"] for x in officer_all} and len(officer_all) == 3

@@ -2,6 +2,7 @@
 network checks, the confidential note (who may read it, audited, never leaked, encrypted at
 rest), disclosures and their ledger, and a pairing's outcomes."""
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -292,3 +293,57 @@ def test_sessions_rechecked_when_people_may_no_longer_meet(client, factory, ctx)
     # The peer's ledger access ends with the pairing.
     assert client.get(f"/v1/participants/{ctx['rec'].id}/disclosures",
                       headers=ctx["peer"]).status_code == 404
+
+
+def test_list_items_are_the_single_reads_field_for_field(client, factory, ctx):
+    """The list reads plain rows with attendees aggregated by the database (JSON) and writes
+    them without the read model; a single read builds and serialises the model. Both answer
+    the same for every session: keys, their order, values and how they are written."""
+    done = _one_to_one(client, ctx)
+    assert _complete(client, ctx, done["id"]).status_code == 200
+    cancelled = _one_to_one(client, ctx)
+    client.post(f"/v1/support-sessions/{cancelled['id']}/cancel", headers=ctx["peer"],
+                json={"reason": "Unit lockdown"})
+    _one_to_one(client, ctx)  # scheduled, no note
+    g = factory.support_session(facility=ctx["f"], facilitator=ctx["sup"])
+    people = [factory.recipient(ctx["f"]) for _ in range(3)]
+    for person in people:
+        assert client.post(f"/v1/support-sessions/{g.id}/attendees", headers=ctx["h"],
+                           json={"participant_id": str(person.id)}).status_code == 200
+    r = client.post(f"/v1/support-sessions/{g.id}/complete", headers=ctx["h"], json={
+        "actual_start": _when(-1), "duration_minutes": 60,
+        "attendance": [{"participant_id": str(people[0].id), "status": "attended"},
+                       {"participant_id": str(people[1].id), "status": "absent",
+                        "reason": "Court date"}],
+        "wellbeing": [{"participant_id": str(people[0].id), "before": 3, "after": 3}]})
+    assert r.status_code == 200, r.text
+
+    listed = client.get("/v1/support-sessions?limit=2", headers=ctx["h"]).json()
+    items = listed["items"]
+    rest = client.get(f"/v1/support-sessions?limit=2&cursor={listed['next_cursor']}",
+                      headers=ctx["h"]).json()
+    assert rest["next_cursor"] is None
+    items += rest["items"]
+    assert len(items) == 4 and [x["id"] for x in items] == sorted(x["id"] for x in items)
+    for item in items:
+        single = client.get(f"/v1/support-sessions/{item['id']}", headers=ctx["h"]).text
+        assert json.dumps(item) == json.dumps(json.loads(single))  # keys, order, values
+    group = next(x for x in items if x["kind"] == "group")
+    assert [a["participant_id"] for a in group["attendees"]] == [
+        str(p) for p in (ctx["sup"].id, *(x.id for x in people))]
+    assert group["attendees"][2]["reason"] == "Court date"
+
+    def ids(query, headers=None):
+        r = client.get(f"/v1/support-sessions?{query}", headers=headers or ctx["h"])
+        assert r.status_code == 200, r.text
+        return {x["id"] for x in r.json()["items"]}
+
+    assert ids(f"participant_id={people[1].id}") == {str(g.id)}
+    assert ids(f"participant_id={ctx['rec'].id}&status=completed") == {done["id"]}
+    assert ids(f"pairing_id={ctx['pairing'].id}&kind=one_to_one") == {
+        x["id"] for x in items if x["kind"] == "one_to_one"}
+    assert ids(f"facilitator_id={ctx['sup'].id}&kind=group") == {str(g.id)}
+    assert ids("status=cancelled") == {cancelled["id"]}
+    assert len(ids("limit=200", ctx["peer"])) == 4  # their pairing's sessions and their group
+    other = factory.headers(factory.user(Role.coordinator, [factory.facility()]))
+    assert ids(f"participant_id={ctx['rec'].id}", other) == set()

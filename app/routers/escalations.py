@@ -4,6 +4,7 @@ the open dashboard sorted by deadline; the timeline. What each role sees is shap
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
@@ -12,6 +13,7 @@ from app.db import utcnow
 from app.deps import IdempotencyKeyRequired, Principal, SessionDep, require
 from app.models.common import Page, Role
 from app.models.escalation import (
+    WAITING,
     Acknowledge,
     Assign,
     EscalationCreate,
@@ -26,7 +28,16 @@ from app.models.escalation import (
     TimelineEntry,
     WatchLog,
 )
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import (
+    AUTHED,
+    DEFAULT,
+    Cursor,
+    IfMatch,
+    Limit,
+    json_page,
+    problems,
+    set_etag,
+)
 from app.services import escalations as svc
 
 router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED)
@@ -34,31 +45,36 @@ _MOVE = problems(404, 409, 412)
 View = EscalationRead | EscalationStatusView
 
 
-def view(principal: Principal, e: Any) -> View:
+_STATUS_ONLY = frozenset({Role.peer_supporter, Role.integration})
+_READ_FIELDS = tuple(EscalationRead.model_fields)
+_CLINICAL_HIDDEN = dict.fromkeys(("description", "screener", "outcome", "follow_up_plan",
+                                  "review_date"))
+
+
+def views(principal: Principal, rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """Clinicians see everything; others who/where/tier/deadline/status without the clinical
-    detail; a peer supporter and a machine client only the status."""
-    if principal.role in (Role.peer_supporter, Role.integration):
-        return EscalationStatusView(id=e.id, status=EscalationStatus(e.status),
-                                    raised_at=e.raised_at)
-    clinical = principal.role == Role.clinician
-    remaining = None
-    if e.status in ("open", "reopened"):
-        remaining = int((e.ack_deadline - utcnow()).total_seconds())
-    return EscalationRead(
-        id=e.id, participant_id=e.participant_id, facility_id=e.facility_id, network=e.network,
-        category=e.category, description=e.description if clinical else None,
-        location_unit_id=e.location_unit_id, location_text=e.location_text, tier=e.tier,
-        screener=e.screener if clinical else None, status=e.status, ack_deadline=e.ack_deadline,
-        seconds_remaining=remaining, breached=e.breached, chain_level=e.chain_level,
-        assigned_to=e.assigned_to,
-        raised_by=e.raised_by, raised_at=e.raised_at, acknowledged_at=e.acknowledged_at,
-        acknowledged_by=e.acknowledged_by, resolved_at=e.resolved_at, resolved_by=e.resolved_by,
-        outcome=e.outcome if clinical else None,
-        follow_up_plan=e.follow_up_plan if clinical else None,
-        review_date=e.review_date if clinical else None, version=e.version)
+    detail; a peer supporter and a machine client only the status. Shaped as plain dicts in
+    the field order of EscalationRead / EscalationStatusView, from dicts of `svc.VIEW_FIELDS`
+    (the list writes them as they are: `json_page`)."""
+    if principal.role in _STATUS_ONLY:
+        return [{"id": e["id"], "status": e["status"], "raised_at": e["raised_at"]} for e in rows]
+    hide = principal.role != Role.clinician
+    out = []
+    for e in rows:
+        e["seconds_remaining"] = (int((e["ack_deadline"] - now).total_seconds())
+                                  if e["status"] in WAITING else None)
+        if hide:
+            e.update(_CLINICAL_HIDDEN)
+        out.append({k: e[k] for k in _READ_FIELDS})
+    return out
 
 
-def _one(principal: Principal, response: Response, e: Any) -> View:
+def view(principal: Principal, e: Any) -> dict[str, Any]:
+    """One escalation (an ORM object) in the caller's view."""
+    return views(principal, [{f: getattr(e, f) for f in svc.VIEW_FIELDS}], utcnow())[0]
+
+
+def _one(principal: Principal, response: Response, e: Any) -> Any:
     set_etag(response, e.version)
     return view(principal, e)
 
@@ -85,10 +101,10 @@ async def list_escalations(
     limit: Limit = DEFAULT, cursor: Cursor = None, status: EscalationStatus | None = None,
     sort: Annotated[str | None, Query(pattern="^deadline$",
                                       description="deadline: most urgent first")] = None,
-) -> Page[View]:
+) -> Response:
     rows, nxt = await svc.list_(session=session, principal=principal, status=status,
                                 by_deadline=sort == "deadline", limit=limit, cursor=cursor)
-    return Page(items=[view(principal, e) for e in rows], next_cursor=nxt)
+    return json_page(views(principal, rows, utcnow()), nxt)
 
 
 @router.get("/{escalation_id}", response_model=View, responses=problems(404))

@@ -26,7 +26,16 @@ from app.models.support_session import (
     TopicCreate,
     TopicRead,
 )
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import (
+    AUTHED,
+    DEFAULT,
+    Cursor,
+    IfMatch,
+    Limit,
+    json_page,
+    problems,
+    set_etag,
+)
 from app.services import support_sessions as svc
 
 router = APIRouter(prefix="/v1/support-sessions", tags=["support sessions"], responses=AUTHED)
@@ -49,7 +58,7 @@ async def list_support_sessions(
     facility_id: uuid.UUID | None = None, kind: SessionKind | None = None,
     status: SessionStatus | None = None, scheduled_from: AwareDatetime | None = None,
     scheduled_to: AwareDatetime | None = None, updated_since: AwareDatetime | None = None,
-) -> Page[SessionRead]:
+) -> Response:
     """Never carries note text: `has_note` says whether one exists."""
     filters = {"participant_id": participant_id, "pairing_id": pairing_id,
                "facilitator_id": facilitator_id, "facility_id": facility_id, "kind": kind,
@@ -57,7 +66,7 @@ async def list_support_sessions(
                "updated_since": updated_since}
     rows, nxt = await svc.list_(session=session, principal=principal, filters=filters,
                                 limit=limit, cursor=cursor)
-    return Page(items=await svc.to_reads(session, rows), next_cursor=nxt)
+    return json_page(rows, nxt)  # plain dicts in SessionRead's shape and field order
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SessionRead,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -47,7 +48,7 @@ from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
 from app.services.facilities import settings_of
-from app.services.pagination import keyset_page
+from app.services.pagination import decode_uuid_cursor, encode_cursor
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
 
@@ -112,16 +113,67 @@ async def get(*, session: AsyncSession, principal: Principal, escalation_id: uui
     return found
 
 
+# What a list reads: every column a role-shaped view may show (app/routers/escalations.view).
+_VIEW_COLUMNS = [E.id, E.participant_id, E.facility_id, E.network, E.category, E.description,
+                 E.location_unit_id, E.location_text, E.tier, E.screener, E.status,
+                 E.ack_deadline, E.breached, E.chain_level, E.assigned_to, E.raised_by,
+                 E.raised_at, E.acknowledged_at, E.acknowledged_by, E.resolved_at, E.resolved_by,
+                 E.outcome, E.follow_up_plan, E.review_date, E.version]
+VIEW_FIELDS = tuple(c.name for c in _VIEW_COLUMNS)
+
+
+@lru_cache(maxsize=64)
+def _list_statement(peer: bool, walled: bool, officer: bool, status: bool, by_deadline: bool,
+                    after: bool) -> Any:
+    """The walls of `escalations` with the principal's values as parameters: one prebuilt
+    statement per shape, plain rows (the dashboard is refreshed every few seconds)."""
+    stmt = select(*_VIEW_COLUMNS)
+    if walled:
+        stmt = stmt.where(E.facility_id.in_(bindparam("facs", expanding=True)))
+    if peer:
+        stmt = stmt.where(E.raised_by == bindparam("actor"))
+    else:
+        stmt = stmt.where(E.network.in_(bindparam("nets", expanding=True)))
+        if officer:
+            stmt = stmt.where(E.status.in_(UNRESOLVED))
+    if status:
+        stmt = stmt.where(E.status == bindparam("status"))
+    if by_deadline:  # the dashboard: most urgent first, one screenful
+        return stmt.order_by(E.ack_deadline, E.id).limit(bindparam("lim", type_=Integer))
+    if after:
+        stmt = stmt.where(E.id > bindparam("after"))
+    return stmt.order_by(E.id).limit(bindparam("lim", type_=Integer))
+
+
 async def list_(*, session: AsyncSession, principal: Principal, status: EscalationStatus | None,
                 by_deadline: bool, limit: int, cursor: str | None,
-                ) -> tuple[list[Escalation], str | None]:
-    stmt = escalations(principal)
+                ) -> tuple[list[dict[str, Any]], str | None]:
+    """Plain dicts of VIEW_FIELDS (no ORM objects) for the role-shaped views; by deadline: one
+    page, no cursor."""
+    after = None if by_deadline else decode_uuid_cursor(cursor, "escalation")
+    peer = principal.role == Role.peer_supporter
+    walled = not principal.all_facilities
+    if (walled and not principal.facility_ids) or (not peer and not principal.networks):
+        return [], None
+    params: dict[str, Any] = {"lim": limit if by_deadline else limit + 1}
+    if walled:
+        params["facs"] = list(principal.facility_ids)
+    if peer:
+        params["actor"] = principal.actor
+    else:
+        params["nets"] = [n.value for n in principal.networks]
     if status:
-        stmt = stmt.where(E.status == status.value)
-    if by_deadline:  # the dashboard: most urgent first, one screenful
-        rows = (await session.execute(stmt.order_by(E.ack_deadline, E.id).limit(limit))).scalars()
-        return list(rows), None
-    return await keyset_page(session, stmt, E.id, kind="escalation", limit=limit, cursor=cursor)
+        params["status"] = status.value
+    if after is not None:
+        params["after"] = after
+    stmt = _list_statement(peer, walled, principal.role == Role.officer, status is not None,
+                           by_deadline, after is not None)
+    rows = [dict(zip(VIEW_FIELDS, row, strict=True))
+            for row in await session.execute(stmt, params)]
+    if by_deadline:
+        return rows, None
+    nxt = encode_cursor("escalation", rows[limit - 1]["id"]) if len(rows) > limit else None
+    return rows[:limit], nxt
 
 
 async def _subject(session: AsyncSession, principal: Principal,

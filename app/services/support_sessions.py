@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, or_, select
+from sqlalchemy import JSON, Integer, and_, bindparam, case, cast, func, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,7 +50,7 @@ from app.services import certification, escalations, pairings, scoping
 from app.services.audit import AuditEntry, append
 from app.services.common import check_version
 from app.services.facilities import settings_of
-from app.services.pagination import keyset_page
+from app.services.pagination import decode_uuid_cursor, encode_cursor
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
 
@@ -85,18 +86,6 @@ def sessions(principal: Principal) -> Any:
     return select(SupportSession).where(*_session_clauses(principal))
 
 
-# Reads: every column but the encrypted note, and whether there is one.
-_READ_COLUMNS = [c for c in SupportSession.__table__.c
-                 if c.name not in ("note_ciphertext", "note_wrapped_key", "note_key_id",
-                                   "note_author", "note_written_at")]
-
-
-def session_rows(principal: Principal) -> Any:
-    """The same scope as `sessions`, as plain rows for reading (no ORM objects, no note)."""
-    return select(*_READ_COLUMNS, S.note_ciphertext.is_not(None).label("has_note")).where(
-        *_session_clauses(principal))
-
-
 async def get(*, session: AsyncSession, principal: Principal, session_id: uuid.UUID,
               for_update: bool = False) -> SupportSession:
     stmt = sessions(principal).where(S.id == session_id)
@@ -108,8 +97,9 @@ async def get(*, session: AsyncSession, principal: Principal, session_id: uuid.U
     return found
 
 
-async def to_reads(session: AsyncSession, items: list[Any]) -> list[SessionRead]:
-    """Read models with attendees in one more query, whatever the page size."""
+async def to_reads(session: AsyncSession, items: list[SupportSession]) -> list[SessionRead]:
+    """Read models of sessions just loaded or written, with their attendees in one more query
+    (single-record answers; the list reads through `list_`)."""
     ids = [s.id for s in items]
     by_session: dict[uuid.UUID, list[AttendeeRead]] = {i: [] for i in ids}
     if ids:
@@ -126,38 +116,101 @@ async def to_reads(session: AsyncSession, items: list[Any]) -> list[SessionRead]
         scheduled_by=s.scheduled_by, actual_start=s.actual_start,
         duration_minutes=s.duration_minutes, location=s.location, topics=list(s.topics or []),
         closed_at=s.closed_at, closed_by=s.closed_by, close_reason=s.close_reason,
-        has_note=_has_note(s), attendees=by_session[s.id], version=s.version,
+        has_note=s.note_ciphertext is not None, attendees=by_session[s.id], version=s.version,
         updated_at=s.updated_at) for s in items]
 
 
-def _has_note(s: Any) -> bool:
-    has = getattr(s, "has_note", None)
-    return bool(has) if has is not None else s.note_ciphertext is not None
+# The list: one prebuilt statement per shape (which filters, which walls apply), its values
+# bound per request; plain rows, and each session's attendees aggregated in the same statement
+# as JSON, so a page is one round trip and no ORM object or read model is built per row (the
+# router writes the rows as they are: routers.common.json_page). `support_session` in the
+# subqueries is the outer statement's table.
+_ATTENDEES = {
+    "postgresql": (
+        "(SELECT coalesce(json_agg(json_build_object('participant_id', a.participant_id, "
+        "'status', a.status, 'reason', a.reason, 'wellbeing_before', a.wellbeing_before, "
+        "'wellbeing_after', a.wellbeing_after) ORDER BY a.id), '[]'::json) "
+        "FROM session_attendee AS a WHERE a.session_id = support_session.id)"),
+    # SQLite before 3.44 has no ORDER BY inside an aggregate: the ordered subquery is not
+    # flattened into an aggregate query, so json_group_array sees its rows in that order.
+    "sqlite": (
+        "(SELECT json_group_array(json(x)) FROM (SELECT json_object('participant_id', "
+        "a.participant_id, 'status', a.status, 'reason', a.reason, 'wellbeing_before', "
+        "a.wellbeing_before, 'wellbeing_after', a.wellbeing_after) AS x "
+        "FROM session_attendee AS a WHERE a.session_id = support_session.id ORDER BY a.id))"),
+}
+_LIST_COLUMNS = [S.id, S.kind, S.pairing_id, S.facilitator_id, S.facilitator_user_id,
+                 S.facility_id, S.network, S.status, S.scheduled_at, S.scheduled_by,
+                 S.actual_start, S.duration_minutes, S.location, S.topics, S.closed_at,
+                 S.closed_by, S.close_reason, S.note_ciphertext.is_not(None).label("has_note")]
+# The list's items are these, in SessionRead's field order (the router writes them as they
+# are, without the model: see routers.common.json_page).
+_LIST_FIELDS = (*(c.name for c in _LIST_COLUMNS), "attendees", "version", "updated_at")
+_FILTERS: dict[str, Any] = {
+    "participant_id": lambda: S.id.in_(select(A.session_id).where(
+        A.participant_id == bindparam("participant_id"))),
+    "pairing_id": lambda: S.pairing_id == bindparam("pairing_id"),
+    "facilitator_id": lambda: S.facilitator_id == bindparam("facilitator_id"),
+    "facility_id": lambda: S.facility_id == bindparam("facility_id"),
+    "kind": lambda: S.kind == bindparam("kind"),
+    "status": lambda: S.status == bindparam("status"),
+    "scheduled_from": lambda: S.scheduled_at >= bindparam("scheduled_from"),
+    "scheduled_to": lambda: S.scheduled_at < bindparam("scheduled_to"),
+    "updated_since": lambda: S.updated_at >= bindparam("updated_since"),
+}
+
+
+@lru_cache(maxsize=256)
+def _list_statement(dialect: str, peer: bool, walled: bool, keys: tuple[str, ...],
+                    after: bool) -> Any:
+    """The same walls as `_session_clauses`, with the principal's values as parameters."""
+    stmt = select(*_LIST_COLUMNS, literal_column(_ATTENDEES[dialect], JSON).label("attendees"),
+                  S.version, S.updated_at,  # SessionRead's fields in its order: _LIST_FIELDS
+                  ).where(S.network.in_(bindparam("nets", expanding=True)))
+    if walled:
+        stmt = stmt.where(S.facility_id.in_(bindparam("facs", expanding=True)))
+    if peer:
+        me = bindparam("me", type_=PR.supporter_id.type)
+        stmt = stmt.where(or_(S.pairing_id.in_(select(PR.id).where(PR.supporter_id == me)),
+                              S.facilitator_id == me))
+    for key in keys:
+        stmt = stmt.where(_FILTERS[key]())
+    if after:
+        stmt = stmt.where(S.id > bindparam("after"))
+    return stmt.order_by(S.id).limit(bindparam("lim", type_=Integer))
 
 
 async def list_(*, session: AsyncSession, principal: Principal, filters: dict[str, Any],
-                limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
-    stmt = session_rows(principal)
-    f = filters
-    if f.get("participant_id"):
-        stmt = stmt.where(S.id.in_(select(A.session_id).where(
-            A.participant_id == f["participant_id"])))
-    for key, column in (("pairing_id", S.pairing_id), ("facilitator_id", S.facilitator_id),
-                        ("facility_id", S.facility_id)):
-        if f.get(key):
-            stmt = stmt.where(column == f[key])
-    if f.get("kind"):
-        stmt = stmt.where(S.kind == f["kind"].value)
-    if f.get("status"):
-        stmt = stmt.where(S.status == f["status"].value)
-    if f.get("scheduled_from"):
-        stmt = stmt.where(S.scheduled_at >= f["scheduled_from"])
-    if f.get("scheduled_to"):
-        stmt = stmt.where(S.scheduled_at < f["scheduled_to"])
-    if f.get("updated_since"):
-        stmt = stmt.where(S.updated_at >= f["updated_since"])
-    return await keyset_page(session, stmt, S.id, kind="support_session", limit=limit,
-                             cursor=cursor, rows=True)
+                limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of sessions as plain dicts in SessionRead's shape and field order (attendees
+    included)."""
+    after = decode_uuid_cursor(cursor, "support_session")
+    peer = principal.role == Role.peer_supporter
+    if not principal.networks or (peer and principal.participant_id is None) or (
+            not principal.all_facilities and not principal.facility_ids):
+        return [], None
+    params: dict[str, Any] = {"nets": [n.value for n in principal.networks], "lim": limit + 1}
+    if not principal.all_facilities:
+        params["facs"] = list(principal.facility_ids)
+    if peer:
+        params["me"] = principal.participant_id
+    keys = tuple(k for k in _FILTERS if filters.get(k))
+    for k in keys:
+        v = filters[k]
+        params[k] = v.value if k in ("kind", "status") else v
+    if after is not None:
+        params["after"] = after
+    stmt = _list_statement(session.bind.dialect.name, peer,  # type: ignore[union-attr]
+                           not principal.all_facilities, keys, after is not None)
+    items = [dict(zip(_LIST_FIELDS, row, strict=True))
+             for row in await session.execute(stmt, params)]
+    if session.bind.dialect.name == "sqlite":  # type: ignore[union-attr]
+        for item in items:  # SQLite keeps uuids as 32 hex digits; the answer hyphenates them
+            for a in item["attendees"]:
+                a["participant_id"] = str(uuid.UUID(a["participant_id"]))
+    nxt = encode_cursor("support_session", items[limit - 1]["id"]) if len(items) > limit \
+        else None
+    return items[:limit], nxt
 
 
 def _event(w: Writer, type_: str, s: SupportSession) -> None:
@@ -451,22 +504,50 @@ async def disclosures_of(*, session: AsyncSession, principal: Principal,
     return list(rows.scalars())
 
 
-async def summary(*, session: AsyncSession, principal: Principal,
-                  pairing_id: uuid.UUID) -> PairingSummary:
-    """Outcomes of a pairing, computed by the database (aggregates, no rows loaded)."""
-    pairing = await pairings.get(session=session, principal=principal, pairing_id=pairing_id)
-    done = and_(S.pairing_id == pairing.id, S.status == _St.completed.value)
-    recipient = and_(A.session_id == S.id, A.participant_id == pairing.recipient_id)
-    row = (await session.execute(
-        select(func.count(S.id).label("held"),  # one row per session: the recipient's
+@lru_cache(maxsize=8)
+def _summary_statement(peer: bool, walled: bool) -> Any:
+    """The pairing (within the same walls as `pairings.pairings`, values as parameters) and
+    its outcomes in one statement: its completed sessions joined with the recipient's
+    attendance. No row: no such pairing for this caller."""
+    done = and_(S.pairing_id == PR.id, S.status == _St.completed.value)
+    recipient = and_(A.session_id == S.id, A.participant_id == PR.recipient_id)
+    stmt = (
+        select(PR.id, PR.activated_at, PR.proposed_at,
+               func.count(S.id).label("held"),  # one row per session: the recipient's
                func.coalesce(func.sum(case((A.status == "attended", 1), else_=0)), 0)
                .label("attended"),
                func.avg(cast(A.wellbeing_after, Integer) - cast(A.wellbeing_before, Integer))
                .label("change"),
                func.min(S.actual_start).label("first"), func.max(S.actual_start).label("last"))
-        .select_from(SupportSession.__table__.outerjoin(SessionAttendee.__table__, recipient))
-        .where(done))).one()
-    start = pairing.activated_at or pairing.proposed_at
+        .select_from(Pairing.__table__.outerjoin(SupportSession.__table__, done)
+                     .outerjoin(SessionAttendee.__table__, recipient))
+        .where(PR.id == bindparam("pairing_id"), PR.network.in_(bindparam("nets", expanding=True)))
+        .group_by(PR.id, PR.activated_at, PR.proposed_at))
+    if walled:
+        stmt = stmt.where(PR.facility_id.in_(bindparam("facs", expanding=True)))
+    if peer:
+        stmt = stmt.where(PR.supporter_id == bindparam("me", type_=PR.supporter_id.type))
+    return stmt
+
+
+async def summary(*, session: AsyncSession, principal: Principal,
+                  pairing_id: uuid.UUID) -> PairingSummary:
+    """Outcomes of a pairing, computed by the database (aggregates, no rows loaded)."""
+    peer = principal.role == Role.peer_supporter
+    row = None
+    if principal.networks and (principal.all_facilities or principal.facility_ids) and (
+            not peer or principal.participant_id is not None):
+        params: dict[str, Any] = {"pairing_id": pairing_id,
+                                  "nets": [n.value for n in principal.networks]}
+        if not principal.all_facilities:
+            params["facs"] = list(principal.facility_ids)
+        if peer:
+            params["me"] = principal.participant_id
+        row = (await session.execute(_summary_statement(peer, not principal.all_facilities),
+                                     params)).first()
+    if row is None:
+        raise NotFound("No such pairing.")
+    start = row.activated_at or row.proposed_at
     now = utcnow()
 
     def days(a: datetime | None, b: datetime | None) -> int | None:
@@ -476,7 +557,7 @@ async def summary(*, session: AsyncSession, principal: Principal,
         return max(0, (b - a).days)
 
     return PairingSummary(
-        pairing_id=pairing.id, sessions_held=row.held, sessions_attended=row.attended,
+        pairing_id=row.id, sessions_held=row.held, sessions_attended=row.attended,
         average_wellbeing_change=round(float(row.change), 2) if row.change is not None else None,
         days_to_first_session=days(start, row.first), days_since_last_session=days(row.last, now))
 
