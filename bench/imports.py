@@ -193,7 +193,8 @@ def main() -> int:
     seed(url, existing)
     content, expect = build_csv(rows)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEERLINK_")}
-    env.update(PEERLINK_DATABASE_URL=url, PEERLINK_MODE="development",
+    env.update(PEERLINK_RATE_LIMIT_PER_CALLER="1000000000/minute",
+               PEERLINK_DATABASE_URL=url, PEERLINK_MODE="development",
                PEERLINK_LOG_LEVEL="WARNING", PYTHONDONTWRITEBYTECODE="1")
     port = _free_port()
     args = ["-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
