@@ -67,6 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # What start-up built lives as long as the process: keep it out of every collection.
         gc.collect()
         gc.freeze()
+        # A request allocates thousands of short-lived objects (the candidate list: ~20,000);
+        # at CPython's default threshold (700) that meant 30 young collections a request and a
+        # full one every few requests, 15-35 ms each: the p99. Reference counting frees almost
+        # all of them; the cycle collector now runs every 50,000 net allocations.
+        gc.set_threshold(50_000, 20, 100)
         async with invalidation.running(settings), \
                 worker.embedded(app.state.sessionmaker, settings):
             yield
