@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(2, gt=0, le=60)
     webhook_retry_hours: float = Field(72, gt=0, le=24 * 14)
     webhook_disable_after_failures: int = Field(16, ge=1, le=1000)
+    # Finished deliveries (and their attempts) older than this leave the delivery log.
+    webhook_log_days: int = Field(30, ge=1, le=3650)
 
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000

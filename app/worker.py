@@ -39,7 +39,7 @@ def _jobs() -> list[Job]:
     from app.services.idempotency import purge
     from app.services.imports import resume_stalled
     from app.services.pairings import certification_sweep
-    from app.services.webhook_delivery import deliver_round
+    from app.services.webhook_delivery import deliver_round, purge_log
 
     return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds),
             Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds),
@@ -48,6 +48,7 @@ def _jobs() -> list[Job]:
             Job("idempotency_purge", purge, lambda s: 600),
             Job("webhook_delivery", deliver_round, lambda s: s.webhook_poll_seconds,
                 exclusive=False),
+            Job("webhook_log_purge", purge_log, lambda s: 3600),
             Job("import_resume", resume_stalled, lambda s: s.import_lease_seconds / 4)]
 
 

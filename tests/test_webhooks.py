@@ -804,3 +804,35 @@ def test_a_note_key_rotation_rewraps_webhook_secrets(client, factory, settings, 
     run_round(rotated)
     (_p, headers, body), = receiver.requests
     Webhook(ep["secret"]).verify(body, headers)
+
+
+def test_the_delivery_log_keeps_finished_deliveries_for_webhook_log_days(settings, factory):
+    from app.models import WebhookAttempt
+    from app.services.webhook_delivery import purge_log
+
+    admin = factory.user(Role.admin)
+    endpoint, _secret = factory.webhook_endpoint(admin)
+    old, recent, waiting = (factory.webhook_delivery(endpoint, factory.outbox_event(
+        "webhook_endpoint.disabled", network=None, entity_type="webhook_endpoint",
+        entity_id=endpoint.id), status=s) for s in ("delivered", "failed", "pending"))
+    long_ago = datetime.now(UTC) - timedelta(days=settings.webhook_log_days + 1)
+    with Session(factory.engine) as s:
+        s.add(WebhookAttempt(delivery_id=old.id, attempted_at=long_ago, status_code=204,
+                             duration_ms=3))
+        s.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_([old.id, waiting.id]))
+                  .values(created_at=long_ago))
+        s.commit()
+
+    async def go() -> dict[str, int]:
+        engine = make_async_engine(settings)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await purge_log(session, settings)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(go()) == {"webhook_deliveries_purged": 1}
+    assert factory.get(WebhookDelivery, old.id) is None
+    assert factory.count(WebhookAttempt, WebhookAttempt.delivery_id == old.id) == 0
+    assert factory.get(WebhookDelivery, recent.id) is not None  # finished, but recent
+    assert factory.get(WebhookDelivery, waiting.id) is not None  # old, but still pending

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
@@ -291,3 +291,22 @@ async def deliver_round(session: AsyncSession, settings: Settings, now: datetime
     counts = await record(session, settings, now, outcomes)
     return {"queued": queued, "sent": len(outcomes), **counts}
 
+
+
+async def purge_log(session: AsyncSession, settings: Settings, now: datetime | None = None,
+                    batch: int = 5_000) -> dict[str, int]:
+    """Worker job: finished deliveries older than `webhook_log_days` leave the log, with their
+    attempts, a batch per round (pending ones stay, whatever their age)."""
+    cut = (now or utcnow()) - timedelta(days=settings.webhook_log_days)
+    old = (select(WebhookDelivery.id)
+           .where(WebhookDelivery.status.in_((DeliveryStatus.delivered.value,
+                                              DeliveryStatus.failed.value,
+                                              DeliveryStatus.skipped.value)),
+                  WebhookDelivery.created_at < cut)
+           .order_by(WebhookDelivery.created_at).limit(batch))
+    ids = list((await session.execute(old)).scalars())
+    if ids:
+        await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
+        await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    await session.commit()
+    return {"webhook_deliveries_purged": len(ids)}
