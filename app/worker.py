@@ -80,7 +80,7 @@ async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, jo
         started = loop.time()
         try:
             result = await run_job(maker, settings, job)
-            if result:
+            if result and any(result.values()):  # quiet when a round found nothing
                 log.info("job done", extra={"job": job.name, **result})
         except Exception:
             log.exception("job failed", extra={"job": job.name})
