@@ -120,7 +120,11 @@ def _fingerprint_of(body):
 
 def test_applied_but_response_lost_is_409_not_a_second_write(client, factory, world):
     assert _post(client, world["h"], "k-5", _body()).status_code == 201
-    _set(factory, "k-5", state="committed")  # the process died between commit and storing
+    _set(factory, "k-5", state="committed")  # between its commit and storing its answer...
+    r = _post(client, world["h"], "k-5", _body())
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_key_in_flight"
+    # ...and its process died: the lease runs out with the change applied, the answer lost.
+    _set(factory, "k-5", locked_until=datetime.now(UTC) - timedelta(seconds=1))
     r = _post(client, world["h"], "k-5", _body())
     assert r.status_code == 409 and r.json()["code"] == "idempotency_outcome_unknown"
     assert factory.count(Participant) == 1
@@ -199,3 +203,40 @@ def test_the_contract_documents_the_header_on_every_post(app):
     raise_ = schema["paths"]["/v1/escalations"]["post"]
     header = next(p for p in raise_["parameters"] if p["name"] == "Idempotency-Key")
     assert header["required"] is True
+
+
+def test_concurrent_retries_with_one_key_create_once(live_server, factory, world):
+    """Eight copies of one request at once (a client's retries racing its first attempt):
+    one creates, the others get its stored answer or 409 in flight; never a second record."""
+    import threading
+
+    import httpx
+
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def send() -> None:
+        go.wait()
+        r = httpx.post(f"{live_server}/v1/participants", json=_body(),
+                       headers=world["h"] | {"Idempotency-Key": "race-1"}, timeout=30)
+        with lock:
+            answers.append(r)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(answers) == 8
+    created = [r for r in answers if r.status_code == 201]
+    originals = [r for r in created if "Idempotent-Replayed" not in r.headers]
+    assert len(originals) == 1
+    assert all(r.json()["id"] == originals[0].json()["id"] for r in created)
+    odd = [(r.status_code, r.text[:200]) for r in answers if not (
+        r.status_code == 201 or (r.status_code == 409
+                                 and r.json()["code"] == "idempotency_key_in_flight"))]
+    assert not odd, odd
+    assert factory.count(Participant) == 1
+    assert len(factory.events("participant.created")) == 1

@@ -102,15 +102,15 @@ async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, 
                                       row.response_key_id or "", row.id.bytes)
                 return Stored(row.response_status or 200, row.response_headers,
                               body.encode(), row.expires_at)
-            if row.state == "committed":
-                return Refused(409, "idempotency_outcome_unknown",
-                               "The first request with this Idempotency-Key was applied but its "
-                               "response was lost; look the resource up instead of retrying.")
-            if row.locked_until > now:
+            if row.locked_until > now:  # still running (perhaps committed, not yet answered)
                 wait = max(1, int((row.locked_until - now).total_seconds()))
                 return Refused(409, "idempotency_key_in_flight",
                                "A request with this Idempotency-Key is still being processed; "
                                "retry later.", retry_after=min(wait, 5))
+            if row.state == "committed":  # applied, then the process died before answering
+                return Refused(409, "idempotency_outcome_unknown",
+                               "The first request with this Idempotency-Key was applied but its "
+                               "response was lost; look the resource up instead of retrying.")
             # The earlier attempt died before writing anything: this one takes the key over.
             row.owner, row.locked_until = owner, now + lease
             await session.commit()
