@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem_response
-from app.security.tokens import InvalidToken
+from app.security.principal import bearer_subject
 from app.services import idempotency as svc
 
 _SKIP_PREFIXES = ("/v1/auth/",)  # tokens are never stored, and a token request is not a create
@@ -55,7 +54,7 @@ class IdempotencyMiddleware:
             return
         headers = dict(scope["headers"])
         key_raw = headers.get(b"idempotency-key")
-        caller = self._caller(scope, headers)
+        caller = bearer_subject(scope)
         if key_raw is None or caller is None or not (0 < len(key_raw) <= 200):
             await self.app(scope, receive, send)  # the route validates (or requires) the key
             return
@@ -131,21 +130,6 @@ class IdempotencyMiddleware:
             svc.CURRENT.reset(token)
             if not finished:  # the app failed before answering
                 await svc.release(app_state.sessionmaker, outcome)
-
-    @staticmethod
-    def _caller(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        state = scope["app"].state
-        try:
-            claims: dict[str, Any] = state.keyring.verify_cached(token.strip(),
-                                                                 settings=state.settings)
-        except InvalidToken:
-            return None
-        sub = claims.get("sub")
-        return sub if isinstance(sub, str) and len(sub) <= 64 else None
 
     @staticmethod
     async def _replay(stored: svc.Stored, send: Send) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -20,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import problem_response
-from app.security.tokens import InvalidToken
+from app.security.principal import bearer_subject
 
 _EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 _NEVER_LIMITED = frozenset({("POST", "/v1/escalations")})
@@ -40,7 +39,7 @@ class RateLimitMiddleware:
                 or scope["path"] in _EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        subject = _subject(scope)
+        subject = bearer_subject(scope)
         if subject is not None and (scope["method"], scope["path"]) in _NEVER_LIMITED:
             await self.app(scope, receive, send)
             return
@@ -70,20 +69,3 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-def _subject(scope: Scope) -> str | None:
-    """The verified token's subject (verification is cached per token string)."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                return None
-            state: Any = scope["app"].state
-            try:
-                claims = state.keyring.verify_cached(token.strip(), settings=state.settings)
-            except InvalidToken:
-                return None
-            sub = claims.get("sub")
-            return sub if isinstance(sub, str) else None
-    return None

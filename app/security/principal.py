@@ -185,4 +185,34 @@ async def get_principal(
     return principal
 
 
-__all__ = ["PRINCIPALS", "Principal", "get_principal"]
+_NO_SUBJECT = ""
+
+
+def bearer_subject(scope: Any) -> str | None:
+    """The subject of the request's bearer token when it verifies, else None. For middleware
+    that must tell callers apart before routing (rate limits, idempotency keys): the answer is
+    kept on the request, and verification itself is cached per token string."""
+    state = scope.setdefault("state", {})
+    known = state.get("bearer_subject")
+    if known is not None:
+        return known or None
+    subject = _NO_SUBJECT
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                app_state = scope["app"].state
+                try:
+                    claims = app_state.keyring.verify_cached(token.strip(),
+                                                             settings=app_state.settings)
+                except InvalidToken:
+                    claims = {}
+                sub = claims.get("sub")
+                if isinstance(sub, str) and len(sub) <= 64:
+                    subject = sub
+            break
+    state["bearer_subject"] = subject
+    return subject or None
+
+
+__all__ = ["PRINCIPALS", "Principal", "bearer_subject", "get_principal"]
