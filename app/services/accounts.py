@@ -5,18 +5,17 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
-from app.errors import Conflict, NotFound, RuleViolation
+from app.errors import NotFound, RuleViolation
 from app.models import ApiClient, Participant, RefreshToken, User
 from app.models.account import ClientCreate, ClientUpdate, UserCreate, UserUpdate
 from app.models.common import Role
 from app.security.passwords import hash_password, new_secret
 from app.security.principal import Principal
 from app.security.scopes import ROLE_SCOPES
-from app.services.common import check_version
+from app.services.common import check_version, flush_unique
 from app.services.facilities import ids_by_codes
 from app.services.pagination import keyset_page
 from app.services.writer import Writer
@@ -65,11 +64,7 @@ async def create_user(*, session: AsyncSession, principal: Principal | None,
         facility_ids=[str(f) for f in facility_ids], participant_id=data.participant_id,
     )
     session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("This username is taken.", code="username_taken") from None
+    await flush_unique(session, "This username is taken.", code="username_taken")
     w = Writer(session, principal)
     w.audit("user.create", "user", user.id)
     await w.commit()

@@ -1,8 +1,21 @@
-"""Optimistic concurrency: the If-Match check every versioned write shares."""
+"""What writes share: the If-Match check, and a unique constraint turned into a 409."""
 
 from __future__ import annotations
 
-from app.errors import PreconditionFailed
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, PreconditionFailed
+
+
+async def flush_unique(session: AsyncSession, detail: str, *, code: str) -> None:
+    """Flushes pending rows; a unique constraint they break is a 409 with this code (and the
+    transaction is rolled back, so nothing of the request lands)."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(detail, code=code) from None
 
 
 def check_version(current: int, if_match: str | None) -> None:

@@ -6,16 +6,15 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.errors import NotFound
 from app.models import Facility, HousingUnit
 from app.models.facility import FacilityCreate, FacilitySettings, FacilityUpdate, HousingUnitCreate
 from app.security.principal import Principal
 from app.services import scoping
-from app.services.common import check_version
+from app.services.common import check_version, flush_unique
 from app.services.pagination import keyset_page
 from app.services.writer import Writer
 
@@ -41,11 +40,7 @@ async def create(*, session: AsyncSession, principal: Principal, data: FacilityC
     session.add(facility)
     w = Writer(session, principal)
     w.audit("facility.create", "facility", facility.id, facility.id)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("A facility with this code exists.", code="facility_code_taken") from None
+    await flush_unique(session, "A facility with this code exists.", code="facility_code_taken")
     await w.commit()
     return facility
 
@@ -84,12 +79,8 @@ async def create_unit(*, session: AsyncSession, principal: Principal, facility_i
     await get(session=session, principal=principal, facility_id=facility_id)
     unit = HousingUnit(facility_id=facility_id, code=data.code, name=data.name)
     session.add(unit)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("This facility already has a unit with this code.",
-                       code="housing_unit_code_taken") from None
+    await flush_unique(session, "This facility already has a unit with this code.",
+                       code="housing_unit_code_taken")
     w = Writer(session, principal)
     w.audit("housing_unit.create", "housing_unit", unit.id, facility_id)
     await w.commit()

@@ -21,7 +21,7 @@ from app.models.keep_apart import (
 )
 from app.security.principal import Principal
 from app.services import pairings, scoping
-from app.services.common import check_version
+from app.services.common import check_version, flush_unique
 from app.services.pagination import keyset_page
 from app.services.scoping import P
 from app.services.writer import Writer
@@ -120,12 +120,8 @@ async def create(*, session: AsyncSession, principal: Principal,
                        authorised_by=data.authorised_by, external_source=data.external_source,
                        external_id=data.external_id, principal=principal)
     session.add(order)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("An open keep-apart order exists for this pair, or the external id is "
-                       "taken.", code="keep_apart_exists") from None
+    await flush_unique(session, "An open keep-apart order exists for this pair, or the external "
+                       "id is taken.", code="keep_apart_exists")
     w = Writer(session, principal)
     await pairings.end_between(session, w, a, b)
     _record(w, order, "open", people[0])

@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, Integer, and_, bindparam, case, cast, func, literal_column, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -48,7 +47,7 @@ from app.security.notes import NoteCipher
 from app.security.principal import Principal
 from app.services import certification, escalations, pairings, scoping
 from app.services.audit import AuditEntry, append
-from app.services.common import check_version
+from app.services.common import check_version, flush_unique
 from app.services.facilities import settings_of
 from app.services.pagination import decode_uuid_cursor, encode_cursor
 from app.services.workflow import Transition, step, table
@@ -332,11 +331,7 @@ async def add_attendee(*, session: AsyncSession, principal: Principal, session_i
     session.add(SessionAttendee(session_id=s.id, participant_id=participant_id))
     s.version += 1
     s.updated_at = utcnow()
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("Already an attendee.", code="already_attending") from None
+    await flush_unique(session, "Already an attendee.", code="already_attending")
     w = Writer(session, principal)
     w.audit("support_session.add_attendee", "support_session", s.id, s.facility_id)
     await w.commit()
@@ -577,11 +572,7 @@ async def add_topic(*, session: AsyncSession, principal: Principal,
                     data: TopicCreate) -> SessionTopic:
     topic = SessionTopic(code=data.code, label=data.label)
     session.add(topic)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("This topic exists.", code="topic_exists") from None
+    await flush_unique(session, "This topic exists.", code="topic_exists")
     w = Writer(session, principal)
     w.audit("session_topic.create", "session_topic", topic.code)
     await w.commit()

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -26,7 +25,7 @@ from app.models.training import (
 )
 from app.security.principal import Principal
 from app.services import certification, scoping
-from app.services.common import check_version
+from app.services.common import check_version, flush_unique
 from app.services.pagination import keyset_page
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
@@ -174,11 +173,7 @@ async def enroll(*, session: AsyncSession, principal: Principal,
     enrollment = Enrollment(participant_id=person.id, course_id=course.id,
                             enrolled_by=principal.actor)
     session.add(enrollment)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("An open enrollment in this course exists.", code="enrollment_open") from None
+    await flush_unique(session, "An open enrollment in this course exists.", code="enrollment_open")
     w = Writer(session, principal)
     w.audit("enrollment.create", "enrollment", enrollment.id, person.facility_id)
     await w.commit()
