@@ -14,7 +14,7 @@ from datetime import datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem_response
-from app.security.principal import bearer_subject
+from app.security.principal import bearer_principal
 from app.services import idempotency as svc
 
 _SKIP_PREFIXES = ("/v1/auth/",)  # tokens are never stored, and a token request is not a create
@@ -54,7 +54,10 @@ class IdempotencyMiddleware:
             return
         headers = dict(scope["headers"])
         key_raw = headers.get(b"idempotency-key")
-        caller = bearer_subject(scope)
+        # The caller as they stand now: a revoked token or a deactivated account gets no
+        # stored answer (it may hold a secret shown once); the route answers it instead.
+        principal = await bearer_principal(scope)
+        caller = principal.actor if principal else None
         if key_raw is None or caller is None or not (0 < len(key_raw) <= 200):
             await self.app(scope, receive, send)  # the route validates (or requires) the key
             return
@@ -95,16 +98,18 @@ class IdempotencyMiddleware:
 
         # The response is held back until it is stored: once the client has it, a retry with
         # the same key finds the stored answer (never a 409 for a request already done).
-        status, kept, out = 500, [], []
+        status, kept, out, secret = 500, [], [], False
         start: Message | None = None
         finished = False
 
         async def capture(message: Message) -> None:
-            nonlocal status, kept, start, finished
+            nonlocal status, kept, start, finished, secret
             if message["type"] == "http.response.start":
                 status = message["status"]
                 kept = [[k.decode("latin-1"), v.decode("latin-1")]
                         for k, v in message.get("headers", []) if k.lower() in _KEEP_HEADERS]
+                secret = any(k.lower() == b"cache-control" and b"no-store" in v.lower()
+                             for k, v in message.get("headers", []))
                 start = dict(message)
                 start["headers"] = [*message.get("headers", []),
                                     (b"idempotency-key-expires",
@@ -116,7 +121,8 @@ class IdempotencyMiddleware:
                     return
                 finished = True
                 await svc.finish(app_state.sessionmaker, outcome, status=status, headers=kept,
-                                 body=b"".join(out), cipher=app_state.note_cipher)
+                                 body=b"".join(out), cipher=app_state.note_cipher,
+                                 keep_body=not secret)
                 assert start is not None
                 await send(start)
                 await send({"type": "http.response.body", "body": b"".join(out)})

@@ -91,7 +91,8 @@ def test_in_flight_is_409_with_retry_after(client, factory, world, settings, app
     async def hold() -> object:
         engine = make_async_engine(settings)
         try:
-            return await idempotency.claim(make_sessionmaker(engine), settings, caller=str(world["coord"].id),
+            return await idempotency.claim(make_sessionmaker(engine), settings,
+                                           caller=f"user:{world['coord'].id}",
                                key="k-4", fingerprint=_fingerprint_of(_body()),
                                cipher=app.state.note_cipher)
         finally:
@@ -240,3 +241,26 @@ def test_concurrent_retries_with_one_key_create_once(live_server, factory, world
     assert not odd, odd
     assert factory.count(Participant) == 1
     assert len(factory.events("participant.created")) == 1
+
+
+def test_no_replay_for_a_revoked_token(client, factory, world):
+    assert _post(client, world["h"], "k-11", _body()).status_code == 201
+    token = world["h"]["Authorization"].removeprefix("Bearer ")
+    assert client.post("/v1/auth/revoke", data={"token": token,
+                                               "token_type_hint": "access_token"}).status_code == 200
+    r = _post(client, world["h"], "k-11", _body())
+    assert r.status_code == 401 and "Idempotent-Replayed" not in r.headers
+
+
+def test_an_answer_holding_a_secret_is_not_kept(client, factory, world):
+    admin = factory.headers(factory.user(Role.admin))
+    body = {"name": "JMS", "scopes": ["participants:read"]}
+    first = client.post("/v1/clients", headers=admin | {"Idempotency-Key": "k-12"}, json=body)
+    assert first.status_code == 201, first.text
+    secret = first.json()["client_secret"]
+    row = _row(factory, "k-12")
+    assert row.state == "completed" and row.response_body is None
+    again = client.post("/v1/clients", headers=admin | {"Idempotency-Key": "k-12"}, json=body)
+    assert again.status_code == 409 and again.json()["code"] == "idempotency_response_not_kept"
+    assert secret not in again.text
+    assert client.get("/v1/clients", headers=admin).json()["items"].__len__() == 1

@@ -19,7 +19,6 @@ from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.errors import Forbidden, Unauthorized
 from app.models import ApiClient, Participant, RevokedAccessToken, User
 from app.models.common import Network, Role
@@ -154,6 +153,19 @@ async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Princ
     )
 
 
+async def resolve(app_state: Any, token: str) -> Principal:
+    """The token's account as it stands now (InvalidToken when it does not verify, is revoked,
+    or its account is inactive): from PRINCIPALS, or on a miss from one short read."""
+    claims = app_state.keyring.verify_cached(token, settings=app_state.settings)
+    now = time.time()
+    principal = PRINCIPALS.get(claims["jti"], now)
+    if principal is None:
+        async with app_state.read_sessionmaker() as session:
+            principal = await load_principal(session, claims)
+        PRINCIPALS.put(principal, now)
+    return principal
+
+
 async def get_principal(
     security_scopes: SecurityScopes,
     request: Request,
@@ -161,16 +173,8 @@ async def get_principal(
 ) -> Principal:
     if not token:
         raise Unauthorized()
-    settings: Settings = request.app.state.settings
     try:
-        claims = request.app.state.keyring.verify_cached(token, settings=settings)
-        now = time.time()
-        principal = PRINCIPALS.get(claims["jti"], now)
-        if principal is None:
-            # Only a cache miss touches the database, on a short read of its own.
-            async with request.app.state.read_sessionmaker() as session:
-                principal = await load_principal(session, claims)
-            PRINCIPALS.put(principal, now)
+        principal = await resolve(request.app.state, token)
     except InvalidToken as exc:
         request.state.auth_failure = str(exc)  # for the log line; never for the body
         raise Unauthorized() from None
@@ -185,34 +189,25 @@ async def get_principal(
     return principal
 
 
-_NO_SUBJECT = ""
-
-
-def bearer_subject(scope: Any) -> str | None:
-    """The subject of the request's bearer token when it verifies, else None. For middleware
-    that must tell callers apart before routing (rate limits, idempotency keys): the answer is
-    kept on the request, and verification itself is cached per token string."""
+async def bearer_principal(scope: Any) -> Principal | None:
+    """The request's caller as it stands now, or None (no token, or one that does not verify,
+    is revoked or whose account is inactive). For middleware that must tell callers apart
+    before routing (rate limits, idempotency keys); kept on the request, so it resolves once."""
     state = scope.setdefault("state", {})
-    known = state.get("bearer_subject")
-    if known is not None:
-        return known or None
-    subject = _NO_SUBJECT
+    if "bearer_principal" in state:
+        return state["bearer_principal"]  # type: ignore[no-any-return]
+    principal = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
-                app_state = scope["app"].state
                 try:
-                    claims = app_state.keyring.verify_cached(token.strip(),
-                                                             settings=app_state.settings)
+                    principal = await resolve(scope["app"].state, token.strip())
                 except InvalidToken:
-                    claims = {}
-                sub = claims.get("sub")
-                if isinstance(sub, str) and len(sub) <= 64:
-                    subject = sub
+                    principal = None
             break
-    state["bearer_subject"] = subject
-    return subject or None
+    state["bearer_principal"] = principal
+    return principal
 
 
-__all__ = ["PRINCIPALS", "Principal", "bearer_subject", "get_principal"]
+__all__ = ["PRINCIPALS", "Principal", "bearer_principal", "get_principal", "resolve"]

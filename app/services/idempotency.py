@@ -97,6 +97,10 @@ async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, 
             if row.fingerprint != fingerprint:
                 return Refused(422, "idempotency_key_reused",
                                "This Idempotency-Key was used with another request body.")
+            if row.state == "completed" and row.response_body is None:
+                return Refused(409, "idempotency_response_not_kept",
+                               "The first request with this Idempotency-Key was applied; its "
+                               "answer carried a secret shown once and is not kept.")
             if row.state == "completed":
                 body = cipher.decrypt(row.response_body or b"", row.response_key or b"",
                                       row.response_key_id or "", row.id.bytes)
@@ -115,7 +119,10 @@ async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, 
             row.owner, row.locked_until = owner, now + lease
             await session.commit()
             return Claim(row.id, owner, row.expires_at)
-    raise Conflict("Could not claim the Idempotency-Key; retry.", code="idempotency_key_in_flight")
+    # Runs in middleware, outside the error handlers: answer, never raise.
+    return Refused(409, "idempotency_key_in_flight",
+                   "A request with this Idempotency-Key is still being processed; retry later.",
+                   retry_after=1)
 
 
 async def mark_committed(session: AsyncSession) -> None:
@@ -134,9 +141,11 @@ async def mark_committed(session: AsyncSession) -> None:
 
 
 async def finish(maker: async_sessionmaker[AsyncSession], claim_: Claim, *, status: int,
-                 headers: list[list[str]], body: bytes, cipher: NoteCipher) -> None:
+                 headers: list[list[str]], body: bytes, cipher: NoteCipher,
+                 keep_body: bool = True) -> None:
     """Store the response of a request that succeeded or wrote something; otherwise release
-    the key so that the client may correct the request and retry."""
+    the key so that the client may correct the request and retry. An answer marked no-store
+    (a secret shown once) is remembered as done, but its body is not kept."""
     async with maker() as session:
         row = (await session.execute(
             select(Row).where(Row.id == claim_.id, Row.owner == claim_.owner).with_for_update()
@@ -146,10 +155,10 @@ async def finish(maker: async_sessionmaker[AsyncSession], claim_: Claim, *, stat
         if status >= 400 and row.state == "in_flight":
             await session.delete(row)
         else:
-            ciphertext, wrapped, key_id = cipher.encrypt(body.decode("utf-8", "replace"),
-                                                         row.id.bytes)
             row.state, row.response_status, row.response_headers = "completed", status, headers
-            row.response_body, row.response_key, row.response_key_id = ciphertext, wrapped, key_id
+            if keep_body:
+                row.response_body, row.response_key, row.response_key_id = cipher.encrypt(
+                    body.decode("utf-8", "replace"), row.id.bytes)
         await session.commit()
 
 
