@@ -21,7 +21,7 @@ from app.errors import FieldError, Problem, install_error_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
-from app.ratelimit import RateLimitMiddleware
+from app.ratelimit import EXEMPT_PATHS, RateLimitMiddleware, crisis_action
 from app.routers import (
     accounts,
     audit,
@@ -43,7 +43,7 @@ from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.6.0"
+API_VERSION = "1.7.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -158,10 +158,11 @@ def _document_idempotency(schema: dict[str, Any], required: set[str]) -> None:
 
 
 def _document_rate_limits(schema: dict[str, Any]) -> None:
-    """Every operation but health and raising an escalation may answer 429 (app/ratelimit.py)."""
+    """Every operation but health and the crisis workflow's writes may answer 429
+    (app/ratelimit.py)."""
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
-            if path in ("/livez", "/readyz") or (method, path) == ("post", "/v1/escalations"):
+            if path in EXEMPT_PATHS or crisis_action(method, path):
                 continue
             op.setdefault("responses", {}).setdefault("429", {
                 "description": "Too many requests: the caller's budget is spent (see Retry-After, "

@@ -2,8 +2,9 @@
 per client address; 429 problem+json with `Retry-After`, and the IETF ratelimit-headers
 (`RateLimit-Policy`, `RateLimit`) on every counted response.
 
-Never counted: raising a crisis escalation (an authenticated `POST /v1/escalations`), health
-and metrics, CORS preflights. Sign-in failures have their own, stricter throttle
+Never counted: the crisis workflow's writes by a signed-in caller (`crisis_action`: raising,
+working and watching an escalation, recording a disclosure), health and metrics, CORS
+preflights. Sign-in failures have their own, stricter throttle
 (services/auth.Throttle); both use the `limits` storage from settings.
 """
 
@@ -19,10 +20,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import problem_response
-from app.security.principal import bearer_subject
+from app.security.principal import bearer_principal
 
-_EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
-_NEVER_LIMITED = frozenset({("POST", "/v1/escalations")})
+EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+def crisis_action(method: str, path: str) -> bool:
+    """Writes of the crisis workflow, never limited for a signed-in caller: raising, working
+    and watching an escalation, and recording a disclosure (which can open one). `path` may be
+    a request path or a route template."""
+    return method.upper() == "POST" and (
+        path == "/v1/escalations" or path.startswith("/v1/escalations/")
+        or (path.startswith("/v1/support-sessions/") and path.endswith("/disclosures")))
 
 
 class RateLimitMiddleware:
@@ -36,11 +45,12 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" \
-                or scope["path"] in _EXEMPT_PATHS:
+                or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        subject = bearer_subject(scope)
-        if subject is not None and (scope["method"], scope["path"]) in _NEVER_LIMITED:
+        principal = await bearer_principal(scope)
+        subject = principal.actor if principal else None
+        if subject is not None and crisis_action(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         if subject is not None:

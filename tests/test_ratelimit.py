@@ -65,3 +65,23 @@ def test_without_a_token_the_budget_is_per_address(tight, world):
 
 def test_health_is_never_limited(tight):
     assert all(tight.get("/livez").status_code == 200 for _ in range(5))
+
+
+def test_working_and_watching_an_escalation_is_never_limited(tight, factory, world):
+    r = tight.post("/v1/escalations", headers=world["h"] | {"Idempotency-Key": "e-1"}, json={
+        "participant_id": str(world["person"].id), "category": "suicide_risk",
+        "description": "seen", "tier": "imminent"})
+    eid = r.json()["id"]
+    for _ in range(4):
+        tight.get("/v1/facilities", headers=world["h"])
+    assert tight.get("/v1/facilities", headers=world["h"]).status_code == 429
+    for n in range(5):
+        r = tight.post(f"/v1/escalations/{eid}/observations", headers=world["h"] | {
+            "Idempotency-Key": f"o-{n}"}, json={"observed_at": _now(), "seen": "on watch"})
+        assert r.status_code == 201, r.text
+        assert "RateLimit" not in r.headers
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+    return datetime.now(UTC).isoformat()
