@@ -182,6 +182,26 @@ def test_peer_facilitator_sees_keep_apart_only_as_not_eligible(client, factory, 
     assert r.status_code == 422 and r.json()["code"] == "keep_apart"
 
 
+def test_peer_completing_a_group_is_told_only_not_eligible(client, factory, ctx):
+    """Rule 3: a keep-apart opened after the group was filled stops its completion; the peer
+    facilitator learns only that these people cannot meet, the coordinator why."""
+    f = ctx["f"]
+    gid = client.post("/v1/support-sessions", headers=ctx["peer"], json={
+        "kind": "group", "facility_id": str(f.id), "scheduled_at": _when()}).json()["id"]
+    a, b = factory.recipient(f), factory.recipient(f)
+    for person in (a, b):
+        r = client.post(f"/v1/support-sessions/{gid}/attendees", headers=ctx["h"],
+                        json={"participant_id": str(person.id)})
+        assert r.status_code in (200, 201), r.text
+    factory.keep_apart(a, b)
+    done = {"actual_start": _when(-1), "duration_minutes": 30}
+    r = client.post(f"/v1/support-sessions/{gid}/complete", headers=ctx["peer"], json=done)
+    assert r.status_code == 422 and r.json()["code"] == "not_eligible"
+    assert "keep" not in r.text.lower() and "apart" not in r.text.lower()
+    r = client.post(f"/v1/support-sessions/{gid}/complete", headers=ctx["h"], json=done)
+    assert r.status_code == 422 and r.json()["code"] == "keep_apart"
+
+
 def test_unknown_topics_refused_and_admins_extend(client, factory, ctx):
     s = _one_to_one(client, ctx)
     r = client.post(f"/v1/support-sessions/{s['id']}/complete", headers=ctx["peer"], json={
