@@ -177,7 +177,9 @@ def test_merge_moves_ids_orders_and_accounts(client, factory, world):
     assert gone.merged_into_id == keep.id and gone.archived_at is not None
     moved = factory.get(KeepApartOrder, order.id)
     assert {moved.participant_a_id, moved.participant_b_id} == {keep.id, other.id}
-    assert factory.get(KeepApartOrder, both.id).status == "closed"
+    closed = factory.get(KeepApartOrder, both.id)
+    assert closed.status == "closed" and closed.version == both.version + 1  # a fresh ETag
+    assert factory.count(OutboxEvent, OutboxEvent.type == "keep_apart.closed") == 1
     assert factory.get(User, peer.id).participant_id == keep.id
     assert factory.count(OutboxEvent, OutboxEvent.type == "participant.merged") == 1
     # The upsert by the duplicate's old id now finds the survivor.

@@ -86,7 +86,7 @@ def _new_order(a: uuid.UUID, b: uuid.UUID, *, reason: str, scope: str, authorise
     )
 
 
-def _set_status(order: KeepApartOrder, to: KeepApartStatus, reason: str | None,
+def set_status(order: KeepApartOrder, to: KeepApartStatus, reason: str | None,
                 principal: Principal) -> None:
     now = utcnow()
     order.status = to.value
@@ -97,7 +97,7 @@ def _set_status(order: KeepApartOrder, to: KeepApartStatus, reason: str | None,
     order.updated_at = now
 
 
-def _record(w: Writer, order: KeepApartOrder, action: str, scope: Any) -> None:
+def record(w: Writer, order: KeepApartOrder, action: str, scope: Any) -> None:
     """Audit and event of an order opened, reopened or closed."""
     w.audit(f"keep_apart.{action}", "keep_apart_order", order.id, scope.facility_id)
     w.emit("keep_apart.closed" if action == "close" else "keep_apart.opened", "keep_apart_order",
@@ -124,7 +124,7 @@ async def create(*, session: AsyncSession, principal: Principal,
                        "id is taken.", code="keep_apart_exists")
     w = Writer(session, principal)
     await pairings.end_between(session, w, a, b)
-    _record(w, order, "open", people[0])
+    record(w, order, "open", people[0])
     await w.commit()
     return order
 
@@ -142,7 +142,7 @@ async def transition(*, session: AsyncSession, principal: Principal, order_id: u
             KeepApartOrder.status == "open"))).scalar_one()
         if clash:
             raise _clash(reopen=True)
-    _set_status(order, to, reason, principal)
+    set_status(order, to, reason, principal)
     try:
         await session.flush()
     except IntegrityError:
@@ -151,7 +151,7 @@ async def transition(*, session: AsyncSession, principal: Principal, order_id: u
     a = (await session.execute(select(Participant.facility_id, Participant.network)
                                .where(Participant.id == order.participant_a_id))).one()
     w = Writer(session, principal)
-    _record(w, order, "reopen" if to == KeepApartStatus.open else "close", a)
+    record(w, order, "reopen" if to == KeepApartStatus.open else "close", a)
     if to == KeepApartStatus.open:
         await pairings.end_between(session, w, order.participant_a_id, order.participant_b_id)
     await w.commit()
@@ -229,14 +229,14 @@ class OrderChanges:
                                external_id=key[1], principal=self.principal)
             self._new.append(order)
             self.by_key[key] = order
-            _record(self.w, order, "open", found[0])
+            record(self.w, order, "open", found[0])
             if to == KeepApartStatus.open:
                 self.open_pairs.add((a, b))
                 self._opened.append((a, b))
             else:  # the JMS's history: an order that was already closed there
-                _set_status(order, to, row.status_reason, self.principal)
+                set_status(order, to, row.status_reason, self.principal)
                 order.version = 1
-                _record(self.w, order, "close", found[0])
+                record(self.w, order, "close", found[0])
             return "created"
         if (order.participant_a_id, order.participant_b_id) != (a, b):
             raise RuleViolation("An order's two people cannot change; close it and open another.",
@@ -254,8 +254,8 @@ class OrderChanges:
         for k, v in changed.items():
             setattr(order, k, v)
         if moved:
-            _set_status(order, to, row.status_reason or "imported", self.principal)
-            _record(self.w, order, "reopen" if to == KeepApartStatus.open else "close", found[0])
+            set_status(order, to, row.status_reason or "imported", self.principal)
+            record(self.w, order, "reopen" if to == KeepApartStatus.open else "close", found[0])
             if to == KeepApartStatus.open:
                 self.open_pairs.add((a, b))
                 self._opened.append((a, b))

@@ -29,7 +29,7 @@ from app.models import (
     User,
 )
 from app.models.common import Network
-from app.models.keep_apart import ordered_pair
+from app.models.keep_apart import KeepApartStatus, ordered_pair
 from app.models.participant import (
     Availability,
     CustodyStatus,
@@ -39,7 +39,7 @@ from app.models.participant import (
     ProgramRole,
 )
 from app.security.principal import Principal
-from app.services import scoping
+from app.services import keep_aparts, scoping
 from app.services.common import check_version
 from app.services.pagination import keyset_page
 from app.services.scoping import PARTICIPANT, P
@@ -688,12 +688,6 @@ async def merge(*, session: AsyncSession, principal: Principal, participant_id: 
     return survivor
 
 
-def _closed(w: Writer, o: KeepApartOrder, scope: Participant) -> None:
-    w.audit("keep_apart.close", "keep_apart_order", o.id, scope.facility_id)
-    w.emit("keep_apart.closed", "keep_apart_order", o.id, facility_id=scope.facility_id,
-           network=scope.network)
-
-
 async def _move_keep_aparts(session: AsyncSession, survivor: uuid.UUID, dup: uuid.UUID,
                             now: datetime, principal: Principal, w: Writer,
                             scope: Participant) -> None:
@@ -704,8 +698,9 @@ async def _move_keep_aparts(session: AsyncSession, survivor: uuid.UUID, dup: uui
         if other == survivor:
             # An order between the two halves of one person no longer means anything.
             if o.status == "open":
-                _close(o, now, principal, "merged: both records are one person")
-                _closed(w, o, scope)
+                keep_aparts.set_status(o, KeepApartStatus.closed,
+                                       "merged: both records are one person", principal)
+                keep_aparts.record(w, o, "close", scope)
             continue
         a, b = ordered_pair(survivor, other)
         if o.status == "open":
@@ -713,18 +708,13 @@ async def _move_keep_aparts(session: AsyncSession, survivor: uuid.UUID, dup: uui
                 KeepApartOrder.participant_a_id == a, KeepApartOrder.participant_b_id == b,
                 KeepApartOrder.status == "open")))).scalar_one_or_none()
             if twin is not None:
-                _close(o, now, principal, "merged: the survivor already has this order")
-                _closed(w, o, scope)
+                keep_aparts.set_status(o, KeepApartStatus.closed,
+                                       "merged: the survivor already has this order", principal)
+                keep_aparts.record(w, o, "close", scope)
         o.participant_a_id, o.participant_b_id = a, b
         w.audit("keep_apart.merge_move", "keep_apart_order", o.id, scope.facility_id)
         o.version += 1
         o.updated_at = now
         await session.flush()
 
-
-def _close(o: KeepApartOrder, now: datetime, principal: Principal, reason: str) -> None:
-    o.status = "closed"
-    o.status_changed_at = now
-    o.status_changed_by = principal.actor
-    o.status_reason = reason
 
