@@ -19,23 +19,10 @@ def require(*scopes: str) -> Any:
     return Security(get_principal, scopes=list(scopes))
 
 
-_KEY_DOC = ("A unique key per logical operation (a UUID is a good choice). A retry with the same "
-            "key and body returns the stored response; the same key with another body is a 422; "
-            "while the first request is in flight, 409. Keys are kept 24 hours per caller.")
-
-
-async def _optional_key(
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
-                                                  max_length=200, description=_KEY_DOC)] = None,
-) -> str | None:
-    return idempotency_key
-
-
 async def _required_key(
     _authenticated: Annotated[Principal, Depends(get_principal)],  # 401 comes before 400
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
-                                                  max_length=200,
-                                                  description="Required. " + _KEY_DOC)] = None,
+                                                  max_length=200)] = None,
 ) -> str:
     if not idempotency_key:
         raise DomainError("This operation requires an Idempotency-Key header.",
@@ -43,9 +30,8 @@ async def _required_key(
     return idempotency_key
 
 
-# The replay itself is done for every POST by app.idempotency (middleware); these declare the
-# header in the contract, and the second refuses a request without one (400).
-IdempotencyKey = Annotated[str | None, Depends(_optional_key)]
+# The replay itself is done for every POST by app.idempotency (middleware), and
+# main.build_openapi documents the header on each; this makes it required (400 without it).
 IdempotencyKeyRequired = Annotated[str, Depends(_required_key)]
 
 
@@ -55,5 +41,5 @@ def requires_idempotency_key(dependant: Any) -> bool:
                for d in dependant.dependencies)
 
 
-__all__ = ["IdempotencyKey", "IdempotencyKeyRequired", "SessionDep", "Principal", "require",
+__all__ = ["IdempotencyKeyRequired", "SessionDep", "Principal", "require",
            "requires_idempotency_key"]

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import AwareDatetime
 
-from app.deps import IdempotencyKey, Principal, SessionDep, require
+from app.deps import Principal, SessionDep, require
 from app.models.common import Page
 from app.models.webhook import (
     DeliveryRead,
@@ -42,7 +42,7 @@ def _with_secret(ep: object, secret: str, response: Response) -> EndpointWithSec
 
 @endpoints.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointWithSecret)
 async def create_webhook_endpoint(body: EndpointCreate, session: SessionDep, request: Request,
-                                  response: Response, idempotency_key: IdempotencyKey = None,
+                                  response: Response,
                                   principal: Principal = require("webhooks:write"),
                                   ) -> EndpointWithSecret:
     """Registers an endpoint. The signing secret (`whsec_...`) is in this response only.
@@ -92,7 +92,6 @@ async def update_webhook_endpoint(endpoint_id: uuid.UUID, body: EndpointUpdate,
                 responses=problems(404))
 async def rotate_webhook_secret(endpoint_id: uuid.UUID, body: RotateSecret, session: SessionDep,
                                 request: Request, response: Response,
-                                idempotency_key: IdempotencyKey = None,
                                 principal: Principal = require("webhooks:write"),
                                 ) -> EndpointWithSecret:
     """A new secret (in this response only). For `overlap_hours` the old one signs too: both
@@ -128,7 +127,6 @@ async def get_webhook_delivery(delivery_id: uuid.UUID, session: SessionDep,
 @deliveries.post("/{delivery_id}/redeliver", status_code=status.HTTP_202_ACCEPTED,
                  response_model=DeliveryRead, responses=problems(404, 409))
 async def redeliver_webhook(delivery_id: uuid.UUID, session: SessionDep,
-                            idempotency_key: IdempotencyKey = None,
                             principal: Principal = require("webhooks:write")) -> DeliveryRead:
     """Queues one more attempt now (outside the endpoint's event order). 409 while the
     delivery is still queued or the endpoint is disabled."""

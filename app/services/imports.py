@@ -30,7 +30,6 @@ from app.db import utcnow
 from app.errors import (
     AUDITED_REFUSALS,
     DomainError,
-    Forbidden,
     NotFound,
     RuleViolation,
     field_error,
@@ -506,15 +505,5 @@ async def list_(*, session: AsyncSession, principal: Principal, limit: int,
                              cursor=cursor)
 
 
-def require_scope(principal: Principal, kind: ImportKind) -> None:
-    if KINDS[kind].scope not in principal.scopes:
-        raise Forbidden("Your token lacks a scope this operation needs.",
-                        code="insufficient_scope")
-
-
-def content_format(content_type: str) -> ImportFormat:
-    return ImportFormat.csv if content_type == "text/csv" else ImportFormat.jsonl
-
-
 __all__ = ["KINDS", "MAX_ROWS", "claim", "get", "list_", "resume_stalled", "run",
-                          "run_in_background", "submit", "template"]
+           "run_in_background", "submit", "template"]
