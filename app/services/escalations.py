@@ -328,7 +328,7 @@ async def change_tier(*, session: AsyncSession, principal: Principal, escalation
     w = Writer(session, principal)
     _timeline(session, esc, "tier_changed", principal.actor, {"from": old.value, "to": tier.value})
     w.audit("escalation.tier_change", "escalation", esc.id, esc.facility_id)
-    _emit(w, "escalation.tier_changed", esc, **{"from": old.value, "to": tier.value})
+    _emit(w, "escalation.tier_changed", esc)  # thin: the tier is read with the reader's own rights
     await w.commit()
     return esc
 
