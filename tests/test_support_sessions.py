@@ -207,6 +207,8 @@ def test_unknown_topics_refused_and_admins_extend(client, factory, ctx):
     r = client.post(f"/v1/support-sessions/{s['id']}/complete", headers=ctx["peer"], json={
         "actual_start": _when(-1), "duration_minutes": 30, "topics": ["astrology"]})
     assert r.status_code == 422 and r.json()["code"] == "unknown_topic"
+    assert "astrology" not in r.text  # named by position, never echoed
+    assert r.json()["errors"][0]["field"] == "topics[0]"
     admin = factory.headers(factory.user(Role.admin))
     assert client.post("/v1/session-topics", headers=admin,
                        json={"code": "astrology", "label": "Astrology"}).status_code == 201

@@ -344,11 +344,11 @@ async def _topics_known(session: AsyncSession, topics: list[str]) -> None:
     known = set((await session.execute(select(SessionTopic.__table__.c.code).where(
         SessionTopic.__table__.c.code.in_(topics), SessionTopic.__table__.c.active.is_(True))
     )).scalars())
-    unknown = sorted(set(topics) - known)
-    if unknown:
+    unknown = [i for i, t in enumerate(topics) if t not in known]
+    if unknown:  # named by position: a topic field is free text a peer typed, never echoed
         raise RuleViolation("Unknown topic(s); admins extend the vocabulary.", code="unknown_topic",
-                            errors=[{"field": "topics", "message": f"unknown topic {t}",
-                                     "type": "unknown_topic"} for t in unknown])
+                            errors=[{"field": f"topics[{i}]", "message": "not a known topic",
+                                     "type": "unknown_topic"} for i in unknown])
 
 
 async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Principal,
