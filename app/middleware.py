@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem_response
+from app.models.import_job import CONTENT_TYPES
 
 access_log = logging.getLogger("peerlink.access")
 
@@ -27,7 +28,7 @@ _FORM_PATHS = {"/v1/auth/token", "/v1/auth/revoke"}
 _JSON_TYPES = ("application/json", "application/merge-patch+json")
 # Bulk imports take files, with a cap of their own.
 _IMPORT_PATHS = {"/v1/imports/participants", "/v1/imports/keep-apart-orders"}
-_IMPORT_TYPES = ("text/csv", "application/x-ndjson")
+_IMPORT_TYPES = tuple(CONTENT_TYPES)
 
 
 class BodyLimitMiddleware:

@@ -26,6 +26,10 @@ class ImportFormat(StrEnum):
     jsonl = "jsonl"
 
 
+# The bodies an import takes (the routes and the body-limit middleware both go by this).
+CONTENT_TYPES = {"text/csv": ImportFormat.csv, "application/x-ndjson": ImportFormat.jsonl}
+
+
 class ImportStatus(StrEnum):
     queued = "queued"
     running = "running"

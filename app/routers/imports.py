@@ -13,7 +13,13 @@ from fastapi import APIRouter, Request, Response, status
 from app.deps import IdempotencyKeyRequired, Principal, SessionDep, require
 from app.errors import PROBLEM, DomainError
 from app.models.common import Page
-from app.models.import_job import ImportFormat, ImportKind, ImportRead, ImportStatus, ImportSummary
+from app.models.import_job import (
+    CONTENT_TYPES,
+    ImportKind,
+    ImportRead,
+    ImportStatus,
+    ImportSummary,
+)
 from app.routers.common import AUTHED, DEFAULT, Cursor, Limit, problems
 from app.services import idempotency
 from app.services import imports as svc
@@ -32,7 +38,6 @@ async def _lifespan(app: Any) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=AUTHED, lifespan=_lifespan)
 
-CONTENT_TYPES = {"text/csv": ImportFormat.csv, "application/x-ndjson": ImportFormat.jsonl}
 
 
 class UnsupportedMediaType(DomainError):

@@ -129,6 +129,11 @@ def envelope(row: Any) -> dict[str, Any]:
             "url": link.format(row.entity_id) if link else None}
 
 
+
+async def newest_id(session: AsyncSession) -> int:
+    """The newest outbox id: every id up to it is committed (ids are drawn in commit order)."""
+    return int((await session.execute(select(func.max(OE.id)))).scalar() or 0)
+
 async def feed(*, session: AsyncSession, principal: Principal, after: str | None,
                types: list[str] | None, limit: int) -> tuple[list[dict[str, Any]], str]:
     """Events after the cursor, in id order. The next cursor is always given: past the last
@@ -139,7 +144,7 @@ async def feed(*, session: AsyncSession, principal: Principal, after: str | None
     after_id = decode_int_cursor(after, "event") or 0
     # Bound the page by the newest id first: every id up to it is committed already (commit
     # order), so a short page may move the cursor there without skipping a late commit.
-    newest = (await session.execute(select(func.max(OE.id)))).scalar() or 0
+    newest = await newest_id(session)
     rows = (await session.execute(
         select(OutboxEvent.__table__)
         .where(OE.id > after_id, OE.id <= newest, *event_clauses(principal, types))

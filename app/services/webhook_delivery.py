@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
@@ -81,7 +81,7 @@ async def fan_out(session: AsyncSession, now: datetime) -> int:
         await session.commit()
         return 0
     owners = await events.owner_principals(session, {(e.owner_kind, e.owner_id) for e in eps})
-    newest = int((await session.execute(select(func.max(OE.id)))).scalar() or 0)
+    newest = await events.newest_id(session)
     queued = 0
     for ep in eps:
         owner = owners.get((ep.owner_kind, ep.owner_id))

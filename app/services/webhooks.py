@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -122,10 +122,6 @@ async def _check_types(session: AsyncSession, owner: tuple[str, uuid.UUID],
     return sorted(set(types))
 
 
-async def _newest_event(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.max(OE.id)))).scalar() or 0)
-
-
 async def create(*, session: AsyncSession, principal: Principal, settings: Settings,
                  cipher: NoteCipher, data: EndpointCreate) -> tuple[WebhookEndpoint, str]:
     await _refuse_url(data.url, settings)
@@ -136,7 +132,7 @@ async def create(*, session: AsyncSession, principal: Principal, settings: Setti
                          description=data.description, event_types=types,
                          secret_ciphertext=b"", secret_wrapped_key=b"", secret_key_id="",
                          # events from now on; history is in the feed
-                         last_event_id=await _newest_event(session), created_by=principal.actor)
+                         last_event_id=await events.newest_id(session), created_by=principal.actor)
     seal(cipher, ep, secret, None)
     session.add(ep)
     await session.flush()
@@ -188,7 +184,7 @@ async def update_(*, session: AsyncSession, principal: Principal, settings: Sett
         # sent (they are in the feed).
         ep.status, ep.disabled_reason, ep.disabled_at = EndpointStatus.active.value, None, None
         ep.consecutive_failures = 0
-        ep.last_event_id = await _newest_event(session)
+        ep.last_event_id = await events.newest_id(session)
         await session.execute(update(WebhookDelivery).where(
             WD.endpoint_id == ep.id, WD.status == DeliveryStatus.pending.value)
             .values(next_attempt_at=now, lease_until=None))
