@@ -47,7 +47,7 @@ from app.models.facility import DEFAULT_ACK_MINUTES
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
-from app.services.facilities import settings_of
+from app.services.facilities import settings_from, settings_of
 from app.services.pagination import decode_uuid_cursor, encode_cursor
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
@@ -63,7 +63,6 @@ ESCALATION_FLOW = table(
     Transition("resolve", frozenset({_St.acknowledged.value}), _St.resolved.value, _ACTORS),
     Transition("reopen", frozenset({_St.resolved.value}), _St.reopened.value, _ACTORS),
 )
-DEFAULT_CHAIN = ["on_call_clinician", "duty_supervisor", "facility_commander"]
 
 
 def triage(s: Screener) -> tuple[Tier, str]:
@@ -353,12 +352,12 @@ async def breach_sweep(session: AsyncSession, settings: Settings,
         .order_by(E.ack_deadline).limit(200).with_for_update(skip_locked=True))).scalars().all()
     if not due:
         return {"breached": 0}
-    facilities = {f.id: f.settings for f in (await session.execute(select(Facility).where(
+    facilities = {f.id: settings_from(f.settings) for f in (await session.execute(select(Facility).where(
         Facility.__table__.c.id.in_({e.facility_id for e in due})))).scalars()}
     w = Writer(session, None)
     for esc in due:
         fac = facilities[esc.facility_id]
-        chain = fac.get("escalation_chain") or DEFAULT_CHAIN
+        chain = fac["escalation_chain"]
         esc.chain_level += 1
         esc.breached = True
         esc.ack_deadline = now + timedelta(minutes=_minutes(fac, esc.tier))

@@ -108,5 +108,10 @@ async def settings_of(session: AsyncSession, facility_id: uuid.UUID) -> dict[str
     """A facility's settings with every default filled in (caps, clocks, the chain)."""
     raw = (await session.execute(select(Facility.__table__.c.settings).where(
         Facility.__table__.c.id == facility_id))).scalar_one()
+    return settings_from(raw)
+
+
+def settings_from(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """Stored facility settings with every default filled in."""
     return FacilitySettings.model_validate(
         {k: v for k, v in (raw or {}).items() if k in FacilitySettings.model_fields}).model_dump()
