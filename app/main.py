@@ -17,7 +17,7 @@ from app import worker
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
-from app.errors import FieldError, Problem, install_error_handlers
+from app.errors import PROBLEM, FieldError, Problem, install_error_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
@@ -133,6 +133,12 @@ _IDEMPOTENCY_DOC = (
     "(`Idempotency-Key-Expires` on the response).")
 
 
+def _problem(description: str) -> dict[str, Any]:
+    """A documented problem+json answer (what middleware answers, added to each operation)."""
+    return {"description": description,
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
 def _document_idempotency(schema: dict[str, Any], required: set[str]) -> None:
     """Every POST honours Idempotency-Key (app/idempotency.py): say so on each of them, with
     the 409 and 422 it can answer."""
@@ -153,8 +159,7 @@ def _document_idempotency(schema: dict[str, Any], required: set[str]) -> None:
         for status_, text in (*extra,("409", "Conflicts with the current state, or the request with "
                                       "this Idempotency-Key is still in flight"),
                               ("422", "Invalid input or a broken rule (see code and errors)")):
-            responses.setdefault(status_, {"description": text, "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+            responses.setdefault(status_, _problem(text))
 
 
 def _document_rate_limits(schema: dict[str, Any]) -> None:
@@ -164,11 +169,9 @@ def _document_rate_limits(schema: dict[str, Any]) -> None:
         for method, op in item.items():
             if path in EXEMPT_PATHS or crisis_action(method, path):
                 continue
-            op.setdefault("responses", {}).setdefault("429", {
-                "description": "Too many requests: the caller's budget is spent (see Retry-After, "
-                               "RateLimit and RateLimit-Policy)",
-                "content": {"application/problem+json": {
-                    "schema": {"$ref": "#/components/schemas/Problem"}}}})
+            op.setdefault("responses", {}).setdefault("429", _problem(
+                "Too many requests: the caller's budget is spent (see Retry-After, RateLimit and "
+                "RateLimit-Policy)"))
 
 
 def _document_body_limits(schema: dict[str, Any]) -> None:
@@ -180,9 +183,7 @@ def _document_body_limits(schema: dict[str, Any]) -> None:
                 continue
             for status_, text in (("413", "Request body too large"),
                                   ("415", "Unsupported media type")):
-                op.setdefault("responses", {}).setdefault(status_, {
-                    "description": text, "content": {"application/problem+json": {
-                        "schema": {"$ref": "#/components/schemas/Problem"}}}})
+                op.setdefault("responses", {}).setdefault(status_, _problem(text))
 
 
 def _api_routes(routes: list[Any]) -> list[APIRoute]:
