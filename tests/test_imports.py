@@ -414,3 +414,27 @@ def test_jsonl_extra_ids_of_someone_else_are_refused_per_row(client, factory, wo
     assert _errors_by_line(got) == {1: [(None, "external_id_taken")]}
     assert got["created"] == 1
     assert factory.count(ParticipantExternalId) == 3  # B-9, J-2, B-10
+
+
+def test_transfer_in_an_import_ends_pairings_as_a_single_update_does(client, factory, world):
+    supporter = factory.certified_supporter(world["f"], external=("jms", "S-2"))
+    recipient = factory.recipient(world["f"], external=("jms", "R-2"), legal_name="Tia Moss")
+    pairing = factory.pairing(supporter, recipient)
+    r = _post(client, world["jms_h"], _csv("jms,R-2,incarcerated,Tia Moss,,,CCJ,,transferred,"))
+    assert r.status_code == 200 and r.json()["updated"] == 1, r.text
+    ended = factory.get(Pairing, pairing.id)
+    assert (ended.status, ended.end_reason) == ("ended", "transferred")
+    assert len(factory.events("participant.transferred")) == 1
+
+
+def test_an_import_retried_with_its_key_is_replayed_not_run_again(client, factory, world):
+    body = _csv("jms,K-1,incarcerated,Kai Rowe,,,CCJ,A1,in_custody,")
+    first = _post(client, world["jms_h"], body, key="file-1")
+    again = _post(client, world["jms_h"], body, key="file-1")
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert factory.count(ImportJob) == 1
+    other = _post(client, world["jms_h"], _csv("jms,K-2,incarcerated,Lee Ash,,,CCJ,A1,,"),
+                  key="file-1")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert factory.count(Participant) == 1
