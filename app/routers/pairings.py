@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.deps import Principal, SessionDep, require
-from app.models.common import Page, Role
+from app.models.common import Page
 from app.models.pairing import (
     CandidateList,
     EndReason,
@@ -20,6 +20,7 @@ from app.models.pairing import (
 )
 from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
 from app.services import pairings as svc
+from app.services import secrecy
 
 router = APIRouter(prefix="/v1/pairings", tags=["pairings"], responses=AUTHED)
 _MOVE = problems(404, 409, 412)
@@ -27,16 +28,16 @@ _MOVE = problems(404, 409, 412)
 
 async def _views(session: Any, principal: Principal, items: list[Any]) -> list[PairingRead]:
     out = [PairingRead.model_validate(p) for p in items]
-    if principal.role == Role.peer_supporter:
+    if principal.is_peer:
         views = await svc.recipient_views(session, items)
         for read in out:
             read.recipient = views.get(read.recipient_id)
             read.override_reason = None
-            # A keep-apart is security information: a peer learns only that it ended/paused.
-            if read.end_reason == "keep_apart":
-                read.end_reason = EndReason.other
-            if read.pause_reason == "keep_apart":
-                read.pause_reason = "not possible for now"
+    for read in out:
+        read.end_reason = secrecy.shown_reason(  # type: ignore[assignment]
+            principal, read.end_reason, neutral=EndReason.other)
+        read.pause_reason = secrecy.shown_reason(principal, read.pause_reason,
+                                                 neutral="not possible for now")
     return out
 
 

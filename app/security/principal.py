@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Forbidden, Unauthorized
 from app.models import ApiClient, Participant, RevokedAccessToken, User
 from app.models.common import Network, Role
-from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES, SCOPES, scopes_for
+from app.security.scopes import COORDINATORS, ROLE_NETWORKS, ROLE_SCOPES, SCOPES, scopes_for
 from app.security.tokens import InvalidToken
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", scopes=SCOPES, auto_error=False)
@@ -47,6 +47,27 @@ class Principal:
 
     def sees_facility(self, facility_id: uuid.UUID | None) -> bool:
         return self.all_facilities or facility_id in self.facility_ids
+
+    # The role tests that rules and walls ask, named once (groups: app.security.scopes).
+    @property
+    def is_peer(self) -> bool:
+        return self.role == Role.peer_supporter
+
+    @property
+    def is_coordinator(self) -> bool:
+        return self.role in COORDINATORS
+
+    @property
+    def is_clinician(self) -> bool:
+        return self.role == Role.clinician
+
+    @property
+    def is_officer(self) -> bool:
+        return self.role == Role.officer
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.admin
 
 
 class PrincipalCache:

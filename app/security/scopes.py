@@ -95,6 +95,15 @@ ROLE_NETWORKS: dict[Role, frozenset[Network]] = {
 }
 
 
+# Role groups, defined once: workflow tables and rules name these, never a list of roles.
+COORDINATORS = frozenset({Role.coordinator, Role.staff_coordinator})
+# Who works an escalation (acknowledge, resolve, reopen, assign, change its tier).
+ESCALATION_WORKERS = frozenset({Role.clinician, *COORDINATORS})
+# Who runs support sessions (schedule, complete, cancel, record attendance).
+SESSION_KEEPERS = frozenset({*COORDINATORS, Role.peer_supporter})
+# Who sees an escalation as its status only (no tiers, names or notes).
+ESCALATION_STATUS_ONLY = frozenset({Role.peer_supporter, Role.integration})
+
 ACCOUNT_SCOPES = frozenset({"users:read", "users:write", "clients:read", "clients:write"})
 
 

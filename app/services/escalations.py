@@ -45,6 +45,7 @@ from app.models.escalation import (
 )
 from app.models.facility import DEFAULT_ACK_MINUTES
 from app.security.principal import Principal
+from app.security.scopes import ESCALATION_WORKERS
 from app.services import scoping
 from app.services.common import check_version
 from app.services.facilities import settings_from, settings_of
@@ -55,7 +56,7 @@ from app.services.writer import Writer
 E = Escalation.__table__.c
 P = scoping.P
 PR = Pairing.__table__.c
-_ACTORS = frozenset({Role.clinician, Role.coordinator, Role.staff_coordinator})
+_ACTORS = ESCALATION_WORKERS
 _St = EscalationStatus
 ESCALATION_FLOW = table(
     Transition("acknowledge", frozenset({_St.open.value, _St.reopened.value}),
@@ -89,16 +90,8 @@ def _minutes(settings_json: dict[str, Any], tier: str) -> int:
 
 
 def escalations(principal: Principal) -> Any:
-    """The scoped base query: facility and network walls; officers see the ones not yet
-    resolved; a peer supporter only the ones they raised."""
-    nets = [n.value for n in principal.networks]
-    stmt = select(Escalation).where(*scoping.facility_clauses_for(principal, E.facility_id))
-    if principal.role == Role.peer_supporter:
-        return stmt.where(E.raised_by == principal.actor)
-    stmt = stmt.where(E.network.in_(nets) if nets else False)
-    if principal.role == Role.officer:
-        stmt = stmt.where(E.status.in_(UNRESOLVED))
-    return stmt
+    """The scoped base query (the walls: `scoping.escalation_wall`)."""
+    return scoping.escalations(principal)
 
 
 async def get(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
@@ -122,19 +115,11 @@ VIEW_FIELDS = tuple(c.name for c in _VIEW_COLUMNS)
 
 
 @lru_cache(maxsize=64)
-def _list_statement(peer: bool, walled: bool, officer: bool, status: bool, by_deadline: bool,
-                    after: bool) -> Any:
-    """The walls of `escalations` with the principal's values as parameters: one prebuilt
-    statement per shape, plain rows (the dashboard is refreshed every few seconds)."""
-    stmt = select(*_VIEW_COLUMNS)
-    if walled:
-        stmt = stmt.where(E.facility_id.in_(bindparam("facs", expanding=True)))
-    if peer:
-        stmt = stmt.where(E.raised_by == bindparam("actor"))
-    else:
-        stmt = stmt.where(E.network.in_(bindparam("nets", expanding=True)))
-        if officer:
-            stmt = stmt.where(E.status.in_(UNRESOLVED))
+def _list_statement(wall: frozenset[str], status: bool, by_deadline: bool, after: bool) -> Any:
+    """One prebuilt statement per shape: the walls of `scoping.escalation_wall` with
+    placeholders, plain rows (the dashboard is refreshed every few seconds)."""
+    stmt = select(*_VIEW_COLUMNS).where(
+        *scoping.Wall("escalation", wall).clauses(bound=False))
     if status:
         stmt = stmt.where(E.status == bindparam("status"))
     if by_deadline:  # the dashboard: most urgent first, one screenful
@@ -150,23 +135,15 @@ async def list_(*, session: AsyncSession, principal: Principal, status: Escalati
     """Plain dicts of VIEW_FIELDS (no ORM objects) for the role-shaped views; by deadline: one
     page, no cursor."""
     after = None if by_deadline else decode_uuid_cursor(cursor, "escalation")
-    peer = principal.role == Role.peer_supporter
-    walled = not principal.all_facilities
-    if (walled and not principal.facility_ids) or (not peer and not principal.networks):
+    wall = scoping.escalation_wall(principal)
+    if wall.nothing:
         return [], None
-    params: dict[str, Any] = {"lim": limit if by_deadline else limit + 1}
-    if walled:
-        params["facs"] = list(principal.facility_ids)
-    if peer:
-        params["actor"] = principal.actor
-    else:
-        params["nets"] = [n.value for n in principal.networks]
+    params: dict[str, Any] = {**wall.params, "lim": limit if by_deadline else limit + 1}
     if status:
         params["status"] = status.value
     if after is not None:
         params["after"] = after
-    stmt = _list_statement(peer, walled, principal.role == Role.officer, status is not None,
-                           by_deadline, after is not None)
+    stmt = _list_statement(wall.shape, status is not None, by_deadline, after is not None)
     rows = [dict(zip(VIEW_FIELDS, row, strict=True))
             for row in await session.execute(stmt, params)]
     if by_deadline:
@@ -181,7 +158,7 @@ async def _subject(session: AsyncSession, principal: Principal,
     they support."""
     person = (await session.execute(scoping.participants(principal).where(
         P.id == participant_id))).scalar_one_or_none()
-    if person is None and principal.role == Role.peer_supporter and principal.participant_id:
+    if person is None and principal.is_peer and principal.participant_id:
         supports = select(PR.recipient_id).where(PR.supporter_id == principal.participant_id,
                                                  PR.status.in_(("active", "paused")))
         person = (await session.execute(select(Participant).where(
@@ -250,7 +227,7 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
         esc.acknowledged_at, esc.acknowledged_by = now, principal.actor
     if action == "resolve":
         if esc.tier in (Tier.high.value, Tier.imminent.value):
-            if principal.role != Role.clinician:
+            if not principal.is_clinician:
                 raise Forbidden("Resolving a high or imminent escalation needs a clinician.",
                                 code="clinician_required")
             if not body.follow_up_plan or not body.review_date:
@@ -311,7 +288,7 @@ async def change_tier(*, session: AsyncSession, principal: Principal, escalation
     old = Tier(esc.tier)
     if tier == old:
         return esc
-    if TIER_ORDER[tier] < TIER_ORDER[old] and principal.role != Role.clinician:
+    if TIER_ORDER[tier] < TIER_ORDER[old] and not principal.is_clinician:
         raise Forbidden("Only a clinician may lower the tier.", code="clinician_required")
     if esc.status == _St.resolved.value:
         raise Conflict("A resolved escalation's tier is final; reopen it first.",
@@ -404,7 +381,7 @@ async def observe(*, session: AsyncSession, principal: Principal, escalation_id:
         raise Conflict("The escalation is resolved.", code="invalid_transition")
     if observed_at > utcnow() + timedelta(minutes=1):
         raise RuleViolation("An observation cannot be in the future.", code="observed_in_future")
-    kind = "peer" if principal.role == Role.peer_supporter else "staff"
+    kind = "peer" if principal.is_peer else "staff"
     obs = Observation(escalation_id=esc.id, observed_at=observed_at, recorded_by=principal.actor,
                       observer_kind=kind, seen=seen)
     session.add(obs)
@@ -418,7 +395,7 @@ async def observe(*, session: AsyncSession, principal: Principal, escalation_id:
 
 async def watch(*, session: AsyncSession, principal: Principal,
                 escalation_id: uuid.UUID) -> WatchLog:
-    if principal.role == Role.peer_supporter:  # a peer adds to the log, never reads it
+    if principal.is_peer:  # a peer adds to the log, never reads it
         raise NotFound("No such escalation.")
     esc = await get(session=session, principal=principal, escalation_id=escalation_id)
     Ob = Observation.__table__.c

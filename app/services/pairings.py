@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import one_of, utcnow
-from app.errors import Conflict, DomainError, NotFound, RuleViolation
+from app.errors import NotFound
 from app.models import (
     Escalation,
     KeepApartOrder,
@@ -22,7 +22,7 @@ from app.models import (
     PairingTransition,
     Participant,
 )
-from app.models.common import Network, Role
+from app.models.common import Network
 from app.models.escalation import UNRESOLVED
 from app.models.pairing import (
     HOLDING,
@@ -32,7 +32,8 @@ from app.models.pairing import (
     RecipientView,
 )
 from app.security.principal import Principal
-from app.services import certification, scoping
+from app.security.scopes import COORDINATORS
+from app.services import certification, scoping, secrecy, support_sessions
 from app.services.common import check_version
 from app.services.facilities import settings_of
 from app.services.pagination import keyset_page
@@ -42,7 +43,7 @@ from app.services.writer import Writer
 PR = Pairing.__table__.c
 K = KeepApartOrder.__table__.c
 P = scoping.P
-_COORDINATORS = frozenset({Role.coordinator, Role.staff_coordinator})
+_COORDINATORS = COORDINATORS
 _S = PairingStatus
 PAIRING_FLOW = table(
     Transition("activate", frozenset({_S.proposed.value}), _S.active.value, _COORDINATORS),
@@ -52,10 +53,6 @@ PAIRING_FLOW = table(
                _S.ended.value, _COORDINATORS),
 )
 _CHECKED = {"activate", "resume"}  # and propose
-
-
-class NotEligible(RuleViolation):
-    code, title = "not_eligible", "This pairing is not possible"
 
 
 _INC, _STAFF = Network.incarcerated.value, Network.staff.value
@@ -140,12 +137,7 @@ def refusals(f: Facts, *, override: bool) -> list[tuple[str, str, int]]:
 
 def _raise(principal: Principal, found: list[tuple[str, str, int]]) -> None:
     code, detail, status = found[0]
-    if code == "keep_apart" and principal.role not in _COORDINATORS:
-        # Security information: others learn only that the match is not possible.
-        raise NotEligible("This pairing is not possible.")
-    err: DomainError = Conflict(detail, code=code) if status == 409 else RuleViolation(
-        detail, code=code)
-    raise err
+    raise secrecy.refusal(principal, code, detail, status=status)
 
 
 async def _lock_people(session: AsyncSession, principal: Principal, *ids: uuid.UUID) -> dict[
@@ -209,7 +201,7 @@ async def propose(*, session: AsyncSession, settings: Settings, principal: Princ
                   data: PairingCreate) -> Pairing:
     people = await _lock_people(session, principal, data.supporter_id, data.recipient_id)
     supporter, recipient = people[data.supporter_id], people[data.recipient_id]
-    override = bool(data.override_reason) and principal.role in _COORDINATORS
+    override = bool(data.override_reason) and principal.is_coordinator
     found = refusals(await _facts(session, settings, supporter, recipient, None),
                      override=override)
     if found:
@@ -231,15 +223,8 @@ async def propose(*, session: AsyncSession, settings: Settings, principal: Princ
 
 
 def pairings(principal: Principal) -> Any:
-    """The scoped base query of pairings: network and facility walls; a peer supporter sees
-    only the pairings they support."""
-    nets = [n.value for n in principal.networks]
-    stmt = select(Pairing).where(PR.network.in_(nets) if nets else False,
-                                 *scoping.facility_clauses_for(principal, PR.facility_id))
-    if principal.role == Role.peer_supporter:
-        stmt = stmt.where(PR.supporter_id == principal.participant_id
-                          if principal.participant_id else False)
-    return stmt
+    """The scoped base query (the walls: `scoping.pairing_wall`)."""
+    return scoping.pairings(principal)
 
 
 async def get(*, session: AsyncSession, principal: Principal, pairing_id: uuid.UUID,
@@ -282,7 +267,7 @@ async def transition(*, session: AsyncSession, settings: Settings, principal: Pr
                      pairing_id: uuid.UUID, action: str, reason: str | None = None,
                      override_reason: str | None = None, end_reason: str | None = None,
                      if_match: str | None = None) -> Pairing:
-    if override_reason and principal.role not in _COORDINATORS:
+    if override_reason and not principal.is_coordinator:
         override_reason = None
     pairing = await get(session=session, principal=principal, pairing_id=pairing_id,
                         for_update=True)
@@ -330,30 +315,8 @@ def apply(session: AsyncSession, w: Writer, pairing: Pairing, action: str, targe
     _event(w, _EVENTS[action], pairing)
     if action == "end":
         w.after_flush_for("cancel_scheduled_sessions", pairing,
-                          lambda ended: _cancel_scheduled_sessions(session, w, ended))
-
-
-async def _cancel_scheduled_sessions(session: AsyncSession, w: Writer,
-                                     ended: list[Pairing]) -> None:
-    """Ended pairings' scheduled sessions are cancelled (with a reason that says no more), in
-    one query for all the pairings this transaction ended."""
-    from app.models import SupportSession
-
-    S = SupportSession.__table__.c
-    by = {p.id: p.ended_by or "system" for p in ended}
-    found = (await session.execute(select(SupportSession).where(
-        S.pairing_id.in_(list(by)), S.status == "scheduled").order_by(S.id).with_for_update()
-    )).scalars().all()
-    now = utcnow()
-    for s in found:
-        s.status, s.closed_at = "cancelled", now
-        s.closed_by = by[s.pairing_id] if s.pairing_id else "system"
-        s.close_reason = "the pairing ended"
-        s.version += 1
-        s.updated_at = now
-        w.audit("support_session.cancel", "support_session", s.id, s.facility_id)
-        w.emit("support_session.cancelled", "support_session", s.id, facility_id=s.facility_id,
-               network=s.network)
+                          lambda ended: support_sessions.cancel_for_ended_pairings(
+                              session, w, ended))
 
 
 def _people(participant_id: uuid.UUID | Collection[uuid.UUID]) -> list[uuid.UUID]:
@@ -416,7 +379,7 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
                                                 PR.status.in_(HOLDING)))).scalar_one())
     crisis = await _in_crisis(session, among)
     facility_cap = (await settings_of(session, recipient.facility_id))["caseload_cap"]
-    coordinator = principal.role in _COORDINATORS
+    coordinator = principal.is_coordinator
     languages = set(recipient.languages or [])
     ranked: list[tuple[int, int, str, SupporterRow, dict[str, int]]] = []
     excluded: list[tuple[SupporterRow, int, list[tuple[str, str, int]]]] = []

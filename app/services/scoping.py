@@ -1,49 +1,157 @@
-"""The scoped base query of each aggregate: facility and network walls applied here, once.
+"""The walls: which records of each aggregate a caller may see, each aggregate's defined once,
+here.
 
-Every read and every write-lookup starts from one of these, so a record outside the caller's
+A wall is a function of the caller (`Wall`): its shape (which clauses apply to this caller) and
+the caller's values for them. Ad-hoc queries take the clauses with the values bound
+(`wall.clauses()`, or the `select` helpers below); the prebuilt hot statements take the same
+clauses with placeholders (`wall.clauses(bound=False)`, built once per shape, the values passed
+at execution as `wall.params`). Both come from the one definition of the aggregate's clauses
+(`_CLAUSES`), so a list and a single read can never disagree, and a record outside the caller's
 facilities or network is simply not found (404), exactly like a missing one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import false, or_, select
 from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import BindParameter
 
-from app.models import AuditEvent, Facility, HousingUnit, KeepApartOrder, Participant
-from app.models.common import Role
+from app.models import (
+    AuditEvent,
+    Escalation,
+    Facility,
+    HousingUnit,
+    KeepApartOrder,
+    Pairing,
+    Participant,
+    SupportSession,
+)
+from app.models.escalation import UNRESOLVED
 from app.security.principal import Principal
 
-
-def _facility_clause(principal: Principal, column: Any) -> Any:
-    if principal.all_facilities:
-        return None
-    if not principal.facility_ids:
-        return false()
-    return column.in_(principal.facility_ids)
-
-
-def _where(stmt: Select[Any], *clauses: Any) -> Select[Any]:
-    real = [c for c in clauses if c is not None]
-    return stmt.where(*real) if real else stmt
-
-
-# Reads select from the Core table (rows, not ORM objects: several times cheaper per row);
-# writes select the ORM entity. Both take their WHERE clauses from participant_clauses.
+# Reads select from the Core tables (rows, not ORM objects: several times cheaper per row);
+# writes select the ORM entity. Both take their WHERE clauses from the aggregate's wall.
 PARTICIPANT = Participant.__table__
 P = PARTICIPANT.c
+PR = Pairing.__table__.c
+E = Escalation.__table__.c
+S = SupportSession.__table__.c
+F = Facility.__table__.c
+HU = HousingUnit.__table__.c
+AE = AuditEvent.__table__.c
+
+NOTHING = "nothing"  # the shape of a caller who sees no record of the aggregate
+
+
+class _Binder:
+    """Bound parameters for one statement: with the caller's values, or placeholders. One
+    parameter object per name, so a name used twice is one parameter."""
+
+    def __init__(self, values: Mapping[str, Any] | None) -> None:
+        self.values = values
+        self.made: dict[str, BindParameter[Any]] = {}
+
+    def __call__(self, name: str, **kw: Any) -> BindParameter[Any]:
+        if name not in self.made:
+            self.made[name] = (BindParameter(name, **kw) if self.values is None
+                               else BindParameter(name, self.values[name], **kw))
+        return self.made[name]
+
+
+Clauses = Callable[[frozenset[str], _Binder], list[Any]]
+_CLAUSES: dict[str, Clauses] = {}
+
+
+def _defines(aggregate: str) -> Callable[[Clauses], Clauses]:
+    def register(fn: Clauses) -> Clauses:
+        _CLAUSES[aggregate] = fn
+        return fn
+    return register
+
+
+@dataclass(frozen=True)
+class Wall:
+    aggregate: str
+    shape: frozenset[str]
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def nothing(self) -> bool:
+        return NOTHING in self.shape
+
+    def clauses(self, *, bound: bool = True) -> list[Any]:
+        if self.nothing:
+            return [false()]
+        if not bound:
+            return list(_unbound(self.aggregate, self.shape))
+        return _CLAUSES[self.aggregate](self.shape, _Binder(self.params))
+
+
+@lru_cache(maxsize=256)
+def _unbound(aggregate: str, shape: frozenset[str]) -> tuple[Any, ...]:
+    return tuple(_CLAUSES[aggregate](shape, _Binder(None)))
+
+
+def _nothing(aggregate: str) -> Wall:
+    return Wall(aggregate, frozenset({NOTHING}))
+
+
+def _caller(principal: Principal, *, networks: bool = True,
+            me: str | None = None) -> tuple[set[str], dict[str, Any]] | None:
+    """The parts every wall shares: the caller's networks, facilities and (for a peer
+    supporter) own participant id; None when the caller can see nothing."""
+    shape: set[str] = set()
+    params: dict[str, Any] = {}
+    if networks:
+        if not principal.networks:
+            return None
+        shape.add("nets")
+        params["nets"] = sorted(n.value for n in principal.networks)
+    if not principal.all_facilities:
+        if not principal.facility_ids:
+            return None
+        shape.add("facs")
+        params["facs"] = sorted(principal.facility_ids)
+    if me and principal.is_peer:
+        if principal.participant_id is None:
+            return None
+        shape.add(me)
+        params["me"] = principal.participant_id
+    return shape, params
+
+
+def _wall(aggregate: str, found: tuple[set[str], dict[str, Any]] | None) -> Wall:
+    if found is None:
+        return _nothing(aggregate)
+    return Wall(aggregate, frozenset(found[0]), found[1])
+
+
+def _facs(shape: frozenset[str], b: _Binder, column: Any) -> list[Any]:
+    return [column.in_(b("facs", expanding=True))] if "facs" in shape else []
+
+
+# --- participants ----------------------------------------------------------------------------
+
+def participant_wall(principal: Principal) -> Wall:
+    """The caller's networks and facilities; a peer supporter: their own record."""
+    return _wall("participant", _caller(principal, me="me_person"))
+
+
+@_defines("participant")
+def _participant_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    out = [P.network.in_(b("nets", expanding=True)), *_facs(shape, b, P.facility_id)]
+    if "me_person" in shape:
+        out.append(P.id == b("me", type_=P.id.type))
+    return out
 
 
 def participant_clauses(principal: Principal) -> list[Any]:
-    clauses: list[Any] = [
-        P.network.in_([n.value for n in principal.networks]) if principal.networks else false(),
-        _facility_clause(principal, P.facility_id),
-    ]
-    if principal.role == Role.peer_supporter:
-        # Until pairings exist a peer supporter sees only their own record.
-        clauses.append(P.id == principal.participant_id if principal.participant_id else false())
-    return [c for c in clauses if c is not None]
+    return participant_wall(principal).clauses()
 
 
 def participants(principal: Principal, *columns: Any) -> Select[Any]:
@@ -61,22 +169,112 @@ def visible_participant_ids(principal: Principal) -> Select[Any]:
     return participants(principal, P.id)
 
 
-def facility_clauses_for(principal: Principal, column: Any) -> list[Any]:
-    clause = _facility_clause(principal, column)
-    return [] if clause is None else [clause]
+# --- pairings ---------------------------------------------------------------------------------
+
+def pairing_wall(principal: Principal) -> Wall:
+    """The caller's networks and facilities; a peer supporter: the pairings they support."""
+    return _wall("pairing", _caller(principal, me="me_supporter"))
+
+
+@_defines("pairing")
+def _pairing_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    out = [PR.network.in_(b("nets", expanding=True)), *_facs(shape, b, PR.facility_id)]
+    if "me_supporter" in shape:
+        out.append(PR.supporter_id == b("me", type_=PR.supporter_id.type))
+    return out
+
+
+def pairings(principal: Principal, *columns: Any) -> Select[Any]:
+    stmt = select(*columns) if columns else select(Pairing)
+    return stmt.where(*pairing_wall(principal).clauses())
+
+
+# --- support sessions -------------------------------------------------------------------------
+
+def support_session_wall(principal: Principal) -> Wall:
+    """The caller's networks and facilities; a peer supporter: the sessions of the pairings
+    they support and the groups they facilitate."""
+    return _wall("support_session", _caller(principal, me="me_supporter"))
+
+
+@_defines("support_session")
+def _support_session_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    out = [S.network.in_(b("nets", expanding=True)), *_facs(shape, b, S.facility_id)]
+    if "me_supporter" in shape:
+        me = b("me", type_=PR.supporter_id.type)
+        out.append(or_(S.pairing_id.in_(select(PR.id).where(PR.supporter_id == me)),
+                       S.facilitator_id == me))
+    return out
+
+
+def support_sessions(principal: Principal, *columns: Any) -> Select[Any]:
+    stmt = select(*columns) if columns else select(SupportSession)
+    return stmt.where(*support_session_wall(principal).clauses())
+
+
+# --- escalations ------------------------------------------------------------------------------
+
+def escalation_wall(principal: Principal) -> Wall:
+    """The caller's facilities; a peer supporter: the escalations they raised (of any
+    network); others: their networks, and an officer only those not yet resolved."""
+    if principal.is_peer:
+        found = _caller(principal, networks=False)
+        if found is not None:
+            found[0].add("raised_by_me")
+            found[1]["actor"] = principal.actor
+        return _wall("escalation", found)
+    found = _caller(principal)
+    if found is not None and principal.is_officer:
+        found[0].add("unresolved")
+    return _wall("escalation", found)
+
+
+@_defines("escalation")
+def _escalation_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    out = _facs(shape, b, E.facility_id)
+    if "raised_by_me" in shape:
+        return [*out, E.raised_by == b("actor")]
+    out.append(E.network.in_(b("nets", expanding=True)))
+    if "unresolved" in shape:
+        out.append(E.status.in_(UNRESOLVED))
+    return out
+
+
+def escalations(principal: Principal, *columns: Any) -> Select[Any]:
+    stmt = select(*columns) if columns else select(Escalation)
+    return stmt.where(*escalation_wall(principal).clauses())
+
+
+# --- facilities, housing units, keep-apart orders, the audit trail ----------------------------
+
+def facility_wall(principal: Principal) -> Wall:
+    return _wall("facility", _caller(principal, networks=False))
+
+
+@_defines("facility")
+def _facility_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    return _facs(shape, b, F.id)
 
 
 def facility_clauses(principal: Principal) -> list[Any]:
-    clause = _facility_clause(principal, Facility.__table__.c.id)
-    return [] if clause is None else [clause]
+    return facility_wall(principal).clauses()
 
 
 def facilities(principal: Principal) -> Select[Any]:
-    return _where(select(Facility), _facility_clause(principal, Facility.id))
+    return select(Facility).where(*facility_clauses(principal))
+
+
+def housing_unit_wall(principal: Principal) -> Wall:
+    return _wall("housing_unit", _caller(principal, networks=False))
+
+
+@_defines("housing_unit")
+def _housing_unit_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    return _facs(shape, b, HU.facility_id)
 
 
 def housing_units(principal: Principal) -> Select[Any]:
-    return _where(select(HousingUnit), _facility_clause(principal, HousingUnit.facility_id))
+    return select(HousingUnit).where(*housing_unit_wall(principal).clauses())
 
 
 def keep_apart_orders(principal: Principal) -> Select[Any]:
@@ -93,8 +291,30 @@ def keep_apart_orders(principal: Principal) -> Select[Any]:
     )
 
 
+def audit_event_wall(principal: Principal) -> Wall:
+    """The caller's facilities, and the rows that name no facility."""
+    if principal.all_facilities:
+        return Wall("audit_event", frozenset())
+    return Wall("audit_event", frozenset({"facs"}), {"facs": sorted(principal.facility_ids)})
+
+
+@_defines("audit_event")
+def _audit_event_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    if "facs" not in shape:
+        return []
+    return [or_(AE.facility_id.in_(b("facs", expanding=True)), AE.facility_id.is_(None))]
+
+
 def audit_events(principal: Principal) -> Select[Any]:
-    clause = _facility_clause(principal, AuditEvent.facility_id)
-    if clause is not None:
-        clause = or_(clause, AuditEvent.facility_id.is_(None))  # type: ignore[union-attr]
-    return _where(select(AuditEvent), clause)
+    return select(AuditEvent).where(*audit_event_wall(principal).clauses())
+
+
+WALLS: dict[str, Callable[[Principal], Wall]] = {
+    "participant": participant_wall,
+    "pairing": pairing_wall,
+    "support_session": support_session_wall,
+    "escalation": escalation_wall,
+    "facility": facility_wall,
+    "housing_unit": housing_unit_wall,
+    "audit_event": audit_event_wall,
+}

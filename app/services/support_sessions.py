@@ -29,9 +29,10 @@ from app.models import (
     SessionTopic,
     SupportSession,
 )
-from app.models.common import Network, Role
+from app.models.common import Network
 from app.models.escalation import EscalationCreate
 from app.models.support_session import (
+    Attendance,
     AttendeeRead,
     DisclosureCreate,
     NoteRead,
@@ -45,7 +46,8 @@ from app.models.support_session import (
 )
 from app.security.notes import NoteCipher
 from app.security.principal import Principal
-from app.services import certification, escalations, pairings, scoping
+from app.security.scopes import SESSION_KEEPERS
+from app.services import certification, escalations, scoping, secrecy
 from app.services.audit import AuditEntry, append
 from app.services.common import check_version, flush_unique
 from app.services.facilities import settings_of
@@ -58,8 +60,7 @@ A = SessionAttendee.__table__.c
 PR = Pairing.__table__.c
 K = KeepApartOrder.__table__.c
 P = scoping.P
-_ACTORS = frozenset({Role.coordinator, Role.staff_coordinator, Role.peer_supporter})
-_COORDINATORS = frozenset({Role.coordinator, Role.staff_coordinator})
+_ACTORS = SESSION_KEEPERS
 _St = SessionStatus
 SESSION_FLOW = table(
     Transition("complete", frozenset({_St.scheduled.value}), _St.completed.value, _ACTORS),
@@ -68,21 +69,9 @@ SESSION_FLOW = table(
 )
 
 
-def _session_clauses(principal: Principal) -> list[Any]:
-    nets = [n.value for n in principal.networks]
-    clauses: list[Any] = [S.network.in_(nets) if nets else False,
-                          *scoping.facility_clauses_for(principal, S.facility_id)]
-    if principal.role == Role.peer_supporter:
-        me = principal.participant_id
-        mine = select(PR.id).where(PR.supporter_id == me)
-        clauses.append(or_(S.pairing_id.in_(mine), S.facilitator_id == me) if me else False)
-    return clauses
-
-
 def sessions(principal: Principal) -> Any:
-    """The scoped base query: network and facility walls; a peer supporter sees the sessions
-    of their own pairings and the groups they facilitate."""
-    return select(SupportSession).where(*_session_clauses(principal))
+    """The scoped base query (the walls: `scoping.support_session_wall`)."""
+    return scoping.support_sessions(principal)
 
 
 async def get(*, session: AsyncSession, principal: Principal, session_id: uuid.UUID,
@@ -160,18 +149,13 @@ _FILTERS: dict[str, Any] = {
 
 
 @lru_cache(maxsize=256)
-def _list_statement(dialect: str, peer: bool, walled: bool, keys: tuple[str, ...],
+def _list_statement(dialect: str, wall: frozenset[str], keys: tuple[str, ...],
                     after: bool) -> Any:
-    """The same walls as `_session_clauses`, with the principal's values as parameters."""
+    """The walls of `scoping.support_session_wall` with placeholders, one statement per
+    shape."""
     stmt = select(*_LIST_COLUMNS, literal_column(_ATTENDEES[dialect], JSON).label("attendees"),
                   S.version, S.updated_at,  # SessionRead's fields in its order: _LIST_FIELDS
-                  ).where(S.network.in_(bindparam("nets", expanding=True)))
-    if walled:
-        stmt = stmt.where(S.facility_id.in_(bindparam("facs", expanding=True)))
-    if peer:
-        me = bindparam("me", type_=PR.supporter_id.type)
-        stmt = stmt.where(or_(S.pairing_id.in_(select(PR.id).where(PR.supporter_id == me)),
-                              S.facilitator_id == me))
+                  ).where(*scoping.Wall("support_session", wall).clauses(bound=False))
     for key in keys:
         stmt = stmt.where(_FILTERS[key]())
     if after:
@@ -184,23 +168,18 @@ async def list_(*, session: AsyncSession, principal: Principal, filters: dict[st
     """A page of sessions as plain dicts in SessionRead's shape and field order (attendees
     included)."""
     after = decode_uuid_cursor(cursor, "support_session")
-    peer = principal.role == Role.peer_supporter
-    if not principal.networks or (peer and principal.participant_id is None) or (
-            not principal.all_facilities and not principal.facility_ids):
+    wall = scoping.support_session_wall(principal)
+    if wall.nothing:
         return [], None
-    params: dict[str, Any] = {"nets": [n.value for n in principal.networks], "lim": limit + 1}
-    if not principal.all_facilities:
-        params["facs"] = list(principal.facility_ids)
-    if peer:
-        params["me"] = principal.participant_id
+    params: dict[str, Any] = {**wall.params, "lim": limit + 1}
     keys = tuple(k for k in _FILTERS if filters.get(k))
     for k in keys:
         v = filters[k]
         params[k] = v.value if k in ("kind", "status") else v
     if after is not None:
         params["after"] = after
-    stmt = _list_statement(session.bind.dialect.name, peer,  # type: ignore[union-attr]
-                           not principal.all_facilities, keys, after is not None)
+    stmt = _list_statement(session.bind.dialect.name,  # type: ignore[union-attr]
+                           wall.shape, keys, after is not None)
     items = [dict(zip(_LIST_FIELDS, row, strict=True))
              for row in await session.execute(stmt, params)]
     if session.bind.dialect.name == "sqlite":  # type: ignore[union-attr]
@@ -221,8 +200,10 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
     if principal.role not in _ACTORS:
         raise Forbidden("Your role may not schedule sessions.", code="transition_not_allowed")
     if data.kind == SessionKind.one_to_one:
-        pairing = await pairings.get(session=session, principal=principal,
-                                     pairing_id=data.pairing_id)  # type: ignore[arg-type]
+        pairing = (await session.execute(scoping.pairings(principal).where(
+            PR.id == data.pairing_id))).scalar_one_or_none()
+        if pairing is None:
+            raise NotFound("No such pairing.")
         await _pair_may_meet(session, principal, pairing)
         s = SupportSession(kind=data.kind.value, pairing_id=pairing.id,
                            facilitator_id=pairing.supporter_id, facility_id=pairing.facility_id,
@@ -236,7 +217,7 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
             raise RuleViolation("The facility is unknown or outside your scope.",
                                 code="unknown_facility")
         facilitator_id, user_id = data.facilitator_id, None
-        if principal.role == Role.peer_supporter:
+        if principal.is_peer:
             if facilitator_id not in (None, principal.participant_id):
                 raise Forbidden("A peer supporter schedules only groups they facilitate.",
                                 code="transition_not_allowed")
@@ -272,6 +253,31 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
     return s
 
 
+async def cancel_for_ended_pairings(session: AsyncSession, w: Writer,
+                                    ended: list[Pairing]) -> None:
+    """Ended pairings' scheduled sessions are cancelled (with a reason that says no more), in
+    one query for all the pairings this transaction ended. Asked for by the pairings
+    aggregate; the session rows are written here only."""
+    by = {p.id: p.ended_by or "system" for p in ended}
+    found = (await session.execute(select(SupportSession).where(
+        S.pairing_id.in_(list(by)), S.status == _St.scheduled.value).order_by(S.id)
+        .with_for_update())).scalars().all()
+    for s in found:
+        _close(s, _St.cancelled, by[s.pairing_id] if s.pairing_id else "system",
+               "the pairing ended")
+        w.audit("support_session.cancel", "support_session", s.id, s.facility_id)
+        _event(w, "support_session.cancelled", s)
+
+
+def _close(s: SupportSession, status: SessionStatus, by: str, reason: str | None,
+           now: datetime | None = None) -> None:
+    """Moves a session to a terminal state, stamped once."""
+    now = now or utcnow()
+    s.status, s.closed_at, s.closed_by, s.close_reason = status.value, now, by, reason
+    s.version += 1
+    s.updated_at = now
+
+
 async def _apart_among(session: AsyncSession, people: list[uuid.UUID]) -> bool:
     """Whether an open keep-apart order stands between any two of these people."""
     if len(people) < 2:
@@ -283,9 +289,8 @@ async def _apart_among(session: AsyncSession, people: list[uuid.UUID]) -> bool:
 
 
 def _refuse_apart(principal: Principal, detail: str) -> None:
-    if principal.role in _COORDINATORS:
-        raise RuleViolation(detail, code="keep_apart")
-    raise RuleViolation("These people cannot meet.", code="not_eligible")
+    raise secrecy.refusal(principal, secrecy.KEEP_APART, detail,
+                          hidden="These people cannot meet.")
 
 
 async def _pair_may_meet(session: AsyncSession, principal: Principal, pairing: Pairing) -> None:
@@ -384,8 +389,8 @@ async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Pr
             attendees[wb.participant_id].wellbeing_after = wb.after
         if s.kind == SessionKind.one_to_one.value:
             for a in attendees.values():
-                if a.status == "invited":
-                    a.status = "attended"
+                if a.status == Attendance.invited.value:
+                    a.status = Attendance.attended.value
         s.actual_start, s.duration_minutes = complete.actual_start, complete.duration_minutes
         s.location = complete.location or s.location
         s.topics = list(complete.topics)
@@ -394,11 +399,7 @@ async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Pr
             s.note_ciphertext, s.note_wrapped_key, s.note_key_id = ct, wrapped, kid
             s.note_author, s.note_written_at = principal.actor, now
             w.audit("support_session.note_write", "support_session", s.id, s.facility_id)
-    s.status = target
-    s.closed_at, s.closed_by = now, principal.actor
-    s.close_reason = reason
-    s.version += 1
-    s.updated_at = now
+    _close(s, SessionStatus(target), principal.actor, reason, now)
     w.audit(f"support_session.{action}", "support_session", s.id, s.facility_id)
     _event(w, f"support_session.{target}", s)
     await w.commit()
@@ -414,7 +415,7 @@ async def read_note(*, session: AsyncSession, maker: Any, cipher: NoteCipher,
     if s is not None and s.note_ciphertext is not None:
         if s.note_author == principal.actor:
             allowed = True
-        elif principal.role == Role.clinician:
+        elif principal.is_clinician:
             linked = (await session.execute(select(func.count()).select_from(
                 Disclosure.__table__).where(Disclosure.__table__.c.session_id == s.id))).scalar_one()
             allowed = linked > 0
@@ -481,7 +482,7 @@ async def disclosures_of(*, session: AsyncSession, principal: Principal,
     """The ledger of what left confidential sessions about this person: for their
     supporter, their coordinator (network and facility) and clinicians."""
     D = Disclosure.__table__.c
-    if principal.role == Role.peer_supporter:
+    if principal.is_peer:
         supports = (await session.execute(select(func.count()).select_from(Pairing.__table__)
                                           .where(PR.supporter_id == principal.participant_id,
                                                  PR.recipient_id == participant_id,
@@ -500,46 +501,35 @@ async def disclosures_of(*, session: AsyncSession, principal: Principal,
 
 
 @lru_cache(maxsize=8)
-def _summary_statement(peer: bool, walled: bool) -> Any:
-    """The pairing (within the same walls as `pairings.pairings`, values as parameters) and
+def _summary_statement(wall: frozenset[str]) -> Any:
+    """The pairing (within the walls of `scoping.pairing_wall`, values as parameters) and
     its outcomes in one statement: its completed sessions joined with the recipient's
     attendance. No row: no such pairing for this caller."""
     done = and_(S.pairing_id == PR.id, S.status == _St.completed.value)
     recipient = and_(A.session_id == S.id, A.participant_id == PR.recipient_id)
-    stmt = (
+    return (
         select(PR.id, PR.activated_at, PR.proposed_at,
                func.count(S.id).label("held"),  # one row per session: the recipient's
-               func.coalesce(func.sum(case((A.status == "attended", 1), else_=0)), 0)
-               .label("attended"),
+               func.coalesce(func.sum(case((A.status == Attendance.attended.value, 1),
+                                           else_=0)), 0).label("attended"),
                func.avg(cast(A.wellbeing_after, Integer) - cast(A.wellbeing_before, Integer))
                .label("change"),
                func.min(S.actual_start).label("first"), func.max(S.actual_start).label("last"))
         .select_from(Pairing.__table__.outerjoin(SupportSession.__table__, done)
                      .outerjoin(SessionAttendee.__table__, recipient))
-        .where(PR.id == bindparam("pairing_id"), PR.network.in_(bindparam("nets", expanding=True)))
+        .where(PR.id == bindparam("pairing_id"),
+               *scoping.Wall("pairing", wall).clauses(bound=False))
         .group_by(PR.id, PR.activated_at, PR.proposed_at))
-    if walled:
-        stmt = stmt.where(PR.facility_id.in_(bindparam("facs", expanding=True)))
-    if peer:
-        stmt = stmt.where(PR.supporter_id == bindparam("me", type_=PR.supporter_id.type))
-    return stmt
 
 
 async def summary(*, session: AsyncSession, principal: Principal,
                   pairing_id: uuid.UUID) -> PairingSummary:
     """Outcomes of a pairing, computed by the database (aggregates, no rows loaded)."""
-    peer = principal.role == Role.peer_supporter
+    wall = scoping.pairing_wall(principal)
     row = None
-    if principal.networks and (principal.all_facilities or principal.facility_ids) and (
-            not peer or principal.participant_id is not None):
-        params: dict[str, Any] = {"pairing_id": pairing_id,
-                                  "nets": [n.value for n in principal.networks]}
-        if not principal.all_facilities:
-            params["facs"] = list(principal.facility_ids)
-        if peer:
-            params["me"] = principal.participant_id
-        row = (await session.execute(_summary_statement(peer, not principal.all_facilities),
-                                     params)).first()
+    if not wall.nothing:
+        row = (await session.execute(_summary_statement(wall.shape),
+                                     {**wall.params, "pairing_id": pairing_id})).first()
     if row is None:
         raise NotFound("No such pairing.")
     start = row.activated_at or row.proposed_at

@@ -14,7 +14,6 @@ from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, NotFound, RuleViolation
 from app.models import ConductSignature, Course, Enrollment, Participant
-from app.models.common import Role
 from app.models.training import (
     OPEN_ENROLLMENT,
     ConductSign,
@@ -24,13 +23,14 @@ from app.models.training import (
     EnrollmentStatus,
 )
 from app.security.principal import Principal
+from app.security.scopes import COORDINATORS
 from app.services import certification, scoping
 from app.services.common import check_version, flush_unique
 from app.services.pagination import keyset_page
 from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
 
-_COORDINATORS = frozenset({Role.coordinator, Role.staff_coordinator})
+_COORDINATORS = COORDINATORS
 _S = EnrollmentStatus
 ENROLLMENT_FLOW = table(
     Transition("start", frozenset({_S.enrolled.value}), _S.in_progress.value, _COORDINATORS),
@@ -49,7 +49,7 @@ E = Enrollment.__table__.c
 
 def _courses(principal: Principal) -> Any:
     stmt = select(Course)
-    if principal.role == Role.admin:
+    if principal.is_admin:
         return stmt  # admins manage the catalogue of both networks
     nets = [n.value for n in principal.networks]
     return stmt.where(C.network.is_(None) | C.network.in_(nets))
