@@ -71,14 +71,14 @@ def scope_of(event_type: str) -> str | None:
 
 
 def visible_types(principal: Principal) -> list[str]:
-    if principal.role == Role.peer_supporter:
+    if principal.is_peer:
         return []  # a peer sees single records of their own, which events cannot express
     return [t for t in EVENT_TYPES if scope_of(t) in principal.scopes]
 
 
 def owned_endpoints(principal: Principal) -> Any:
     """The webhook endpoints a caller manages: an admin every one, anyone else their own."""
-    if principal.role == Role.admin:
+    if principal.is_admin:
         return True
     return and_(WE.owner_kind == principal.kind, WE.owner_id == principal.id)
 
@@ -105,7 +105,7 @@ def event_clauses(principal: Principal, types: list[str] | None = None) -> list[
         parts.append(and_(*walls))
     if about_endpoints:
         parts.append(and_(OE.type.in_(about_endpoints),
-                          true() if principal.role == Role.admin else
+                          true() if principal.is_admin else
                           OE.entity_id.in_(select(WE.id).where(owned_endpoints(principal)))))
     return [or_(*parts)] if parts else [false()]
 
