@@ -63,6 +63,9 @@ class Ratio:
     metric: str  # "rps", "p50_ms", "p99_ms"
     goal: str | None = None
 
+    def __post_init__(self) -> None:
+        assert self.goal is None or self.goal.split()[0] in (">=", "<="), self.goal
+
     def judge(self, sc: Scenario, results: dict[str, dict[str, Any]],
               concurrency: int) -> Verdict | None:
         if self.num not in results or self.den not in results:
