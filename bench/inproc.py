@@ -22,7 +22,8 @@ import statistics
 import time
 from typing import Any
 
-from bench.run import DASHBOARD, DEFAULT_URL
+from bench.run import DEFAULT_URL
+from bench.scenarios import DASHBOARD
 
 
 async def _call(app: Any, path: str, token: str) -> tuple[int, bytes]:
