@@ -11,7 +11,6 @@ from app.deps import Principal, SessionDep, require
 from app.models.common import Page
 from app.models.pairing import (
     CandidateList,
-    EndReason,
     PairingAction,
     PairingCreate,
     PairingEnd,
@@ -20,29 +19,13 @@ from app.models.pairing import (
 )
 from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
 from app.services import pairings as svc
-from app.services import secrecy
 
 router = APIRouter(prefix="/v1/pairings", tags=["pairings"], responses=AUTHED)
 _MOVE = problems(404, 409, 412)
 
 
-async def _views(session: Any, principal: Principal, items: list[Any]) -> list[PairingRead]:
-    out = [PairingRead.model_validate(p) for p in items]
-    if principal.is_peer:
-        views = await svc.recipient_views(session, items)
-        for read in out:
-            read.recipient = views.get(read.recipient_id)
-            read.override_reason = None
-    for read in out:
-        read.end_reason = secrecy.shown_reason(  # type: ignore[assignment]
-            principal, read.end_reason, neutral=EndReason.other)
-        read.pause_reason = secrecy.shown_reason(principal, read.pause_reason,
-                                                 neutral="not possible for now")
-    return out
-
-
 async def _one(session: Any, principal: Principal, response: Response, p: Any) -> PairingRead:
-    read = (await _views(session, principal, [p]))[0]
+    read = await svc.one_seen_by(session, principal, p)
     set_etag(response, read.version)
     return read
 
@@ -56,7 +39,7 @@ async def list_pairings(session: SessionDep, principal: Principal = require("pai
     rows, nxt = await svc.list_(session=session, principal=principal, status=status,
                                 participant_id=participant_id, facility_id=facility_id,
                                 limit=limit, cursor=cursor)
-    return Page(items=await _views(session, principal, rows), next_cursor=nxt)
+    return Page(items=await svc.seen_by(session, principal, rows), next_cursor=nxt)
 
 
 @router.get("/candidates", response_model=CandidateList, responses=problems(404))
