@@ -73,27 +73,43 @@ async def to_reads(session: AsyncSession, items: list[SupportSession]) -> list[S
 # The list: one prebuilt statement per shape (which filters, which walls apply), its values
 # bound per request; plain rows, and each session's attendees aggregated in the same statement
 # as JSON, so a page is one round trip and no ORM object or read model is built per row (the
-# router writes the rows as they are: routers.common.json_page). `support_session` in the
-# subqueries is the outer statement's table.
-_ATTENDEES = {
-    "postgresql": (
-        "(SELECT coalesce(json_agg(json_build_object('participant_id', a.participant_id, "
-        "'status', a.status, 'reason', a.reason, 'wellbeing_before', a.wellbeing_before, "
-        "'wellbeing_after', a.wellbeing_after) ORDER BY a.id), '[]'::json) "
-        "FROM session_attendee AS a WHERE a.session_id = support_session.id)"),
+# router writes the rows as they are: routers.common.json_page).
+# The attendee rows being aggregated (aliased: the participant filter names the table itself).
+_ATTENDEE = SessionAttendee.__table__.alias("a")
+_OUTER = SupportSession.__table__  # the list's own table, which the attendee subqueries follow
+
+
+def _attendee_object(build: Any) -> Any:
+    """One attendee as a JSON object of AttendeeRead's fields, in its order."""
+    keys_and_values: list[Any] = []
+    for name in AttendeeRead.model_fields:  # the key as an SQL string literal, then the column
+        keys_and_values += [literal_column(f"'{name}'"), _ATTENDEE.c[name]]
+    return build(*keys_and_values)
+
+
+def _attendees_postgresql() -> Any:
+    ordered = func.json_agg(_attendee_object(func.json_build_object)).aggregate_order_by(
+        _ATTENDEE.c.id)
+    return (select(func.coalesce(ordered, cast(literal_column("'[]'"), JSON)))
+            .where(_ATTENDEE.c.session_id == _OUTER.c.id).correlate(_OUTER).scalar_subquery())
+
+
+def _attendees_sqlite() -> Any:
     # SQLite before 3.44 has no ORDER BY inside an aggregate: the ordered subquery is not
     # flattened into an aggregate query, so json_group_array sees its rows in that order.
-    "sqlite": (
-        "(SELECT json_group_array(json(x)) FROM (SELECT json_object('participant_id', "
-        "a.participant_id, 'status', a.status, 'reason', a.reason, 'wellbeing_before', "
-        "a.wellbeing_before, 'wellbeing_after', a.wellbeing_after) AS x "
-        "FROM session_attendee AS a WHERE a.session_id = support_session.id ORDER BY a.id))"),
-}
+    rows = (select(_attendee_object(func.json_object).label("attendee"))
+            .where(_ATTENDEE.c.session_id == _OUTER.c.id).order_by(_ATTENDEE.c.id)
+            .correlate(_OUTER).subquery())
+    return select(func.json_group_array(func.json(rows.c.attendee), type_=JSON)
+                  ).scalar_subquery()
+
+
+_ATTENDEES = {"postgresql": _attendees_postgresql, "sqlite": _attendees_sqlite}
 
 
 def _attendees(dialect: str) -> Any:
-    """Each session's attendees as one JSON array, in AttendeeRead's shape."""
-    return literal_column(_ATTENDEES[dialect], JSON)
+    """Each session's attendees as one JSON array of AttendeeRead objects (`[]` for none)."""
+    return _ATTENDEES[dialect]()
 
 
 _LIST_COLUMNS = [SESSIONS.id, SESSIONS.kind, SESSIONS.pairing_id, SESSIONS.facilitator_id,
