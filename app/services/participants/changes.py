@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import Row, select
@@ -150,7 +150,7 @@ class Changes(ABC):
         self._pending.append(PendingUpdate(row.id, data, fields, ids))
         return row, "updated"
 
-    def decide(self, current: Any, data: ParticipantCreate | ParticipantUpdate,
+    def decide(self, current: Mapping[str, Any], data: ParticipantCreate | ParticipantUpdate,
                fields_set: set[str], add_ids: list[ExternalId] | None) -> Decision:
         """decision.decide against what this transaction knows; the external ids it adds are
         noted as held from here on."""
