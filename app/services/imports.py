@@ -1,6 +1,6 @@
 """Bulk imports from a jail management system: CSV or JSON lines, up to 50,000 rows.
 
-Each row goes through the same code as its single-record route (participants.Changes for the
+Each row goes through the same code as its single-record route (participants.ImportChanges for the
 upsert by external id, keep_aparts.OrderChanges for orders by the JMS's order id): rows are
 validated one by one, a chunk of rows is applied in one transaction with its audit rows,
 events, cascades and the job's progress, so a crash loses at most the chunk in progress and
@@ -89,10 +89,10 @@ def _row_error(line: int, exc: DomainError) -> dict[str, Any]:
 
 async def _apply_participants(session: AsyncSession, principal: Principal, w: Writer,
                               rows: list[tuple[int, ParticipantImportRow]]) -> Applied:
-    changes = participants.Changes(session, principal, w)
+    changes = participants.ImportChanges(session, principal, w)
     keys = [(r.external_source, r.external_id) for _, r in rows]
     keys += [(e.source, e.value) for _, r in rows for e in r.external_ids]
-    await changes.load(keys, [r for _, r in rows], whole=False)
+    await changes.load(keys, [r for _, r in rows])
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     errors = []
     for line, row in rows:

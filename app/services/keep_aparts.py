@@ -51,10 +51,6 @@ async def list_(*, session: AsyncSession, principal: Principal, participant_id: 
                              limit=limit, cursor=cursor)
 
 
-def _event_scope(p: Any) -> dict[str, object]:
-    return {"facility_id": p.facility_id, "network": p.network}
-
-
 # --- the rules, shared by the single-order routes and the import ----------------------------
 
 def _check_people(people: list[Any]) -> None:
@@ -101,19 +97,19 @@ def record(w: Writer, order: KeepApartOrder, action: str, scope: Any) -> None:
     """Audit and event of an order opened, reopened or closed."""
     w.audit(f"keep_apart.{action}", "keep_apart_order", order.id, scope.facility_id)
     w.emit("keep_apart.closed" if action == "close" else "keep_apart.opened", "keep_apart_order",
-           order.id, **_event_scope(scope))  # type: ignore[arg-type]
+           order.id, facility_id=scope.facility_id, network=scope.network)
 
 
 async def create(*, session: AsyncSession, principal: Principal,
                  data: KeepApartCreate) -> KeepApartOrder:
     a, b = ordered_pair(*data.participant_ids)
     people = (await session.execute(
-        scoping.participants(principal).where(Participant.id.in_([a, b]))  # type: ignore[attr-defined]
+        scoping.participants(principal).where(P.id.in_([a, b]))
     )).scalars().all()
     _check_people(list(people))
     existing = (await session.execute(select(func.count()).select_from(KeepApartOrder).where(
         KeepApartOrder.participant_a_id == a, KeepApartOrder.participant_b_id == b,
-        KeepApartOrder.status == "open"))).scalar_one()
+        KeepApartOrder.status == KeepApartStatus.open.value))).scalar_one()
     if existing:
         raise _clash()
     order = _new_order(a, b, reason=data.reason.value, scope=data.scope.value,
@@ -139,7 +135,7 @@ async def transition(*, session: AsyncSession, principal: Principal, order_id: u
         clash = (await session.execute(select(func.count()).select_from(KeepApartOrder).where(
             KeepApartOrder.participant_a_id == order.participant_a_id,
             KeepApartOrder.participant_b_id == order.participant_b_id,
-            KeepApartOrder.status == "open"))).scalar_one()
+            KeepApartOrder.status == KeepApartStatus.open.value))).scalar_one()
         if clash:
             raise _clash(reopen=True)
     set_status(order, to, reason, principal)
@@ -174,22 +170,24 @@ class OrderChanges:
         self._opened: list[tuple[uuid.UUID, uuid.UUID]] = []
 
     async def load(self, rows: list[KeepApartImportRow]) -> None:
-        K = KeepApartOrder.__table__.c
-        ext = ParticipantExternalId.__table__.c
+        order = KeepApartOrder.__table__.c
+        external = ParticipantExternalId.__table__.c
         by_source: dict[str, set[str]] = {}
         for r in rows:
             by_source.setdefault(r.external_source, set()).add(r.external_id)
         for source, values in by_source.items():
             found = (await self.session.execute(
                 scoping.keep_apart_orders(self.principal)
-                .where(K.external_source == source, one_of(self.session, K.external_id, values))
-                .order_by(K.id).with_for_update())).scalars().all()
+                .where(order.external_source == source,
+                       one_of(self.session, order.external_id, values))
+                .order_by(order.id).with_for_update())).scalars().all()
             self.by_key.update({(o.external_source, o.external_id): o for o in found})
             rest = values - {o.external_id for o in found}
             if rest:
                 self.taken |= {(source, v) for v in (await self.session.execute(
-                    select(K.external_id).where(K.external_source == source,
-                                                one_of(self.session, K.external_id, rest)))).scalars()}
+                    select(order.external_id).where(
+                        order.external_source == source,
+                        one_of(self.session, order.external_id, rest)))).scalars()}
         persons: dict[str, set[str]] = {}
         for r in rows:
             for source, value in r.people():
@@ -197,16 +195,18 @@ class OrderChanges:
         for source, values in persons.items():
             for row in await self.session.execute(
                     scoping.participants(self.principal, P.id, P.network, P.facility_id,
-                                         ext.value)
-                    .join(ParticipantExternalId.__table__, ext.participant_id == P.id)
-                    .where(ext.source == source, one_of(self.session, ext.value, values))):
+                                         external.value)
+                    .join(ParticipantExternalId.__table__, external.participant_id == P.id)
+                    .where(external.source == source,
+                           one_of(self.session, external.value, values))):
                 self.people[(source, row.value)] = _Person(row.id, row.network, row.facility_id)
         ids = {p.id for p in self.people.values()}
         if ids:
             self.open_pairs = {(a, b) for a, b in await self.session.execute(
-                select(K.participant_a_id, K.participant_b_id).where(
-                    K.status == "open", one_of(self.session, K.participant_a_id, ids),
-                    one_of(self.session, K.participant_b_id, ids)))}
+                select(order.participant_a_id, order.participant_b_id).where(
+                    order.status == KeepApartStatus.open.value,
+                    one_of(self.session, order.participant_a_id, ids),
+                    one_of(self.session, order.participant_b_id, ids)))}
 
     def upsert(self, row: KeepApartImportRow) -> str:
         """"created" | "updated" | "unchanged"; raises (changing nothing) on a broken rule."""
