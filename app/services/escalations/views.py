@@ -17,17 +17,13 @@ from app.security.principal import Principal
 from app.services import scoping
 from app.services.pagination import decode_uuid_cursor, encode_cursor
 
-E = Escalation.__table__.c
-
-
-def escalations(principal: Principal) -> Any:
-    """The scoped base query (the walls: `scoping.escalation_wall`)."""
-    return scoping.escalations(principal)
+ESCALATIONS = Escalation.__table__.c
+TIMELINE = EscalationEvent.__table__.c
 
 
 async def get(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
               for_update: bool = False) -> Escalation:
-    stmt = escalations(principal).where(E.id == escalation_id)
+    stmt = scoping.escalations(principal).where(ESCALATIONS.id == escalation_id)
     if for_update:
         stmt = stmt.with_for_update()
     found = (await session.execute(stmt)).scalar_one_or_none()
@@ -36,13 +32,13 @@ async def get(*, session: AsyncSession, principal: Principal, escalation_id: uui
     return found
 
 
-# What a list reads: every column a role-shaped view may show (app/routers/escalations.view).
-_VIEW_COLUMNS = [E.id, E.participant_id, E.facility_id, E.network, E.category, E.description,
-                 E.location_unit_id, E.location_text, E.tier, E.screener, E.status,
-                 E.ack_deadline, E.breached, E.chain_level, E.assigned_to, E.raised_by,
-                 E.raised_at, E.acknowledged_at, E.acknowledged_by, E.resolved_at, E.resolved_by,
-                 E.outcome, E.follow_up_plan, E.review_date, E.version]
-VIEW_FIELDS = tuple(c.name for c in _VIEW_COLUMNS)
+# What a list reads: every column a role-shaped view may show (app/routers/escalations.views).
+VIEW_FIELDS = (
+    "id", "participant_id", "facility_id", "network", "category", "description",
+    "location_unit_id", "location_text", "tier", "screener", "status", "ack_deadline", "breached",
+    "chain_level", "assigned_to", "raised_by", "raised_at", "acknowledged_at", "acknowledged_by",
+    "resolved_at", "resolved_by", "outcome", "follow_up_plan", "review_date", "version")
+_VIEW_COLUMNS = [ESCALATIONS[name] for name in VIEW_FIELDS]
 
 
 @lru_cache(maxsize=64)
@@ -52,12 +48,12 @@ def _list_statement(wall: frozenset[str], status: bool, by_deadline: bool, after
     stmt = select(*_VIEW_COLUMNS).where(
         *scoping.Wall("escalation", wall).clauses(bound=False))
     if status:
-        stmt = stmt.where(E.status == bindparam("status"))
+        stmt = stmt.where(ESCALATIONS.status == bindparam("status"))
     if by_deadline:  # the dashboard: most urgent first, one screenful
-        return stmt.order_by(E.ack_deadline, E.id).limit(bindparam("lim", type_=Integer))
+        return stmt.order_by(ESCALATIONS.ack_deadline, ESCALATIONS.id).limit(bindparam("lim", type_=Integer))
     if after:
-        stmt = stmt.where(E.id > bindparam("after"))
-    return stmt.order_by(E.id).limit(bindparam("lim", type_=Integer))
+        stmt = stmt.where(ESCALATIONS.id > bindparam("after"))
+    return stmt.order_by(ESCALATIONS.id).limit(bindparam("lim", type_=Integer))
 
 
 async def list_(*, session: AsyncSession, principal: Principal, status: EscalationStatus | None,
@@ -79,14 +75,14 @@ async def list_(*, session: AsyncSession, principal: Principal, status: Escalati
             for row in await session.execute(stmt, params)]
     if by_deadline:
         return rows, None
-    nxt = encode_cursor("escalation", rows[limit - 1]["id"]) if len(rows) > limit else None
-    return rows[:limit], nxt
+    more = len(rows) > limit
+    return rows[:limit], encode_cursor("escalation", rows[limit - 1]["id"]) if more else None
 
 
 async def timeline(*, session: AsyncSession, principal: Principal,
                    escalation_id: uuid.UUID) -> list[EscalationEvent]:
     await get(session=session, principal=principal, escalation_id=escalation_id)
-    X = EscalationEvent.__table__.c
-    rows = await session.execute(select(EscalationEvent).where(X.escalation_id == escalation_id)
-                                 .order_by(X.at, X.id))
+    rows = await session.execute(select(EscalationEvent)
+                                 .where(TIMELINE.escalation_id == escalation_id)
+                                 .order_by(TIMELINE.at, TIMELINE.id))
     return list(rows.scalars())

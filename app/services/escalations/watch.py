@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,11 +13,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow
 from app.errors import Conflict, NotFound, RuleViolation
 from app.models import Escalation, Observation
-from app.models.escalation import CADENCE_MINUTES, ObservationRead, WatchGap, WatchLog
+from app.models.escalation import (
+    CADENCE_MINUTES,
+    EscalationStatus,
+    ObservationRead,
+    WatchGap,
+    WatchLog,
+)
 from app.security.principal import Principal
 from app.services.escalations.views import get
 from app.services.escalations.workflow import timeline_entry
 from app.services.writer import Writer
+
+OBSERVATIONS = Observation.__table__.c
+
+
+class ObserverKind(StrEnum):
+    """Who made an observation (`Observation.observer_kind`): only staff ones count toward the
+    required cadence."""
+
+    staff = "staff"
+    peer = "peer"
 
 
 def gaps(start: datetime, end: datetime, staff_times: list[datetime],
@@ -38,27 +55,29 @@ def gaps(start: datetime, end: datetime, staff_times: list[datetime],
 
 
 def _watch_window(esc: Escalation, now: datetime) -> tuple[datetime, datetime]:
-    end = esc.resolved_at if esc.status == "resolved" and esc.resolved_at else now
-    return esc.raised_at, end
+    """From the raise to the resolution, or to now while unresolved."""
+    if esc.status == EscalationStatus.resolved and esc.resolved_at:
+        return esc.raised_at, esc.resolved_at
+    return esc.raised_at, now
 
 
 async def observe(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
                   observed_at: datetime, seen: str) -> Observation:
     esc = await get(session=session, principal=principal, escalation_id=escalation_id,
                     for_update=True)
-    if esc.status == "resolved":
+    if esc.status == EscalationStatus.resolved:
         raise Conflict("The escalation is resolved.", code="invalid_transition")
     if observed_at > utcnow() + timedelta(minutes=1):
         raise RuleViolation("An observation cannot be in the future.", code="observed_in_future")
-    kind = "peer" if principal.is_peer else "staff"
+    kind = ObserverKind.peer if principal.is_peer else ObserverKind.staff
     obs = Observation(escalation_id=esc.id, observed_at=observed_at, recorded_by=principal.actor,
-                      observer_kind=kind, seen=seen)
+                      observer_kind=kind.value, seen=seen)
     session.add(obs)
     await session.flush()
-    w = Writer(session, principal)
-    timeline_entry(session, esc, "observation", principal.actor, {"observer_kind": kind})
-    w.audit("escalation.observe", "escalation", esc.id, esc.facility_id)
-    await w.commit()
+    writer = Writer(session, principal)
+    timeline_entry(session, esc, "observation", principal.actor, {"observer_kind": kind.value})
+    writer.audit("escalation.observe", "escalation", esc.id, esc.facility_id)
+    await writer.commit()
     return obs
 
 
@@ -67,13 +86,14 @@ async def watch(*, session: AsyncSession, principal: Principal,
     if principal.is_peer:  # a peer adds to the log, never reads it
         raise NotFound("No such escalation.")
     esc = await get(session=session, principal=principal, escalation_id=escalation_id)
-    Ob = Observation.__table__.c
-    rows = list((await session.execute(select(Observation).where(Ob.escalation_id == esc.id)
-                                       .order_by(Ob.observed_at, Ob.id))).scalars())
+    observations = list((await session.execute(
+        select(Observation).where(OBSERVATIONS.escalation_id == esc.id)
+        .order_by(OBSERVATIONS.observed_at, OBSERVATIONS.id))).scalars())
     cadence = CADENCE_MINUTES[esc.tier]
     start, end = _watch_window(esc, utcnow())
-    found = gaps(start, end, [o.observed_at for o in rows if o.observer_kind == "staff"], cadence)
+    staff_times = [o.observed_at for o in observations if o.observer_kind == ObserverKind.staff]
     return WatchLog(escalation_id=esc.id, cadence_minutes=cadence,
-                    observations=[ObservationRead.model_validate(o) for o in rows],
-                    gaps=[WatchGap(start=a, end=b, minutes=int((b - a).total_seconds() // 60))
-                          for a, b in found])
+                    observations=[ObservationRead.model_validate(o) for o in observations],
+                    gaps=[WatchGap(start=gap_start, end=gap_end,
+                                   minutes=int((gap_end - gap_start).total_seconds() // 60))
+                          for gap_start, gap_end in gaps(start, end, staff_times, cadence)])
