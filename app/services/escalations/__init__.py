@@ -3,7 +3,7 @@ the reads. Other modules use them as `escalations.<name>`: the names are re-expo
 
 from app.services.escalations.sweeps import breach_sweep, watch_sweep
 from app.services.escalations.triage import triage
-from app.services.escalations.views import VIEW_FIELDS, get, list_, timeline
+from app.services.escalations.views import VIEW_FIELDS, get, list_, timeline, view, views
 from app.services.escalations.watch import gaps, observe, watch
 from app.services.escalations.workflow import (
     ESCALATION_FLOW,
@@ -27,6 +27,8 @@ __all__ = [
     "timeline",
     "transition",
     "triage",
+    "view",
+    "views",
     "watch",
     "watch_sweep",
 ]
