@@ -1,19 +1,17 @@
 """/v1/escalations: raise (idempotent), acknowledge, resolve, reopen, change the tier;
-the open dashboard sorted by deadline; the timeline. What each role sees is shaped here."""
+the open dashboard sorted by deadline; the timeline. What each role sees is shaped by the
+service (`escalations.views`)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.db import utcnow
 from app.deps import IdempotencyKeyRequired, Principal, SessionDep, require
-from app.models.common import Page, Role
+from app.models.common import Page
 from app.models.escalation import (
-    WAITING,
     Acknowledge,
     Assign,
     EscalationCreate,
@@ -45,38 +43,9 @@ _MOVE = problems(404, 409, 412)
 View = EscalationRead | EscalationStatusView
 
 
-_STATUS_ONLY = frozenset({Role.peer_supporter, Role.integration})
-_READ_FIELDS = tuple(EscalationRead.model_fields)
-_CLINICAL_HIDDEN = dict.fromkeys(("description", "screener", "outcome", "follow_up_plan",
-                                  "review_date"))
-
-
-def views(principal: Principal, rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """Clinicians see everything; others who/where/tier/deadline/status without the clinical
-    detail; a peer supporter and a machine client only the status. Shaped as plain dicts in
-    the field order of EscalationRead / EscalationStatusView, from dicts of `svc.VIEW_FIELDS`
-    (the list writes them as they are: `json_page`)."""
-    if principal.role in _STATUS_ONLY:
-        return [{"id": e["id"], "status": e["status"], "raised_at": e["raised_at"]} for e in rows]
-    hide = principal.role != Role.clinician
-    out = []
-    for e in rows:
-        e["seconds_remaining"] = (int((e["ack_deadline"] - now).total_seconds())
-                                  if e["status"] in WAITING else None)
-        if hide:
-            e.update(_CLINICAL_HIDDEN)
-        out.append({k: e[k] for k in _READ_FIELDS})
-    return out
-
-
-def view(principal: Principal, e: Any) -> dict[str, Any]:
-    """One escalation (an ORM object) in the caller's view."""
-    return views(principal, [{f: getattr(e, f) for f in svc.VIEW_FIELDS}], utcnow())[0]
-
-
 def _one(principal: Principal, response: Response, e: Any) -> Any:
     set_etag(response, e.version)
-    return view(principal, e)
+    return svc.view(principal, e)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=View,
@@ -104,7 +73,7 @@ async def list_escalations(
 ) -> Response:
     rows, nxt = await svc.list_(session=session, principal=principal, status=status,
                                 by_deadline=sort == "deadline", limit=limit, cursor=cursor)
-    return json_page(views(principal, rows, utcnow()), nxt)
+    return json_page(rows, nxt)
 
 
 @router.get("/{escalation_id}", response_model=View, responses=problems(404))

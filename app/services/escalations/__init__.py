@@ -1,0 +1,34 @@
+"""Crisis escalations: triage (pure), the workflow, the watch log, the worker's sweeps, and
+the reads. Other modules use them as `escalations.<name>`: the names are re-exported here."""
+
+from app.services.escalations.sweeps import breach_sweep, watch_sweep
+from app.services.escalations.triage import triage
+from app.services.escalations.views import VIEW_FIELDS, get, list_, timeline, view, views
+from app.services.escalations.watch import gaps, observe, watch
+from app.services.escalations.workflow import (
+    ESCALATION_FLOW,
+    assign,
+    change_tier,
+    raise_,
+    transition,
+)
+
+__all__ = [
+    "ESCALATION_FLOW",
+    "VIEW_FIELDS",
+    "assign",
+    "breach_sweep",
+    "change_tier",
+    "gaps",
+    "get",
+    "list_",
+    "observe",
+    "raise_",
+    "timeline",
+    "transition",
+    "triage",
+    "view",
+    "views",
+    "watch",
+    "watch_sweep",
+]

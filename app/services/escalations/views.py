@@ -1,0 +1,127 @@
+"""Reading escalations: one by id (the walls of `scoping.escalation_wall`), the dashboard and
+list (one prebuilt statement per shape), the timeline, and what each role sees of one
+(`views`: clinicians everything, others no clinical detail, peers and machines the status)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Integer, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.errors import NotFound
+from app.models import Escalation, EscalationEvent
+from app.models.escalation import (
+    WAITING,
+    EscalationRead,
+    EscalationStatus,
+    EscalationStatusView,
+)
+from app.security.principal import Principal
+from app.security.scopes import ESCALATION_STATUS_ONLY
+from app.services import scoping
+from app.services.pagination import decode_uuid_cursor, encode_cursor
+
+ESCALATIONS = Escalation.__table__.c
+TIMELINE = EscalationEvent.__table__.c
+
+
+async def get(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+              for_update: bool = False) -> Escalation:
+    stmt = scoping.escalations(principal).where(ESCALATIONS.id == escalation_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    found = (await session.execute(stmt)).scalar_one_or_none()
+    if found is None:
+        raise NotFound("No such escalation.")
+    return found
+
+
+# What a list reads: every column a role-shaped view may show (`views`).
+VIEW_FIELDS = (
+    "id", "participant_id", "facility_id", "network", "category", "description",
+    "location_unit_id", "location_text", "tier", "screener", "status", "ack_deadline", "breached",
+    "chain_level", "assigned_to", "raised_by", "raised_at", "acknowledged_at", "acknowledged_by",
+    "resolved_at", "resolved_by", "outcome", "follow_up_plan", "review_date", "version")
+_VIEW_COLUMNS = [ESCALATIONS[name] for name in VIEW_FIELDS]
+# The views' fields, in their read model's order (the list writes them as they are).
+_READ_FIELDS = tuple(EscalationRead.model_fields)
+_STATUS_FIELDS = tuple(EscalationStatusView.model_fields)
+_CLINICAL_HIDDEN = dict.fromkeys(("description", "screener", "outcome", "follow_up_plan",
+                                  "review_date"))
+
+
+def views(principal: Principal, rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Clinicians see everything; others who/where/tier/deadline/status without the clinical
+    detail; a peer supporter and a machine client only the status. Shaped as plain dicts in
+    the field order of EscalationRead / EscalationStatusView, from dicts of VIEW_FIELDS
+    (the list's rows are written as they are: `routers.common.json_page`)."""
+    if principal.role in ESCALATION_STATUS_ONLY:
+        return [{k: e[k] for k in _STATUS_FIELDS} for e in rows]
+    hide = not principal.is_clinician
+    out = []
+    for e in rows:
+        e["seconds_remaining"] = (int((e["ack_deadline"] - now).total_seconds())
+                                  if e["status"] in WAITING else None)
+        if hide:
+            e.update(_CLINICAL_HIDDEN)
+        out.append({k: e[k] for k in _READ_FIELDS})
+    return out
+
+
+def view(principal: Principal, esc: Escalation) -> dict[str, Any]:
+    """One escalation (an ORM object) in the caller's view."""
+    return views(principal, [{f: getattr(esc, f) for f in VIEW_FIELDS}], utcnow())[0]
+
+
+@lru_cache(maxsize=64)
+def _list_statement(wall: frozenset[str], status: bool, by_deadline: bool, after: bool) -> Any:
+    """One prebuilt statement per shape: the walls of `scoping.escalation_wall` with
+    placeholders, plain rows (the dashboard is refreshed every few seconds)."""
+    stmt = select(*_VIEW_COLUMNS).where(
+        *scoping.Wall("escalation", wall).clauses(bound=False))
+    if status:
+        stmt = stmt.where(ESCALATIONS.status == bindparam("status"))
+    if by_deadline:  # the dashboard: most urgent first, one screenful
+        return (stmt.order_by(ESCALATIONS.ack_deadline, ESCALATIONS.id)
+                .limit(bindparam("lim", type_=Integer)))
+    if after:
+        stmt = stmt.where(ESCALATIONS.id > bindparam("after"))
+    return stmt.order_by(ESCALATIONS.id).limit(bindparam("lim", type_=Integer))
+
+
+async def list_(*, session: AsyncSession, principal: Principal, status: EscalationStatus | None,
+                by_deadline: bool, limit: int, cursor: str | None,
+                ) -> tuple[list[dict[str, Any]], str | None]:
+    """The caller's views (`views`), built from plain rows (no ORM objects); by deadline: one
+    page, no cursor."""
+    after = None if by_deadline else decode_uuid_cursor(cursor, "escalation")
+    wall = scoping.escalation_wall(principal)
+    if wall.nothing:
+        return [], None
+    params: dict[str, Any] = {**wall.params, "lim": limit if by_deadline else limit + 1}
+    if status:
+        params["status"] = status.value
+    if after is not None:
+        params["after"] = after
+    stmt = _list_statement(wall.shape, status is not None, by_deadline, after is not None)
+    rows = [dict(zip(VIEW_FIELDS, row, strict=True))
+            for row in await session.execute(stmt, params)]
+    next_cursor = None
+    if not by_deadline and len(rows) > limit:
+        next_cursor = encode_cursor("escalation", rows[limit - 1]["id"])
+        rows = rows[:limit]
+    return views(principal, rows, utcnow()), next_cursor
+
+
+async def timeline(*, session: AsyncSession, principal: Principal,
+                   escalation_id: uuid.UUID) -> list[EscalationEvent]:
+    await get(session=session, principal=principal, escalation_id=escalation_id)
+    rows = await session.execute(select(EscalationEvent)
+                                 .where(TIMELINE.escalation_id == escalation_id)
+                                 .order_by(TIMELINE.at, TIMELINE.id))
+    return list(rows.scalars())

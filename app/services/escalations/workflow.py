@@ -1,0 +1,213 @@
+"""Working an escalation: raising it (idempotent), the workflow (acknowledge, resolve,
+reopen: `ESCALATION_FLOW`), assignment and tier changes; each writes its timeline entry, audit
+row and event in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.errors import Conflict, Forbidden, NotFound, RuleViolation
+from app.models import Escalation, EscalationEvent, HousingUnit, Pairing, Participant, User
+from app.models.common import Role
+from app.models.escalation import TIER_ORDER, WAITING, EscalationCreate, EscalationStatus, Tier
+from app.models.pairing import HOLDING
+from app.security.principal import Principal
+from app.security.scopes import ESCALATION_WORKERS
+from app.services import scoping
+from app.services.common import check_version
+from app.services.escalations.triage import ack_deadline, triage
+from app.services.escalations.views import get
+from app.services.facilities import settings_of
+from app.services.workflow import Transition, step, table
+from app.services.writer import Writer
+
+PEOPLE = scoping.P
+PAIRINGS = Pairing.__table__.c
+
+
+class EscalationAction(StrEnum):
+    acknowledge = "acknowledge"
+    resolve = "resolve"
+    reopen = "reopen"
+
+
+ESCALATION_FLOW = table(
+    Transition(EscalationAction.acknowledge.value,
+               frozenset({EscalationStatus.open.value, EscalationStatus.reopened.value}),
+               EscalationStatus.acknowledged.value, ESCALATION_WORKERS),
+    Transition(EscalationAction.resolve.value, frozenset({EscalationStatus.acknowledged.value}),
+               EscalationStatus.resolved.value, ESCALATION_WORKERS),
+    Transition(EscalationAction.reopen.value, frozenset({EscalationStatus.resolved.value}),
+               EscalationStatus.reopened.value, ESCALATION_WORKERS),
+)
+
+# Resolving one of these needs a clinician, a follow-up plan and a review date.
+CLINICIAN_TIERS = frozenset({Tier.high, Tier.imminent})
+
+
+async def _subject(session: AsyncSession, principal: Principal,
+                   participant_id: uuid.UUID) -> Participant:
+    """Anyone may raise about a person they can see; a peer supporter also about the people
+    they support."""
+    person = (await session.execute(scoping.participants(principal).where(
+        PEOPLE.id == participant_id))).scalar_one_or_none()
+    if person is None and principal.is_peer and principal.participant_id:
+        supported = select(PAIRINGS.recipient_id).where(
+            PAIRINGS.supporter_id == principal.participant_id, PAIRINGS.status.in_(HOLDING))
+        person = (await session.execute(select(Participant).where(
+            PEOPLE.id == participant_id, PEOPLE.id.in_(supported)))).scalar_one_or_none()
+    if person is None:
+        raise NotFound("No such participant.")
+    return person
+
+
+async def raise_(*, session: AsyncSession, principal: Principal, data: EscalationCreate,
+                 w: Writer | None = None, commit: bool = True) -> Escalation:
+    """Opens an escalation (a retried POST is made safe by its Idempotency-Key, handled for
+    every POST by app.idempotency). `w` and `commit=False`: inside a caller's transaction (a
+    risk disclosure)."""
+    person = await _subject(session, principal, data.participant_id)
+    screener = None
+    if data.screener is not None:
+        tier, rule = triage(data.screener)
+        screener = {"answers": data.screener.model_dump(), "derived_tier": tier.value,
+                    "rule": rule}
+    else:
+        tier = data.tier  # type: ignore[assignment]  # EscalationCreate: tier or screener
+    if data.location_unit_id:
+        unit = await session.get(HousingUnit, data.location_unit_id)
+        if unit is None or unit.facility_id != person.facility_id:
+            raise RuleViolation("The location is not a unit of the person's facility.",
+                                code="unknown_housing_unit")
+    facility_settings = await settings_of(session, person.facility_id)
+    now = utcnow()
+    esc = Escalation(
+        participant_id=person.id, facility_id=person.facility_id, network=person.network,
+        category=data.category.value, description=data.description,
+        location_unit_id=data.location_unit_id or person.housing_unit_id,
+        location_text=data.location_text, tier=tier.value, screener=screener,
+        ack_deadline=ack_deadline(facility_settings, tier.value, now),
+        raised_by=principal.actor, raised_at=now)
+    session.add(esc)
+    await session.flush()
+    writer = w or Writer(session, principal)
+    timeline_entry(session, esc, "created", principal.actor, {"tier": tier.value})
+    writer.audit("escalation.create", "escalation", esc.id, esc.facility_id)
+    emit(writer, "escalation.created", esc)
+    if commit:
+        await writer.commit()
+    return esc
+
+
+def timeline_entry(session: AsyncSession, esc: Escalation, kind: str, by: str,
+                   detail: dict[str, Any] | None = None) -> None:
+    session.add(EscalationEvent(escalation_id=esc.id, kind=kind, at=utcnow(), by=by,
+                                detail=detail or {}))
+
+
+def emit(writer: Writer, type_: str, esc: Escalation, **data: Any) -> None:
+    """A thin event: ids and `data`; readers fetch the rest with their own rights."""
+    writer.emit(type_, "escalation", esc.id, facility_id=esc.facility_id, network=esc.network,
+                data=data)
+
+
+async def transition(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                     action: str, body: Any = None, if_match: str | None = None) -> Escalation:
+    """One step of ESCALATION_FLOW; `body`: the action's input (Acknowledge, Resolve, Reopen)."""
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True)
+    check_version(esc.version, if_match)
+    target = step(ESCALATION_FLOW, action, esc.status, principal.role)
+    now = utcnow()
+    if action == EscalationAction.acknowledge and esc.acknowledged_at is None:
+        esc.acknowledged_at, esc.acknowledged_by = now, principal.actor
+    if action == EscalationAction.resolve:
+        if esc.tier in CLINICIAN_TIERS:
+            if not principal.is_clinician:
+                raise Forbidden("Resolving a high or imminent escalation needs a clinician.",
+                                code="clinician_required")
+            if not body.follow_up_plan or not body.review_date:
+                raise RuleViolation("A follow-up plan and a review date are required.",
+                                    code="follow_up_required")
+        esc.resolved_at, esc.resolved_by = now, principal.actor
+        esc.outcome, esc.follow_up_plan, esc.review_date = (body.outcome, body.follow_up_plan,
+                                                            body.review_date)
+    if action == EscalationAction.reopen:
+        facility_settings = await settings_of(session, esc.facility_id)
+        esc.ack_deadline = ack_deadline(facility_settings, esc.tier, now)
+        esc.breached, esc.chain_level = False, 0
+    esc.status = target
+    esc.version += 1
+    esc.updated_at = now
+    writer = Writer(session, principal)
+    timeline_entry(session, esc, target, principal.actor)  # named after the state reached
+    writer.audit(f"escalation.{action}", "escalation", esc.id, esc.facility_id)
+    emit(writer, f"escalation.{target}", esc)
+    await writer.commit()
+    return esc
+
+
+async def assign(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                 user_id: uuid.UUID, if_match: str | None) -> Escalation:
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True)
+    check_version(esc.version, if_match)
+    if esc.status == EscalationStatus.resolved:
+        raise Conflict("A resolved escalation is not assigned; reopen it first.",
+                       code="invalid_transition")
+    user = await session.get(User, user_id)
+    eligible = (user is not None and user.active
+                and (user.all_facilities or str(esc.facility_id) in (user.facility_ids or []))
+                and Role(user.role) in ESCALATION_WORKERS)
+    if not eligible:
+        raise RuleViolation("The assignee must be an active clinician or coordinator of the "
+                            "facility.", code="assignee_not_eligible")
+    esc.assigned_to = user_id
+    esc.version += 1
+    esc.updated_at = utcnow()
+    writer = Writer(session, principal)
+    timeline_entry(session, esc, "assigned", principal.actor, {"user_id": str(user_id)})
+    writer.audit("escalation.assign", "escalation", esc.id, esc.facility_id)
+    emit(writer, "escalation.assigned", esc)
+    await writer.commit()
+    return esc
+
+
+async def change_tier(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                      tier: Tier, reason: str, if_match: str | None) -> Escalation:
+    """Raised by anyone who may act on it, at any time; lowered only by a clinician."""
+    if principal.role not in ESCALATION_WORKERS:
+        raise Forbidden("Your role may not change the tier.", code="transition_not_allowed")
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True)
+    check_version(esc.version, if_match)
+    old = Tier(esc.tier)
+    if tier == old:
+        return esc
+    if TIER_ORDER[tier] < TIER_ORDER[old] and not principal.is_clinician:
+        raise Forbidden("Only a clinician may lower the tier.", code="clinician_required")
+    if esc.status == EscalationStatus.resolved:
+        raise Conflict("A resolved escalation's tier is final; reopen it first.",
+                       code="invalid_transition")
+    now = utcnow()
+    if esc.status in WAITING and TIER_ORDER[tier] > TIER_ORDER[old]:
+        facility_settings = await settings_of(session, esc.facility_id)
+        # A higher tier can only bring the deadline closer.
+        esc.ack_deadline = min(esc.ack_deadline,
+                               ack_deadline(facility_settings, tier.value, now))
+    esc.tier = tier.value
+    esc.version += 1
+    esc.updated_at = now
+    writer = Writer(session, principal)
+    timeline_entry(session, esc, "tier_changed", principal.actor,
+                   {"from": old.value, "to": tier.value})
+    writer.audit("escalation.tier_change", "escalation", esc.id, esc.facility_id)
+    emit(writer, "escalation.tier_changed", esc)  # thin: the tier is read with the reader's rights
+    await writer.commit()
+    return esc
