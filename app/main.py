@@ -17,7 +17,8 @@ from app import worker
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
-from app.errors import PROBLEM, FieldError, Problem, install_error_handlers
+from app.errors import PROBLEM, FieldError, Problem
+from app.handlers import install_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
@@ -101,7 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
                    imports.router):
         app.include_router(router)
-    install_error_handlers(app)
+    install_handlers(app, session_maker=app.state.sessionmaker,
+                     audits_own_denials=frozenset({auth.issue_token.__name__}))
 
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     app.add_middleware(SessionMiddleware, sessionmaker=app.state.sessionmaker,
