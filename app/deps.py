@@ -16,6 +16,7 @@ from app.security.notes import NoteCipher
 from app.security.principal import Principal, get_principal
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
+from app.services.import_runner import ImportRunner
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
@@ -47,12 +48,18 @@ async def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
+async def get_import_runner(request: Request) -> ImportRunner:
+    """Started and shut down by the lifespan (app/main.py)."""
+    return request.app.state.import_runner  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 NoteCipherDep = Annotated[NoteCipher, Depends(get_note_cipher)]
 KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
 SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_maker)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+ImportRunnerDep = Annotated[ImportRunner, Depends(get_import_runner)]
 
 
 def require(*scopes: str) -> Any:
@@ -82,6 +89,6 @@ def requires_idempotency_key(dependant: Any) -> bool:
                for d in dependant.dependencies)
 
 
-__all__ = ["EngineDep", "IdempotencyKeyRequired", "KeyRingDep", "NoteCipherDep", "Principal",
-           "SessionDep", "SessionMakerDep", "SettingsDep", "ThrottleDep", "require",
+__all__ = ["EngineDep", "IdempotencyKeyRequired", "ImportRunnerDep", "KeyRingDep", "NoteCipherDep",
+           "Principal", "SessionDep", "SessionMakerDep", "SettingsDep", "ThrottleDep", "require",
            "requires_idempotency_key"]

@@ -43,6 +43,7 @@ from app.security.notes import NoteCipher
 from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
+from app.services.import_runner import ImportRunner
 
 API_VERSION = "1.7.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
@@ -74,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # all of them; the cycle collector now runs every 50,000 net allocations.
         gc.set_threshold(50_000, 20, 100)
         async with invalidation.running(settings), \
-                worker.embedded(app.state.sessionmaker, settings):
+                worker.embedded(app.state.sessionmaker, settings), \
+                ImportRunner.running(app.state.sessionmaker, settings) as import_runner:
+            app.state.import_runner = import_runner  # given to routes by deps.ImportRunnerDep
             yield
         await engine.dispose()
         if read_engine is not engine:
