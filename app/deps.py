@@ -12,13 +12,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import get_session
 from app.errors import DomainError
+from app.idempotency import request_claim
 from app.security.notes import NoteCipher
 from app.security.principal import Principal, get_principal
 from app.security.tokens import KeyRing
+from app.services import idempotency
 from app.services.auth import Throttle
 from app.services.import_runner import ImportRunner
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+async def get_request_session(request: Request) -> AsyncSession:
+    """The request's session (app.db.SessionMiddleware opens it on first use), carrying the
+    request's Idempotency-Key claim when the middleware took one: Writer.commit marks the claim
+    committed in the same transaction as the change."""
+    session = await get_session(request)
+    claim = request_claim(request.scope)
+    if claim is not None:
+        idempotency.bind(session, claim)
+    return session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_request_session)]
 
 
 # What create_app() built lives on app.state; these are the only readers for the routers.

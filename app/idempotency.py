@@ -2,7 +2,9 @@
 
 Sits inside the body limit (so the body it fingerprints is already capped) and outside the
 request's database session. Requests without the header, without a valid bearer token, or to
-the token endpoints pass straight through: the route answers them as usual.
+the token endpoints pass straight through: the route answers them as usual. A claim taken here
+is put on the request (`request_claim`); deps.SessionDep binds it to the request's session,
+where Writer.commit marks it committed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ def fingerprint(scope: Scope, body: bytes, content_type: str) -> str:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.hexdigest()
+
+
+_REQUEST_CLAIM = "idempotency_claim"  # the key in the request's scope["state"]
+
+
+def request_claim(scope: Scope) -> svc.Claim | None:
+    """The claim this middleware took for the request, if any."""
+    return scope.get("state", {}).get(_REQUEST_CLAIM)  # type: ignore[no-any-return]
 
 
 def _expiry(at: datetime) -> str:
@@ -129,11 +139,10 @@ class IdempotencyMiddleware:
                 return
             await send(message)
 
-        token = svc.CURRENT.set(outcome)
+        scope.setdefault("state", {})[_REQUEST_CLAIM] = outcome
         try:
             await self.app(scope, replay_body, capture)
         finally:
-            svc.CURRENT.reset(token)
             if not finished:  # the app failed before answering
                 await svc.release(app_state.sessionmaker, outcome)
 

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.services import idempotency
 from app.services.imports import Parsed, claim, run_claimed
 
 log = logging.getLogger("peerlink.imports")
@@ -42,8 +41,7 @@ class ImportRunner:
 
     def start(self, job_id: uuid.UUID, parsed: Parsed | None = None) -> None:
         """Runs the job in this process now, outside the request that submitted it."""
-        task = asyncio.create_task(self._run(job_id, parsed),
-                                   context=idempotency.detached_context())
+        task = asyncio.create_task(self._run(job_id, parsed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
