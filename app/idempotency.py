@@ -13,13 +13,16 @@ import hashlib
 import json
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.config import Settings
 from app.errors import problem_response
+from app.routemarks import RouteSet
+from app.security.notes import NoteCipher
 from app.security.principal import bearer_principal
 from app.services import idempotency as svc
 
-_SKIP_PREFIXES = ("/v1/auth/",)  # tokens are never stored, and a token request is not a create
 _KEEP_HEADERS = {b"content-type", b"location", b"etag", b"retry-after"}
 
 
@@ -54,12 +57,19 @@ def _expiry(at: datetime) -> str:
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """`skip`: the routes marked NoIdempotencyKey (the token endpoints)."""
+
+    def __init__(self, app: ASGIApp, *, session_maker: async_sessionmaker[AsyncSession],
+                 settings: Settings, cipher: NoteCipher, skip: RouteSet) -> None:
         self.app = app
+        self.maker = session_maker
+        self.settings = settings
+        self.cipher = cipher
+        self.skip = skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" \
-                or scope["path"].startswith(_SKIP_PREFIXES):
+                or self.skip.matches(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -83,10 +93,8 @@ class IdempotencyMiddleware:
                 break
         body = b"".join(chunks)
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        app_state = scope["app"].state
-        outcome = await svc.claim(app_state.sessionmaker, app_state.settings, caller=caller,
-                                  key=key, fingerprint=fingerprint(scope, body, ctype),
-                                  cipher=app_state.note_cipher)
+        outcome = await svc.claim(self.maker, self.settings, caller=caller, key=key,
+                                  fingerprint=fingerprint(scope, body, ctype), cipher=self.cipher)
         if isinstance(outcome, svc.Refused):
             extra = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
             title = "Conflict" if outcome.status == 409 else "Request breaks a rule"
@@ -130,9 +138,8 @@ class IdempotencyMiddleware:
                 if message.get("more_body", False):
                     return
                 finished = True
-                await svc.finish(app_state.sessionmaker, outcome, status=status, headers=kept,
-                                 body=b"".join(out), cipher=app_state.note_cipher,
-                                 keep_body=not secret)
+                await svc.finish(self.maker, outcome, status=status, headers=kept,
+                                 body=b"".join(out), cipher=self.cipher, keep_body=not secret)
                 assert start is not None
                 await send(start)
                 await send({"type": "http.response.body", "body": b"".join(out)})
@@ -144,7 +151,7 @@ class IdempotencyMiddleware:
             await self.app(scope, replay_body, capture)
         finally:
             if not finished:  # the app failed before answering
-                await svc.release(app_state.sessionmaker, outcome)
+                await svc.release(self.maker, outcome)
 
     @staticmethod
     async def _replay(stored: svc.Stored, send: Send) -> None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request, Response
 
 from app.deps import KeyRingDep, Principal, SessionDep, SettingsDep, ThrottleDep, require
 from app.models.account import MeRead, TokenResponse
+from app.routemarks import AuditsOwnDenials, FormBody, NoIdempotencyKey
 from app.routers.common import problems
 from app.services import auth as svc
 from app.services.auth import OAuthError
@@ -31,6 +32,7 @@ def _basic(request: Request) -> tuple[str, str] | None:
 
 
 @router.post("/v1/auth/token", response_model=TokenResponse,
+             dependencies=[FormBody, NoIdempotencyKey, AuditsOwnDenials],
              responses=problems(401, 422, 429, 500) | {400: problems(422)[422] | {
                  "description": "OAuth2 error (invalid_grant, invalid_scope, ...)"}})
 async def issue_token(
@@ -69,7 +71,8 @@ async def issue_token(
         scope=scope, address=address)
 
 
-@router.post("/v1/auth/revoke", status_code=200, responses=problems(422, 500))
+@router.post("/v1/auth/revoke", status_code=200, responses=problems(422, 500),
+             dependencies=[FormBody, NoIdempotencyKey])
 async def revoke_token(
     session: SessionDep,
     settings: SettingsDep,

@@ -25,6 +25,7 @@ from app.models.import_job import (
     ImportStatus,
     ImportSummary,
 )
+from app.routemarks import ImportFile
 from app.routers.common import AUTHED, DEFAULT, Cursor, Limit, problems
 from app.services import imports as svc
 from app.services.import_runner import ImportRunner
@@ -126,7 +127,7 @@ async def _submit(request: Request, response: Response, session: Any, settings: 
 
 
 @router.post("/participants", response_model=ImportRead, description=_PARTICIPANT_DOC,
-             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)},
+             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)}, dependencies=[ImportFile],
              openapi_extra=_body(ImportKind.participants))
 async def import_participants(request: Request, response: Response, session: SessionDep,
                               settings: SettingsDep, runner: ImportRunnerDep,
@@ -138,7 +139,7 @@ async def import_participants(request: Request, response: Response, session: Ses
 
 
 @router.post("/keep-apart-orders", response_model=ImportRead, description=_ORDER_DOC,
-             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)},
+             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)}, dependencies=[ImportFile],
              openapi_extra=_body(ImportKind.keep_apart_orders))
 async def import_keep_apart_orders(request: Request, response: Response, session: SessionDep,
                                    settings: SettingsDep, runner: ImportRunnerDep,

@@ -26,6 +26,7 @@ from app.models.support_session import (
     TopicCreate,
     TopicRead,
 )
+from app.routemarks import CrisisWorkflow
 from app.routers.common import (
     AUTHED,
     DEFAULT,
@@ -152,6 +153,7 @@ async def read_session_note(session_id: uuid.UUID, session: SessionDep, response
 
 
 @router.post("/{session_id}/disclosures", status_code=status.HTTP_201_CREATED,
+             dependencies=[CrisisWorkflow],  # can open an escalation
              response_model=DisclosureRead, responses=problems(404))
 async def record_disclosure(session_id: uuid.UUID, body: DisclosureCreate, session: SessionDep,
                             principal: Principal = require("disclosures:write"),
