@@ -1,22 +1,19 @@
-"""Domain errors the services raise, and the handlers that turn every error into problem+json.
+"""Domain errors the services raise, and their problem+json rendering.
 
 RFC 9457 body: type, title, status, detail, plus a stable machine `code`, the request id,
-and for 422 a list of field errors that never echo what was submitted.
+and for 422 a list of field errors that never echo what was submitted. The handlers that
+answer with these (and audit denials) are app/handlers.py, installed by the app factory.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from asgi_correlation_id import correlation_id
-from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("peerlink.errors")
 
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://peerlink.example/problems/"
@@ -125,63 +122,37 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return [field_error(err) for err in exc.errors()]
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(DomainError)
-    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        await _end_request_transaction(request)
-        await _audit_denial(request, exc)
-        return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.headers,
-                                **exc.extra)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(422, "validation_error", "Invalid request",
-                                "The request has invalid fields; see errors.",
-                                errors=_field_errors(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-        detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 500 else title
-        return problem_response(exc.status_code, code, title, detail,
-                                dict(exc.headers) if exc.headers else None)
-
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        await _end_request_transaction(request)
-        log.exception("unhandled error", extra={"path_template": _route(request)})
-        return problem_response(500, "internal_error", "Internal server error",
-                                "Something went wrong on our side; quote the request id.",
-                                headers={"X-Request-ID": correlation_id.get() or ""})
-
-
-async def _end_request_transaction(request: Request) -> None:
-    """A refused request changes nothing: roll its transaction back now, before anything
-    else (the denial's audit row) needs the database."""
-    lazy = getattr(request.state, "db", None)
-    if lazy is not None and lazy.session is not None:
-        await lazy.session.close()
-
-
-def _route(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
-
-
 # 422 refusals that are really authorisation: reaching for a facility, network or person
 # outside the caller's scope.
 AUDITED_REFUSALS = frozenset({"network_not_allowed", "unknown_facility", "unknown_participant",
                               "not_eligible", "not_found"})
 
 
-async def _audit_denial(request: Request, exc: DomainError) -> None:
-    """Every denied attempt (401, 403, and 404s on scoped records) joins the audit trail."""
-    if exc.audited or (exc.status not in (401, 403, 404) and exc.code not in AUDITED_REFUSALS) \
-            or request.url.path == "/v1/auth/token":
-        return  # the token endpoint audits its own refusals, with the account concerned
-    from app.services import audit  # late import: services depend on this module
+def is_denial(exc: DomainError) -> bool:
+    """A refusal the audit trail records: 401, 403, a 404 on a scoped record, or a 422 that
+    reaches outside the caller's scope."""
+    return exc.status in (401, 403, 404) or exc.code in AUDITED_REFUSALS
 
-    try:
-        await audit.record_denial(request, status=exc.status, code=exc.code)
-    except Exception:  # auditing a denial must never turn it into a 500
-        log.exception("could not audit a denied request")
+
+def domain_problem(exc: DomainError) -> JSONResponse:
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.headers, **exc.extra)
+
+
+def validation_problem(exc: RequestValidationError) -> JSONResponse:
+    return problem_response(422, "validation_error", "Invalid request",
+                            "The request has invalid fields; see errors.",
+                            errors=_field_errors(exc))
+
+
+def http_problem(exc: StarletteHTTPException) -> JSONResponse:
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 500 else title
+    return problem_response(exc.status_code, code, title, detail,
+                            dict(exc.headers) if exc.headers else None)
+
+
+def internal_problem() -> JSONResponse:
+    """A 500 that tells nothing but the request id to quote."""
+    return problem_response(500, "internal_error", "Internal server error",
+                            "Something went wrong on our side; quote the request id.",
+                            headers={"X-Request-ID": correlation_id.get() or ""})

@@ -2,7 +2,9 @@
 
 Sits inside the body limit (so the body it fingerprints is already capped) and outside the
 request's database session. Requests without the header, without a valid bearer token, or to
-the token endpoints pass straight through: the route answers them as usual.
+the token endpoints pass straight through: the route answers them as usual. A claim taken here
+is put on the request (`request_claim`); deps.SessionDep binds it to the request's session,
+where Writer.commit marks it committed.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import hashlib
 import json
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.config import Settings
 from app.errors import problem_response
+from app.routemarks import RouteSet
+from app.security.notes import NoteCipher
 from app.security.principal import bearer_principal
 from app.services import idempotency as svc
 
-_SKIP_PREFIXES = ("/v1/auth/",)  # tokens are never stored, and a token request is not a create
 _KEEP_HEADERS = {b"content-type", b"location", b"etag", b"retry-after"}
 
 
@@ -39,17 +44,32 @@ def fingerprint(scope: Scope, body: bytes, content_type: str) -> str:
     return h.hexdigest()
 
 
+_REQUEST_CLAIM = "idempotency_claim"  # the key in the request's scope["state"]
+
+
+def request_claim(scope: Scope) -> svc.Claim | None:
+    """The claim this middleware took for the request, if any."""
+    return scope.get("state", {}).get(_REQUEST_CLAIM)  # type: ignore[no-any-return]
+
+
 def _expiry(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """`skip`: the routes marked NoIdempotencyKey (the token endpoints)."""
+
+    def __init__(self, app: ASGIApp, *, session_maker: async_sessionmaker[AsyncSession],
+                 settings: Settings, cipher: NoteCipher, skip: RouteSet) -> None:
         self.app = app
+        self.maker = session_maker
+        self.settings = settings
+        self.cipher = cipher
+        self.skip = skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" \
-                or scope["path"].startswith(_SKIP_PREFIXES):
+                or self.skip.matches(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -73,10 +93,8 @@ class IdempotencyMiddleware:
                 break
         body = b"".join(chunks)
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        app_state = scope["app"].state
-        outcome = await svc.claim(app_state.sessionmaker, app_state.settings, caller=caller,
-                                  key=key, fingerprint=fingerprint(scope, body, ctype),
-                                  cipher=app_state.note_cipher)
+        outcome = await svc.claim(self.maker, self.settings, caller=caller, key=key,
+                                  fingerprint=fingerprint(scope, body, ctype), cipher=self.cipher)
         if isinstance(outcome, svc.Refused):
             extra = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
             title = "Conflict" if outcome.status == 409 else "Request breaks a rule"
@@ -120,22 +138,20 @@ class IdempotencyMiddleware:
                 if message.get("more_body", False):
                     return
                 finished = True
-                await svc.finish(app_state.sessionmaker, outcome, status=status, headers=kept,
-                                 body=b"".join(out), cipher=app_state.note_cipher,
-                                 keep_body=not secret)
+                await svc.finish(self.maker, outcome, status=status, headers=kept,
+                                 body=b"".join(out), cipher=self.cipher, keep_body=not secret)
                 assert start is not None
                 await send(start)
                 await send({"type": "http.response.body", "body": b"".join(out)})
                 return
             await send(message)
 
-        token = svc.CURRENT.set(outcome)
+        scope.setdefault("state", {})[_REQUEST_CLAIM] = outcome
         try:
             await self.app(scope, replay_body, capture)
         finally:
-            svc.CURRENT.reset(token)
             if not finished:  # the app failed before answering
-                await svc.release(app_state.sessionmaker, outcome)
+                await svc.release(self.maker, outcome)
 
     @staticmethod
     async def _replay(stored: svc.Stored, send: Send) -> None:

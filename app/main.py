@@ -17,11 +17,23 @@ from app import worker
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
-from app.errors import PROBLEM, FieldError, Problem, install_error_handlers
+from app.errors import PROBLEM, FieldError, Problem
+from app.handlers import install_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
-from app.ratelimit import EXEMPT_PATHS, RateLimitMiddleware, crisis_action
+from app.ratelimit import CRISIS_METHODS, EXEMPT_PATHS, RateLimitMiddleware
+from app.routemarks import (
+    RouteSet,
+    api_routes,
+    audits_own_denials,
+    crisis_workflow,
+    declares,
+    form_body,
+    import_file,
+    marked,
+    no_idempotency_key,
+)
 from app.routers import (
     accounts,
     audit,
@@ -42,6 +54,7 @@ from app.security.notes import NoteCipher
 from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
+from app.services.import_runner import ImportRunner
 
 API_VERSION = "1.7.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
@@ -73,7 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # all of them; the cycle collector now runs every 50,000 net allocations.
         gc.set_threshold(50_000, 20, 100)
         async with invalidation.running(settings), \
-                worker.embedded(app.state.sessionmaker, settings):
+                worker.embedded(app.state.sessionmaker, settings), \
+                ImportRunner.running(app.state.sessionmaker, settings) as import_runner:
+            app.state.import_runner = import_runner  # given to routes by deps.ImportRunnerDep
             yield
         await engine.dispose()
         if read_engine is not engine:
@@ -101,16 +116,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
                    imports.router):
         app.include_router(router)
-    install_error_handlers(app)
-
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
+    # What middleware and handlers treat apart, from the routes' own marks (app/routemarks.py).
+    routes = api_routes(app.routes)
+    install_handlers(app, session_maker=app.state.sessionmaker,
+                     audits_own_denials=frozenset(r.name for r in routes
+                                                  if declares(r, audits_own_denials)))
+
     app.add_middleware(SessionMiddleware, sessionmaker=app.state.sessionmaker,
                        read_sessionmaker=app.state.read_sessionmaker)
-    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, session_maker=app.state.sessionmaker,
+                       settings=settings, cipher=app.state.note_cipher,
+                       skip=marked(routes, no_idempotency_key))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
-                       import_max_bytes=settings.import_max_bytes)
+                       import_max_bytes=settings.import_max_bytes,
+                       form_routes=marked(routes, form_body),
+                       import_routes=marked(routes, import_file))
     if settings.rate_limit_enabled:
-        app.add_middleware(RateLimitMiddleware, settings=settings)
+        app.add_middleware(RateLimitMiddleware, settings=settings,
+                           crisis_actions=crisis_actions(routes))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_credentials=False, allow_methods=["*"],
@@ -139,12 +163,17 @@ def _problem(description: str) -> dict[str, Any]:
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
-def _document_idempotency(schema: dict[str, Any], required: set[str]) -> None:
+def crisis_actions(routes: list[APIRoute]) -> RouteSet:
+    """The crisis workflow's writes: never rate limited for a signed-in caller."""
+    return marked(routes, crisis_workflow, methods=CRISIS_METHODS)
+
+
+def _document_idempotency(schema: dict[str, Any], required: set[str], skip: RouteSet) -> None:
     """Every POST honours Idempotency-Key (app/idempotency.py): say so on each of them, with
     the 409 and 422 it can answer."""
     for path, item in schema.get("paths", {}).items():
         op = item.get("post")
-        if op is None or path.startswith("/v1/auth/"):
+        if op is None or ("POST", path) in skip.templates:
             continue
         params = [p for p in op.get("parameters", [])
                   if not (p.get("in") == "header" and p.get("name") == "Idempotency-Key")]
@@ -162,12 +191,12 @@ def _document_idempotency(schema: dict[str, Any], required: set[str]) -> None:
             responses.setdefault(status_, _problem(text))
 
 
-def _document_rate_limits(schema: dict[str, Any]) -> None:
+def _document_rate_limits(schema: dict[str, Any], crisis: RouteSet) -> None:
     """Every operation but health and the crisis workflow's writes may answer 429
     (app/ratelimit.py)."""
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
-            if path in EXEMPT_PATHS or crisis_action(method, path):
+            if path in EXEMPT_PATHS or (method.upper(), path) in crisis.templates:
                 continue
             op.setdefault("responses", {}).setdefault("429", _problem(
                 "Too many requests: the caller's budget is spent (see Retry-After, RateLimit and "
@@ -184,17 +213,6 @@ def _document_body_limits(schema: dict[str, Any]) -> None:
             for status_, text in (("413", "Request body too large"),
                                   ("415", "Unsupported media type")):
                 op.setdefault("responses", {}).setdefault(status_, _problem(text))
-
-
-def _api_routes(routes: list[Any]) -> list[APIRoute]:
-    """Every APIRoute, including those of included routers (FastAPI keeps them nested)."""
-    found: list[APIRoute] = []
-    for r in routes:
-        if isinstance(r, APIRoute):
-            found.append(r)
-        elif hasattr(r, "original_router"):
-            found += _api_routes(r.original_router.routes)
-    return found
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -214,9 +232,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 resp["content"].pop("application/json")
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
-    required = {r.name for r in _api_routes(app.routes) if requires_idempotency_key(r.dependant)}
-    _document_idempotency(schema, required)
-    _document_rate_limits(schema)
+    routes = api_routes(app.routes)
+    required = {r.name for r in routes if requires_idempotency_key(r.dependant)}
+    _document_idempotency(schema, required, marked(routes, no_idempotency_key))
+    _document_rate_limits(schema, crisis_actions(routes))
     _document_body_limits(schema)
     app.openapi_schema = schema
     return schema

@@ -21,21 +21,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem_response
 from app.models.import_job import CONTENT_TYPES
+from app.routemarks import RouteSet
 
 access_log = logging.getLogger("peerlink.access")
 
-_FORM_PATHS = {"/v1/auth/token", "/v1/auth/revoke"}
 _JSON_TYPES = ("application/json", "application/merge-patch+json")
-# Bulk imports take files, with a cap of their own.
-_IMPORT_PATHS = {"/v1/imports/participants", "/v1/imports/keep-apart-orders"}
 _IMPORT_TYPES = tuple(CONTENT_TYPES)
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, import_max_bytes: int | None = None) -> None:
+    """Bodies are JSON, capped at `max_bytes`; but the routes marked FormBody take forms, and
+    those marked ImportFile take files (CSV / JSON lines) with a cap of their own."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, import_max_bytes: int | None = None, *,
+                 form_routes: RouteSet, import_routes: RouteSet) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.import_max_bytes = import_max_bytes or max_bytes
+        self.form_routes = form_routes
+        self.import_routes = import_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -43,7 +47,8 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        is_import = scope["path"] in _IMPORT_PATHS
+        method, path = scope["method"], scope["path"]
+        is_import = self.import_routes.matches(method, path)
         cap = self.import_max_bytes if is_import else self.max_bytes
         if length is not None and (not length.isdigit() or int(length) > cap):
             await problem_response(413, "payload_too_large", "Request body too large",
@@ -51,7 +56,7 @@ class BodyLimitMiddleware:
             return
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         has_body = (length is not None and length != b"0") or b"transfer-encoding" in headers
-        form_path = scope["path"] in _FORM_PATHS
+        form_path = self.form_routes.matches(method, path)
         if is_import:
             if has_body and ctype not in _IMPORT_TYPES:
                 await problem_response(415, "unsupported_media_type", "Unsupported media type",

@@ -2,9 +2,9 @@
 per client address; 429 problem+json with `Retry-After`, and the IETF ratelimit-headers
 (`RateLimit-Policy`, `RateLimit`) on every counted response.
 
-Never counted: the crisis workflow's writes by a signed-in caller (`crisis_action`: raising,
-working and watching an escalation, recording a disclosure), health and metrics, CORS
-preflights. Sign-in failures have their own, stricter throttle
+Never counted: the crisis workflow's writes by a signed-in caller (the routes marked
+CrisisWorkflow, app/routemarks.py: raising, working and watching an escalation, recording a
+disclosure), health and metrics, CORS preflights. Sign-in failures have their own, stricter throttle
 (services/auth.Throttle); both use the `limits` storage from settings.
 """
 
@@ -20,23 +20,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import problem_response
+from app.routemarks import RouteSet
 from app.security.principal import bearer_principal
 
 EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
-
-
-def crisis_action(method: str, path: str) -> bool:
-    """Writes of the crisis workflow, never limited for a signed-in caller: raising, working
-    and watching an escalation, and recording a disclosure (which can open one). `path` may be
-    a request path or a route template."""
-    return method.upper() == "POST" and (
-        path == "/v1/escalations" or path.startswith("/v1/escalations/")
-        or (path.startswith("/v1/support-sessions/") and path.endswith("/disclosures")))
+CRISIS_METHODS = frozenset({"POST"})  # the crisis workflow's writes
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, *, crisis_actions: RouteSet) -> None:
         self.app = app
+        self.crisis_actions = crisis_actions
         uri = settings.rate_limit_storage
         self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(
             uri if uri.startswith("async+") else f"async+{uri}"))
@@ -50,7 +44,7 @@ class RateLimitMiddleware:
             return
         principal = await bearer_principal(scope)
         subject = principal.actor if principal else None
-        if subject is not None and crisis_action(scope["method"], scope["path"]):
+        if subject is not None and self.crisis_actions.matches(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         if subject is not None:

@@ -9,8 +9,9 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Form, Request, Response
 
-from app.deps import Principal, SessionDep, require
+from app.deps import KeyRingDep, Principal, SessionDep, SettingsDep, ThrottleDep, require
 from app.models.account import MeRead, TokenResponse
+from app.routemarks import AuditsOwnDenials, FormBody, NoIdempotencyKey
 from app.routers.common import problems
 from app.services import auth as svc
 from app.services.auth import OAuthError
@@ -31,12 +32,16 @@ def _basic(request: Request) -> tuple[str, str] | None:
 
 
 @router.post("/v1/auth/token", response_model=TokenResponse,
+             dependencies=[FormBody, NoIdempotencyKey, AuditsOwnDenials],
              responses=problems(401, 422, 429, 500) | {400: problems(422)[422] | {
                  "description": "OAuth2 error (invalid_grant, invalid_scope, ...)"}})
 async def issue_token(
     request: Request,
     response: Response,
     session: SessionDep,
+    settings: SettingsDep,
+    keyring: KeyRingDep,
+    throttle: ThrottleDep,
     grant_type: Annotated[Literal["password", "client_credentials", "refresh_token"], Form()],
     username: Annotated[str | None, Form(max_length=64)] = None,
     password: Annotated[str | None, Form(max_length=256)] = None,
@@ -45,14 +50,13 @@ async def issue_token(
 ) -> TokenResponse:
     """OAuth2 token endpoint (RFC 6749): `password` for people, `client_credentials` for
     machines (HTTP Basic client authentication), `refresh_token` (rotated on every use)."""
-    app = request.app
     response.headers["Cache-Control"] = "no-store"
     address = request.client.host if request.client else "unknown"
-    common = {"session": session, "settings": app.state.settings, "keyring": app.state.keyring}
+    common = {"session": session, "settings": settings, "keyring": keyring}
     if grant_type == "password":
         if not username or not password:
             raise OAuthError("invalid_request", "username and password are required.")
-        return await svc.password_grant(**common, throttle=app.state.throttle, username=username,
+        return await svc.password_grant(**common, throttle=throttle, username=username,
                                         password=password, scope=scope, address=address)
     if grant_type == "refresh_token":
         if not refresh_token:
@@ -63,20 +67,21 @@ async def issue_token(
         raise OAuthError("invalid_client", "Authenticate the client with HTTP Basic.", status=401,
                          headers={"WWW-Authenticate": 'Basic realm="peerlink"'})
     return await svc.client_credentials_grant(
-        **common, throttle=app.state.throttle, client_id=creds[0], client_secret=creds[1],
+        **common, throttle=throttle, client_id=creds[0], client_secret=creds[1],
         scope=scope, address=address)
 
 
-@router.post("/v1/auth/revoke", status_code=200, responses=problems(422, 500))
+@router.post("/v1/auth/revoke", status_code=200, responses=problems(422, 500),
+             dependencies=[FormBody, NoIdempotencyKey])
 async def revoke_token(
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
+    keyring: KeyRingDep,
     token: Annotated[str, Form(max_length=4096)],
     token_type_hint: Annotated[Literal["access_token", "refresh_token"] | None, Form()] = None,
 ) -> dict[str, str]:
     """Token revocation (RFC 7009): answers 200 whether or not the token was known."""
-    await svc.revoke(session=session, settings=request.app.state.settings,
-                     keyring=request.app.state.keyring, token=token)
+    await svc.revoke(session=session, settings=settings, keyring=keyring, token=token)
     return {"status": "ok"}
 
 
@@ -93,7 +98,7 @@ async def get_me(principal: Principal = require()) -> MeRead:
 
 
 @router.get("/.well-known/jwks.json", tags=["operations"])
-async def get_jwks(request: Request, response: Response) -> dict[str, list[dict[str, str]]]:
+async def get_jwks(keyring: KeyRingDep, response: Response) -> dict[str, list[dict[str, str]]]:
     """Public keys that verify access tokens (current and recent signing keys)."""
     response.headers["Cache-Control"] = "public, max-age=300"
-    return request.app.state.keyring.jwks()  # type: ignore[no-any-return]
+    return keyring.jwks()

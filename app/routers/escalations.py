@@ -26,6 +26,7 @@ from app.models.escalation import (
     TimelineEntry,
     WatchLog,
 )
+from app.routemarks import CrisisWorkflow
 from app.routers.common import (
     AUTHED,
     DEFAULT,
@@ -38,7 +39,9 @@ from app.routers.common import (
 )
 from app.services import escalations as svc
 
-router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED)
+# The crisis workflow: its writes are never rate limited for a signed-in caller.
+router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED,
+                   dependencies=[CrisisWorkflow])
 _MOVE = problems(404, 409, 412)
 View = EscalationRead | EscalationStatusView
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from app.deps import IdempotencyKeyRequired, Principal, SessionDep, require
+from app.config import Settings
+from app.deps import (
+    IdempotencyKeyRequired,
+    ImportRunnerDep,
+    Principal,
+    SessionDep,
+    SettingsDep,
+    require,
+)
 from app.errors import PROBLEM, DomainError
 from app.models.common import Page
 from app.models.import_job import (
@@ -20,24 +25,12 @@ from app.models.import_job import (
     ImportStatus,
     ImportSummary,
 )
+from app.routemarks import ImportFile
 from app.routers.common import AUTHED, DEFAULT, Cursor, Limit, problems
-from app.services import idempotency
 from app.services import imports as svc
+from app.services.import_runner import ImportRunner
 
-
-@asynccontextmanager
-async def _lifespan(app: Any) -> AsyncIterator[None]:
-    """On shutdown, import jobs running in this process stop between statements (their chunk
-    rolls back); their lease then runs out and the worker's import_resume finishes them."""
-    yield
-    tasks: set[asyncio.Task[None]] = getattr(app.state, "import_tasks", None) or set()
-    for task in list(tasks):
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=AUTHED, lifespan=_lifespan)
-
+router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=AUTHED)
 
 
 class UnsupportedMediaType(DomainError):
@@ -118,52 +111,43 @@ def _body(kind: ImportKind) -> dict[str, Any]:
 
 
 # The caller is authenticated (401/403) before the Idempotency-Key is asked for (400).
-async def _submit(request: Request, response: Response, session: Any, principal: Principal,
-                  kind: ImportKind) -> ImportRead:
+async def _submit(request: Request, response: Response, session: Any, settings: Settings,
+                  runner: ImportRunner, principal: Principal, kind: ImportKind) -> ImportRead:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fmt = CONTENT_TYPES.get(ctype)
     if fmt is None:
         raise UnsupportedMediaType("Send imports as text/csv or application/x-ndjson.")
-    settings = request.app.state.settings
     job, parsed = await svc.submit(session=session, settings=settings, principal=principal,
                                    kind=kind, fmt=fmt, content=await request.body())
     response.headers["Location"] = f"/v1/imports/{job.id}"
     if job.status == ImportStatus.queued.value:
         response.status_code = status.HTTP_202_ACCEPTED
-        _start(request, job.id, parsed)
+        runner.start(job.id, parsed)  # the worker takes it over if this process stops
     return ImportRead.of(job)
 
 
-def _start(request: Request, job_id: uuid.UUID, parsed: svc.Parsed) -> None:
-    """Runs the job in this process now; the worker takes it over if this process stops."""
-    state = request.app.state
-    tasks: set[asyncio.Task[None]] = getattr(state, "import_tasks", None) or set()
-    state.import_tasks = tasks
-    task = asyncio.create_task(svc.run_in_background(state.sessionmaker, state.settings, job_id,
-                                                     parsed),
-                               context=idempotency.detached_context())
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-
-
 @router.post("/participants", response_model=ImportRead, description=_PARTICIPANT_DOC,
-             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)},
+             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)}, dependencies=[ImportFile],
              openapi_extra=_body(ImportKind.participants))
 async def import_participants(request: Request, response: Response, session: SessionDep,
+                              settings: SettingsDep, runner: ImportRunnerDep,
                               *, principal: Principal = require("participants:write"),
                               idempotency_key: IdempotencyKeyRequired) -> ImportRead:
     """Bulk upsert of participants (CSV or JSON lines)"""
-    return await _submit(request, response, session, principal, ImportKind.participants)
+    return await _submit(request, response, session, settings, runner, principal,
+                         ImportKind.participants)
 
 
 @router.post("/keep-apart-orders", response_model=ImportRead, description=_ORDER_DOC,
-             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)},
+             responses={**_ACCEPTED, **_BAD_REQUEST, **problems(413, 415)}, dependencies=[ImportFile],
              openapi_extra=_body(ImportKind.keep_apart_orders))
 async def import_keep_apart_orders(request: Request, response: Response, session: SessionDep,
+                                   settings: SettingsDep, runner: ImportRunnerDep,
                                    *, principal: Principal = require("keep_apart:write"),
                                    idempotency_key: IdempotencyKeyRequired) -> ImportRead:
     """Bulk open/close of keep-apart orders by the JMS's order id (CSV or JSON lines)"""
-    return await _submit(request, response, session, principal, ImportKind.keep_apart_orders)
+    return await _submit(request, response, session, settings, runner, principal,
+                         ImportKind.keep_apart_orders)
 
 
 def _template(kind: ImportKind, name: str) -> Response:

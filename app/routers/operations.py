@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+
+from app.deps import EngineDep
 
 router = APIRouter(tags=["operations"])
 
@@ -15,11 +17,11 @@ async def livez() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(engine: EngineDep) -> JSONResponse:
     from app.migrations import head_revision
 
     try:
-        async with request.app.state.engine.connect() as conn:
+        async with engine.connect() as conn:
             current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     except Exception:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)

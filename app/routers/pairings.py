@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from app.deps import Principal, SessionDep, require
+from app.config import Settings
+from app.deps import Principal, SessionDep, SettingsDep, require
 from app.models.common import Page
 from app.models.pairing import (
     CandidateList,
@@ -44,7 +45,7 @@ async def list_pairings(session: SessionDep, principal: Principal = require("pai
 
 @router.get("/candidates", response_model=CandidateList, responses=problems(404))
 async def list_pairing_candidates(
-    request: Request, session: SessionDep,
+    settings: SettingsDep, session: SessionDep,
     recipient_id: Annotated[uuid.UUID, Query()],
     limit: Annotated[int, Query(ge=1, le=200, description="How many of each list")] = 25,
     principal: Principal = require("pairings:write"),
@@ -52,18 +53,18 @@ async def list_pairing_candidates(
     """Eligible supporters for the recipient, ranked (shared language, same housing unit,
     previous supporter, free caseload) with the score's parts; coordinators also see the
     ineligible ones and the rule that excludes each."""
-    return await svc.candidates(session=session, settings=request.app.state.settings,
+    return await svc.candidates(session=session, settings=settings,
                                 principal=principal, recipient_id=recipient_id, limit=limit)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PairingRead,
              responses=problems(404, 409))
-async def propose_pairing(body: PairingCreate, request: Request, session: SessionDep,
+async def propose_pairing(body: PairingCreate, settings: SettingsDep, session: SessionDep,
                           response: Response,
                           principal: Principal = require("pairings:write")) -> PairingRead:
     """Checks every eligibility rule; each refusal has its own `code` (422, or 409 for the
     caseload cap and the one-active-pairing rule)."""
-    p = await svc.propose(session=session, settings=request.app.state.settings,
+    p = await svc.propose(session=session, settings=settings,
                           principal=principal, data=body)
     response.headers["Location"] = f"/v1/pairings/{p.id}"
     return await _one(session, principal, response, p)
@@ -76,43 +77,43 @@ async def get_pairing(pairing_id: uuid.UUID, session: SessionDep, response: Resp
     return await _one(session, principal, response, p)
 
 
-async def _move(request: Request, session: Any, response: Response, principal: Principal,
+async def _move(settings: Settings, session: Any, response: Response, principal: Principal,
                 pairing_id: uuid.UUID, action: str, if_match: str | None,
                 **kw: Any) -> PairingRead:
-    p = await svc.transition(session=session, settings=request.app.state.settings,
+    p = await svc.transition(session=session, settings=settings,
                              principal=principal, pairing_id=pairing_id, action=action,
                              if_match=if_match, **kw)
     return await _one(session, principal, response, p)
 
 
 @router.post("/{pairing_id}/activate", response_model=PairingRead, responses=_MOVE)
-async def activate_pairing(pairing_id: uuid.UUID, body: PairingAction, request: Request,
+async def activate_pairing(pairing_id: uuid.UUID, body: PairingAction, settings: SettingsDep,
                            session: SessionDep, response: Response, if_match: IfMatch = None,
                            principal: Principal = require("pairings:write")) -> PairingRead:
-    return await _move(request, session, response, principal, pairing_id, "activate", if_match,
+    return await _move(settings, session, response, principal, pairing_id, "activate", if_match,
                        reason=body.reason, override_reason=body.override_reason)
 
 
 @router.post("/{pairing_id}/pause", response_model=PairingRead, responses=_MOVE)
-async def pause_pairing(pairing_id: uuid.UUID, body: PairingAction, request: Request,
+async def pause_pairing(pairing_id: uuid.UUID, body: PairingAction, settings: SettingsDep,
                         session: SessionDep, response: Response, if_match: IfMatch = None,
                         principal: Principal = require("pairings:write")) -> PairingRead:
-    return await _move(request, session, response, principal, pairing_id, "pause", if_match,
+    return await _move(settings, session, response, principal, pairing_id, "pause", if_match,
                        reason=body.reason)
 
 
 @router.post("/{pairing_id}/resume", response_model=PairingRead, responses=_MOVE)
-async def resume_pairing(pairing_id: uuid.UUID, body: PairingAction, request: Request,
+async def resume_pairing(pairing_id: uuid.UUID, body: PairingAction, settings: SettingsDep,
                          session: SessionDep, response: Response, if_match: IfMatch = None,
                          principal: Principal = require("pairings:write")) -> PairingRead:
-    return await _move(request, session, response, principal, pairing_id, "resume", if_match,
+    return await _move(settings, session, response, principal, pairing_id, "resume", if_match,
                        reason=body.reason, override_reason=body.override_reason)
 
 
 @router.post("/{pairing_id}/end", response_model=PairingRead, responses=_MOVE)
-async def end_pairing(pairing_id: uuid.UUID, body: PairingEnd, request: Request,
+async def end_pairing(pairing_id: uuid.UUID, body: PairingEnd, settings: SettingsDep,
                       session: SessionDep, response: Response, if_match: IfMatch = None,
                       principal: Principal = require("pairings:write")) -> PairingRead:
     """Ended is terminal; a new pairing is a new record."""
-    return await _move(request, session, response, principal, pairing_id, "end", if_match,
+    return await _move(settings, session, response, principal, pairing_id, "end", if_match,
                        end_reason=body.reason.value, reason=body.note)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import AwareDatetime
 
-from app.deps import Principal, SessionDep, require
+from app.deps import NoteCipherDep, Principal, SessionDep, SessionMakerDep, SettingsDep, require
 from app.models.common import Page
 from app.models.support_session import (
     AttendeeAdd,
@@ -26,6 +26,7 @@ from app.models.support_session import (
     TopicCreate,
     TopicRead,
 )
+from app.routemarks import CrisisWorkflow
 from app.routers.common import (
     AUTHED,
     DEFAULT,
@@ -36,6 +37,7 @@ from app.routers.common import (
     problems,
     set_etag,
 )
+from app.security.notes import NoteCipher
 from app.services import support_sessions as svc
 
 router = APIRouter(prefix="/v1/support-sessions", tags=["support sessions"], responses=AUTHED)
@@ -71,11 +73,11 @@ async def list_support_sessions(
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SessionRead,
              responses=problems(404, 409))
-async def schedule_support_session(body: SessionCreate, request: Request, session: SessionDep,
+async def schedule_support_session(body: SessionCreate, settings: SettingsDep, session: SessionDep,
                                    response: Response,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
-    s = await svc.schedule(session=session, settings=request.app.state.settings,
+    s = await svc.schedule(session=session, settings=settings,
                            principal=principal, data=body)
     response.headers["Location"] = f"/v1/support-sessions/{s.id}"
     return await _one(session, response, s)
@@ -98,10 +100,10 @@ async def add_session_attendee(session_id: uuid.UUID, body: AttendeeAdd, session
     return await _one(session, response, s)
 
 
-async def _move(request: Request, session: Any, response: Response, principal: Principal,
+async def _move(cipher: NoteCipher, session: Any, response: Response, principal: Principal,
                 session_id: uuid.UUID, action: str, if_match: str | None,
                 **kw: Any) -> SessionRead:
-    s = await svc.transition(session=session, cipher=request.app.state.note_cipher,
+    s = await svc.transition(session=session, cipher=cipher,
                              principal=principal, session_id=session_id, action=action,
                              if_match=if_match, **kw)
     return await _one(session, response, s)
@@ -109,49 +111,49 @@ async def _move(request: Request, session: Any, response: Response, principal: P
 
 @router.post("/{session_id}/complete", response_model=SessionRead, responses=_MOVE)
 async def complete_support_session(session_id: uuid.UUID, body: SessionComplete,
-                                   request: Request, session: SessionDep, response: Response,
+                                   cipher: NoteCipherDep, session: SessionDep, response: Response,
                                    if_match: IfMatch = None,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
     """Actual start, duration, location, topics, wellbeing (1-5 before/after), group
     attendance, and an optional confidential note (encrypted; never returned here)."""
-    return await _move(request, session, response, principal, session_id, "complete", if_match,
+    return await _move(cipher, session, response, principal, session_id, "complete", if_match,
                        complete=body)
 
 
 @router.post("/{session_id}/cancel", response_model=SessionRead, responses=_MOVE)
-async def cancel_support_session(session_id: uuid.UUID, body: SessionClose, request: Request,
+async def cancel_support_session(session_id: uuid.UUID, body: SessionClose, cipher: NoteCipherDep,
                                  session: SessionDep, response: Response,
                                  if_match: IfMatch = None,
                                  principal: Principal = require("sessions:write"),
                                  ) -> SessionRead:
-    return await _move(request, session, response, principal, session_id, "cancel", if_match,
+    return await _move(cipher, session, response, principal, session_id, "cancel", if_match,
                        reason=body.reason)
 
 
 @router.post("/{session_id}/no-show", response_model=SessionRead, responses=_MOVE)
 async def mark_support_session_no_show(session_id: uuid.UUID, body: SessionClose,
-                                       request: Request, session: SessionDep,
+                                       cipher: NoteCipherDep, session: SessionDep,
                                        response: Response, if_match: IfMatch = None,
                                        principal: Principal = require("sessions:write"),
                                        ) -> SessionRead:
-    return await _move(request, session, response, principal, session_id, "no_show", if_match,
+    return await _move(cipher, session, response, principal, session_id, "no_show", if_match,
                        reason=body.reason)
 
 
 @router.get("/{session_id}/note", response_model=NoteRead, responses=problems(404))
-async def read_session_note(session_id: uuid.UUID, request: Request, session: SessionDep,
-                            response: Response,
+async def read_session_note(session_id: uuid.UUID, session: SessionDep, response: Response,
+                            maker: SessionMakerDep, cipher: NoteCipherDep,
                             principal: Principal = require("notes:read")) -> NoteRead:
     """The note's text, for its author, or a clinician when the session is linked to a
     disclosure or escalation. Every read and every refused attempt is audited."""
     response.headers["Cache-Control"] = "no-store"
-    return await svc.read_note(session=session, maker=request.app.state.sessionmaker,
-                               cipher=request.app.state.note_cipher, principal=principal,
+    return await svc.read_note(session=session, maker=maker, cipher=cipher, principal=principal,
                                session_id=session_id)
 
 
 @router.post("/{session_id}/disclosures", status_code=status.HTTP_201_CREATED,
+             dependencies=[CrisisWorkflow],  # can open an escalation
              response_model=DisclosureRead, responses=problems(404))
 async def record_disclosure(session_id: uuid.UUID, body: DisclosureCreate, session: SessionDep,
                             principal: Principal = require("disclosures:write"),

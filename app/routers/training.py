@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from app.deps import Principal, SessionDep, require
+from app.config import Settings
+from app.deps import Principal, SessionDep, SettingsDep, require
 from app.models.common import Page
 from app.models.training import (
     CertificationRead,
@@ -114,10 +115,10 @@ async def get_enrollment(enrollment_id: uuid.UUID, session: SessionDep, response
         session=session, principal=principal, enrollment_id=enrollment_id))
 
 
-async def _move(request: Request, session: SessionDep, response: Response, principal: Principal,
+async def _move(settings: Settings, session: SessionDep, response: Response, principal: Principal,
                 enrollment_id: uuid.UUID, action: str, if_match: str | None,
                 **kw: object) -> EnrollmentRead:
-    e = await svc.transition(session=session, settings=request.app.state.settings,
+    e = await svc.transition(session=session, settings=settings,
                              principal=principal, enrollment_id=enrollment_id, action=action,
                              if_match=if_match, **kw)  # type: ignore[arg-type]
     return _enrollment(response, e)
@@ -127,67 +128,67 @@ _TRANSITION = problems(404, 409, 412)
 
 
 @enrollments.post("/{enrollment_id}/start", response_model=EnrollmentRead, responses=_TRANSITION)
-async def start_enrollment(enrollment_id: uuid.UUID, request: Request, session: SessionDep,
+async def start_enrollment(enrollment_id: uuid.UUID, settings: SettingsDep, session: SessionDep,
                            response: Response, if_match: IfMatch = None,
                            principal: Principal = require("training:write")) -> EnrollmentRead:
-    return await _move(request, session, response, principal, enrollment_id, "start", if_match)
+    return await _move(settings, session, response, principal, enrollment_id, "start", if_match)
 
 
 @enrollments.post("/{enrollment_id}/complete", response_model=EnrollmentRead,
                   responses=_TRANSITION)
 async def complete_enrollment(enrollment_id: uuid.UUID, body: EnrollmentComplete,
-                              request: Request, session: SessionDep, response: Response,
+                              settings: SettingsDep, session: SessionDep, response: Response,
                               if_match: IfMatch = None,
                               principal: Principal = require("training:write")) -> EnrollmentRead:
-    return await _move(request, session, response, principal, enrollment_id, "complete",
+    return await _move(settings, session, response, principal, enrollment_id, "complete",
                        if_match, score=body.score)
 
 
 @enrollments.post("/{enrollment_id}/withdraw", response_model=EnrollmentRead,
                   responses=_TRANSITION)
-async def withdraw_enrollment(enrollment_id: uuid.UUID, body: EnrollmentEnd, request: Request,
+async def withdraw_enrollment(enrollment_id: uuid.UUID, body: EnrollmentEnd, settings: SettingsDep,
                               session: SessionDep, response: Response, if_match: IfMatch = None,
                               principal: Principal = require("training:write")) -> EnrollmentRead:
-    return await _move(request, session, response, principal, enrollment_id, "withdraw",
+    return await _move(settings, session, response, principal, enrollment_id, "withdraw",
                        if_match, reason=body.reason)
 
 
 @enrollments.post("/{enrollment_id}/fail", response_model=EnrollmentRead, responses=_TRANSITION)
-async def fail_enrollment(enrollment_id: uuid.UUID, body: EnrollmentEnd, request: Request,
+async def fail_enrollment(enrollment_id: uuid.UUID, body: EnrollmentEnd, settings: SettingsDep,
                           session: SessionDep, response: Response, if_match: IfMatch = None,
                           principal: Principal = require("training:write")) -> EnrollmentRead:
-    return await _move(request, session, response, principal, enrollment_id, "fail", if_match,
+    return await _move(settings, session, response, principal, enrollment_id, "fail", if_match,
                        reason=body.reason)
 
 
 @people.post("/{participant_id}/code-of-conduct", status_code=status.HTTP_201_CREATED,
              response_model=ConductSignatureRead, responses=problems(404))
-async def sign_code_of_conduct(participant_id: uuid.UUID, body: ConductSign, request: Request,
+async def sign_code_of_conduct(participant_id: uuid.UUID, body: ConductSign, settings: SettingsDep,
                                session: SessionDep,
                                principal: Principal = require("training:write"),
                                ) -> ConductSignatureRead:
     """Records that the supporter signed this version, witnessed by the caller."""
-    sig = await svc.sign_conduct(session=session, settings=request.app.state.settings,
+    sig = await svc.sign_conduct(session=session, settings=settings,
                                  principal=principal, participant_id=participant_id, data=body)
     return ConductSignatureRead.model_validate(sig)
 
 
 @people.get("/{participant_id}/certification", response_model=CertificationRead,
             responses=problems(404))
-async def get_certification(participant_id: uuid.UUID, request: Request, session: SessionDep,
+async def get_certification(participant_id: uuid.UUID, settings: SettingsDep, session: SessionDep,
                             principal: Principal = require("training:read"),
                             ) -> CertificationRead:
     """Derived from training: certified or not, since and until when, and what is missing."""
-    return await certification.get(session=session, settings=request.app.state.settings,
+    return await certification.get(session=session, settings=settings,
                                    principal=principal, participant_id=participant_id)
 
 
 @certs.get("/expiring", response_model=list[ExpiringCertificate])
 async def list_expiring_certifications(
-    request: Request, session: SessionDep, principal: Principal = require("training:read"),
+    settings: SettingsDep, session: SessionDep, principal: Principal = require("training:read"),
     within_days: Annotated[int, Query(ge=0, le=365)] = 30, facility_id: uuid.UUID | None = None,
 ) -> list[ExpiringCertificate]:
     """Supporters in scope whose certificate is valid today and ends within `within_days`."""
-    return await certification.expiring(session=session, settings=request.app.state.settings,
+    return await certification.expiring(session=session, settings=settings,
                                         principal=principal, within_days=within_days,
                                         facility_id=facility_id)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import AwareDatetime
 
-from app.deps import Principal, SessionDep, require
+from app.deps import NoteCipherDep, Principal, SessionDep, SettingsDep, require
 from app.models.common import Page
 from app.models.webhook import (
     DeliveryRead,
@@ -41,7 +41,8 @@ def _with_secret(ep: object, secret: str, response: Response) -> EndpointWithSec
 
 
 @endpoints.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointWithSecret)
-async def create_webhook_endpoint(body: EndpointCreate, session: SessionDep, request: Request,
+async def create_webhook_endpoint(body: EndpointCreate, session: SessionDep,
+                                  settings: SettingsDep, cipher: NoteCipherDep,
                                   response: Response,
                                   principal: Principal = require("webhooks:write"),
                                   ) -> EndpointWithSecret:
@@ -49,8 +50,7 @@ async def create_webhook_endpoint(body: EndpointCreate, session: SessionDep, req
     Production: https only, to public addresses. Event types must be ones the owner's scopes
     cover (422 `event_type_not_allowed`)."""
     ep, secret = await svc.create(session=session, principal=principal,
-                                  settings=request.app.state.settings,
-                                  cipher=request.app.state.note_cipher, data=body)
+                                  settings=settings, cipher=cipher, data=body)
     response.headers["Location"] = f"/v1/webhook-endpoints/{ep.id}"
     return _with_secret(ep, secret, response)
 
@@ -75,14 +75,14 @@ async def get_webhook_endpoint(endpoint_id: uuid.UUID, session: SessionDep, resp
 
 @endpoints.patch("/{endpoint_id}", response_model=EndpointRead, responses=problems(404, 412))
 async def update_webhook_endpoint(endpoint_id: uuid.UUID, body: EndpointUpdate,
-                                  session: SessionDep, request: Request, response: Response,
+                                  session: SessionDep, settings: SettingsDep, response: Response,
                                   if_match: IfMatch = None,
                                   principal: Principal = require("webhooks:write"),
                                   ) -> EndpointRead:
     """Change the URL, event types, description; `status` disables or re-enables (queued
     deliveries resume; events of the disabled time are not sent: read them from the feed)."""
     ep = await svc.update_(session=session, principal=principal,
-                           settings=request.app.state.settings, endpoint_id=endpoint_id,
+                           settings=settings, endpoint_id=endpoint_id,
                            data=body, if_match=if_match)
     set_etag(response, ep.version)
     return EndpointRead.model_validate(ep)
@@ -91,13 +91,13 @@ async def update_webhook_endpoint(endpoint_id: uuid.UUID, body: EndpointUpdate,
 @endpoints.post("/{endpoint_id}/rotate-secret", response_model=EndpointWithSecret,
                 responses=problems(404))
 async def rotate_webhook_secret(endpoint_id: uuid.UUID, body: RotateSecret, session: SessionDep,
-                                request: Request, response: Response,
+                                cipher: NoteCipherDep, response: Response,
                                 principal: Principal = require("webhooks:write"),
                                 ) -> EndpointWithSecret:
     """A new secret (in this response only). For `overlap_hours` the old one signs too: both
     signatures are sent in `webhook-signature`, space-separated."""
     ep, secret = await svc.rotate_secret(session=session, principal=principal,
-                                         cipher=request.app.state.note_cipher,
+                                         cipher=cipher,
                                          endpoint_id=endpoint_id, overlap_hours=body.overlap_hours)
     return _with_secret(ep, secret, response)
 

@@ -15,19 +15,18 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgi_correlation_id import correlation_id
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
-
-if TYPE_CHECKING:
-    from app.security.principal import Principal
-from starlette.requests import Request
 
 from app.db import insert_rows, utcnow
 from app.models import AuditEvent
+from app.security.principal import Principal
+from app.services import scoping
+from app.services.pagination import keyset_page
 
 log = logging.getLogger("peerlink.audit")
 GENESIS = "0" * 64
@@ -98,17 +97,15 @@ async def append(session: AsyncSession, entries: Iterable[AuditEntry], *, actor_
     await insert_rows(session, AuditEvent.__table__, rows)
 
 
-async def record_denial(request: Request, *, status: int, code: str) -> None:
-    """Audits a refused request in its own transaction (the request's own was rolled back)."""
-    principal = getattr(request.state, "principal", None)
-    route = request.scope.get("route")
-    template = getattr(route, "path", request.url.path if status != 404 else "unmatched")
-    params = request.path_params or {}
-    entity_id = next((str(v) for k, v in params.items() if k.endswith("id")), None)
-    entry = AuditEntry(action=f"{request.method} {template}",
+async def record_denial(maker: async_sessionmaker[AsyncSession], *, principal: Principal | None,
+                        status: int, action: str, entity_type: str | None,
+                        entity_id: str | None) -> None:
+    """Audits a refused request in a transaction of its own (the request's own was rolled
+    back). `action` is "<METHOD> <route template>"."""
+    entry = AuditEntry(action=action,
                        outcome={404: "not_found", 422: "refused"}.get(status, "denied"),
-                       entity_type=getattr(route, "name", None), entity_id=entity_id)
-    async with request.app.state.sessionmaker() as session:
+                       entity_type=entity_type, entity_id=entity_id)
+    async with maker() as session:
         await append(
             session, [entry],
             actor_type=principal.kind if principal else "anonymous",
@@ -146,9 +143,6 @@ async def list_events(*, session: AsyncSession, principal: Principal, limit: int
                       cursor: str | None, filters: dict[str, str | None],
                       since: datetime | None, until: datetime | None,
                       ) -> tuple[list[AuditEvent], str | None]:
-    from app.services import scoping  # scoping imports the principal, which imports this
-    from app.services.pagination import keyset_page
-
     table = AuditEvent.__table__
     stmt = scoping.audit_events(principal)
     for name, value in filters.items():

@@ -6,6 +6,11 @@ transaction commits, `Writer.commit` marks the claim `committed` in that same tr
 only while this attempt still owns it (`mark_committed`), so two attempts can never both land.
 Afterwards the response is stored (encrypted) and the key is `completed`.
 
+The claim's way to the Writer: the middleware (app/idempotency.py) puts it on the request
+(`request_claim`), the request's session dependency (deps.SessionDep) `bind`s it to the
+request's database session, and a Writer on that session reads it (`bound_claim`). Other
+sessions (an import job running after its request, the worker) carry none.
+
 A retry with the same key and fingerprint gets the stored response; another fingerprint is a
 422; a claim still in its lease is a 409. A failed request that wrote nothing releases its key,
 so the client can fix and retry. A claim whose lease ran out and that never committed (the
@@ -15,7 +20,6 @@ between) answers 409 `idempotency_outcome_unknown`: replaying could apply the ch
 
 from __future__ import annotations
 
-import contextvars
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -56,17 +60,17 @@ class Refused:
     retry_after: int | None = None
 
 
-# The claim of the request being handled (set by the middleware, read by Writer.commit).
-CURRENT: contextvars.ContextVar[Claim | None] = contextvars.ContextVar("idempotency_claim",
-                                                                       default=None)
+_BOUND = "idempotency_claim"  # the key in a session's `info`
 
 
-def detached_context() -> contextvars.Context:
-    """The current context without the request's claim: for work that outlives the request
-    (an import job), whose commits are not the request's and must not touch its key."""
-    ctx = contextvars.copy_context()
-    ctx.run(CURRENT.set, None)
-    return ctx
+def bind(session: AsyncSession, claim_: Claim) -> None:
+    """The request's claim goes with the request's session (deps.SessionDep)."""
+    session.info[_BOUND] = claim_
+
+
+def bound_claim(session: AsyncSession) -> Claim | None:
+    """The claim a Writer on this session marks committed (Writer.commit), if any."""
+    return session.info.get(_BOUND)
 
 
 async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, caller: str,
@@ -125,10 +129,9 @@ async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, 
                    retry_after=1)
 
 
-async def mark_committed(session: AsyncSession) -> None:
+async def mark_committed(session: AsyncSession, current: Claim | None) -> None:
     """Called by Writer.commit inside the business transaction. Refuses (and so rolls the
     change back) when this attempt no longer owns its key."""
-    current = CURRENT.get()
     if current is None:
         return
     result = await session.execute(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic import Field as PField
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import utcnow
@@ -43,8 +42,6 @@ from app.security.tokens import InvalidToken
 from app.services import keep_aparts, participants
 from app.services.pagination import keyset_page
 from app.services.writer import Writer
-
-log = logging.getLogger("peerlink.imports")
 
 MAX_ROWS = 50_000
 J = ImportJob.__table__.c
@@ -455,20 +452,6 @@ async def run_claimed(session: AsyncSession, settings: Settings, job: ImportJob,
                      parsed=parsed)
 
 
-async def run_in_background(maker: async_sessionmaker[AsyncSession], settings: Settings,
-                            job_id: uuid.UUID, parsed: Parsed | None = None) -> None:
-    """The API process starts a large job right away (with the file it already read); should
-    it stop, the worker's `import_resume` job takes the job over once its lease runs out."""
-    try:
-        async with maker() as session:
-            job = await claim(session, settings, job_id)
-            if job is not None:
-                await run_claimed(session, settings, job, parsed)
-    except Exception:
-        log.exception("import job failed; it resumes when its lease runs out",
-                      extra={"import_id": str(job_id)})
-
-
 async def resume_stalled(session: AsyncSession, settings: Settings) -> dict[str, int]:
     """Worker job: runs every queued job nobody holds and every job whose lease ran out."""
     now = utcnow()
@@ -506,4 +489,4 @@ async def list_(*, session: AsyncSession, principal: Principal, limit: int,
 
 
 __all__ = ["KINDS", "MAX_ROWS", "claim", "get", "list_", "resume_stalled", "run",
-           "run_in_background", "submit", "template"]
+           "run_claimed", "submit", "template"]

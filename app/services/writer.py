@@ -28,6 +28,10 @@ class Writer:
         self._auth_changes: list[str] = []
         self._pending: list[Any] = []
         self._batches: dict[str, list[Any]] = {}
+        # The request's Idempotency-Key claim, when the session is the request's and the
+        # middleware took one (bound by deps.SessionDep): commit() marks it committed in this
+        # same transaction.
+        self.claim = idempotency.bound_claim(session)
 
     def audit(self, action: str, entity_type: str, entity_id: Any,
               facility_id: uuid.UUID | None = None, outcome: str = "success") -> None:
@@ -77,7 +81,7 @@ class Writer:
             # webhook fan-out never sees id n+1 while n is still in flight (and skips n).
             await audit.lock_chain(self.session)
         await insert_rows(self.session, OutboxEvent.__table__, self._events)
-        await idempotency.mark_committed(self.session)
+        await idempotency.mark_committed(self.session, self.claim)
         p = self.principal
         await audit.append(
             self.session, self._audit,
