@@ -301,6 +301,13 @@ def test_assign_to_a_clinician_of_the_facility(client, factory, ctx):
     assert [e.type for e in factory.events()][-1] == "escalation.assigned"
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether a Linux process has a handler for the signal (SigCgt in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
+
 def test_worker_process_stops_cleanly_on_sigterm(db_url):
     """A deploy stops the worker with SIGTERM: the round in progress commits, the process
     exits 0, and the clock's state stays in the database for the next one."""
@@ -314,8 +321,14 @@ def test_worker_process_stops_cleanly_on_sigterm(db_url):
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(2)  # imports, the first rounds
-        assert proc.poll() is None
+        # Wait until the worker catches SIGTERM (its handler is the first thing it installs;
+        # imports take a while on a busy host): the process's caught-signal mask says so.
+        deadline = time.monotonic() + 60
+        while not _catches(proc.pid, signal.SIGTERM):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the worker never installed its handler"
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the first rounds start
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
