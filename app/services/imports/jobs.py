@@ -1,0 +1,210 @@
+"""Import jobs: submit (small files in the request, large ones as a resumable job), run in
+chunks of one transaction each, claim and resume after a crash; reading one's own jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import AUDITED_REFUSALS, DomainError, NotFound
+from app.models import ImportJob
+from app.models.import_job import ImportFormat, ImportKind, ImportStatus
+from app.security.principal import Principal, load_principal
+from app.security.tokens import InvalidToken
+from app.services.imports.files import Parsed, parse, validate
+from app.services.imports.kinds import KINDS, Kind
+from app.services.pagination import keyset_page
+from app.services.writer import Writer
+
+JOBS = ImportJob.__table__.c
+_OPEN = (ImportStatus.queued.value, ImportStatus.running.value)  # a runner may take these
+
+
+def _claims(principal: Principal, job_id: uuid.UUID) -> dict[str, str]:
+    """What load_principal needs to act as this caller again: their account's current state
+    (active, role, facilities) and the token's scopes (and its revocation) still apply."""
+    return {"sub": str(principal.id), "sub_kind": principal.kind,
+            "jti": principal.jti or f"import:{job_id}", "scope": " ".join(sorted(principal.scopes))}
+
+
+async def submit(*, session: AsyncSession, settings: Settings, principal: Principal,
+                 kind: ImportKind, fmt: ImportFormat, content: bytes,
+                 progress: Callable[[ImportJob], None] | None = None
+                 ) -> tuple[ImportJob, Parsed]:
+    """Checks the file as a whole (size, header, row count), stores the job, and runs it here
+    when it is small (or `progress` is given: the CLI); else it waits for a runner."""
+    k = KINDS[kind]
+    parsed = parse(content, fmt, k)
+    job = ImportJob(kind=kind.value, format=fmt.value, created_by=principal.actor,
+                    content=content, rows_total=len(parsed.rows))
+    job.claims = _claims(principal, job.id)
+    inline = progress is not None or job.rows_total <= settings.import_sync_max_rows
+    if inline:
+        now = utcnow()
+        job.status, job.started_at = ImportStatus.running.value, now
+        job.lease_until = now + timedelta(seconds=settings.import_lease_seconds)
+    session.add(job)
+    w = Writer(session, principal)
+    w.audit(f"import.{kind.value}", "import_job", job.id)
+    await w.commit()
+    if inline:
+        await run(session=session, settings=settings, principal=principal, job=job,
+                  parsed=parsed, progress=progress)
+    return job, parsed
+
+
+async def run(*, session: AsyncSession, settings: Settings, principal: Principal, job: ImportJob,
+              parsed: Parsed | None = None,
+              progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
+    """Processes a claimed job from its first uncommitted row to the end, one transaction
+    per chunk (the chunk's changes, audit rows, events and the job's progress together)."""
+    kind = KINDS[ImportKind(job.kind)]
+    if kind.scope not in principal.scopes:
+        return await _fail(session, job, "insufficient_scope")
+    if parsed is None:
+        try:
+            parsed = parse(job.content or b"", ImportFormat(job.format), kind)
+        except DomainError as exc:
+            return await _fail(session, job, exc.code)
+    valid, errors = validate(parsed, kind)
+    lines = [n for n, _ in parsed.rows]
+    by_line = dict(valid)
+    size = settings.import_chunk_rows
+    while job.rows_done < len(lines):
+        chunk = lines[job.rows_done:job.rows_done + size]
+        rows = [(n, by_line[n]) for n in chunk if n in by_line]
+        w, counts, row_errors = await _apply_chunk(session, principal, kind, job, rows)
+        for e in row_errors:
+            if e["code"] in AUDITED_REFUSALS:  # reaching outside one's scope, as on the routes
+                w.audit(f"import.{kind.name.value}.row", "import_job", job.id, outcome="refused")
+        found = [e for n in chunk for e in errors.get(n, [])] + row_errors
+        found.sort(key=lambda e: e["line"])
+        room = settings.import_max_errors - len(job.errors or [])
+        job.errors = [*(job.errors or []), *found[:max(room, 0)]]
+        job.errors_truncated = job.errors_truncated or len(found) > room
+        job.failed += len({e["line"] for e in found})
+        job.created += counts["created"]
+        job.updated += counts["updated"]
+        job.unchanged += counts["unchanged"]
+        job.rows_done += len(chunk)
+        job.lease_until = utcnow() + timedelta(seconds=settings.import_lease_seconds)
+        if job.rows_done >= len(lines):
+            _finish(job, ImportStatus.completed)
+        # The job row (progress) commits with the chunk it counts.
+        session.add(job)
+        await w.commit()
+        if progress:
+            progress(job)
+    if job.status != ImportStatus.completed.value:
+        _finish(job, ImportStatus.completed)
+        session.add(job)
+        await session.commit()
+    return job
+
+
+async def _apply_chunk(session: AsyncSession, principal: Principal, kind: Kind, job: ImportJob,
+                       rows: list[tuple[int, Any]]) -> tuple[Writer, dict[str, int],
+                                                             list[dict[str, Any]]]:
+    """The chunk's changes, on a Writer the caller commits with the job's progress. A
+    concurrent writer taking the same external id first makes the flush fail: the chunk is
+    rolled back and decided again, on what is now there."""
+    for attempt in (1, 2):
+        w = Writer(session, principal)
+        try:
+            counts, errors = await kind.apply(session, principal, w, rows)
+        except DomainError:
+            if attempt == 2:
+                raise
+            await session.rollback()
+            await session.refresh(job)
+            continue
+        return w, counts, errors
+    raise AssertionError("unreachable")
+
+
+def _finish(job: ImportJob, status: ImportStatus, failure: str | None = None) -> None:
+    job.status = status.value
+    job.failure = failure
+    job.finished_at = utcnow()
+    job.lease_until = None
+    job.content = None  # names and dates of birth are not kept once the job is done
+
+
+async def _fail(session: AsyncSession, job: ImportJob, code: str) -> ImportJob:
+    _finish(job, ImportStatus.failed, code)
+    session.add(job)
+    await session.commit()
+    return job
+
+
+async def claim(session: AsyncSession, settings: Settings, job_id: uuid.UUID) -> ImportJob | None:
+    """Takes a queued job, or one whose runner stopped renewing its lease (a crash, a
+    restart); None when someone else holds it or it is done."""
+    now = utcnow()
+    taken = await session.execute(
+        update(ImportJob.__table__)
+        .where(JOBS.id == job_id, JOBS.status.in_(_OPEN),
+               or_(JOBS.lease_until.is_(None), JOBS.lease_until < now))
+        .values(status=ImportStatus.running.value,
+                lease_until=now + timedelta(seconds=settings.import_lease_seconds)))
+    await session.commit()
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    job = await session.get(ImportJob, job_id, populate_existing=True)
+    if job is not None and job.started_at is None:
+        job.started_at = now
+    return job
+
+
+async def run_claimed(session: AsyncSession, settings: Settings, job: ImportJob,
+                      parsed: Parsed | None = None) -> ImportJob:
+    """Runs a claimed job as its creator (their account as it is now)."""
+    try:
+        principal = await load_principal(session, dict(job.claims))
+    except InvalidToken:
+        return await _fail(session, job, "principal_inactive")
+    return await run(session=session, settings=settings, principal=principal, job=job,
+                     parsed=parsed)
+
+
+async def resume_stalled(session: AsyncSession, settings: Settings) -> dict[str, int]:
+    """Worker job: runs every queued job nobody holds and every job whose lease ran out."""
+    now = utcnow()
+    ids = list((await session.execute(
+        select(JOBS.id).where(JOBS.status.in_(_OPEN),
+                              or_(JOBS.lease_until.is_(None), JOBS.lease_until < now))
+        .order_by(JOBS.id).limit(10))).scalars())
+    await session.commit()
+    done = 0
+    for job_id in ids:
+        job = await claim(session, settings, job_id)
+        if job is not None:
+            await run_claimed(session, settings, job)
+            done += 1
+    return {"imports_resumed": done}
+
+
+# --- reading jobs --------------------------------------------------------------------------
+
+def _mine(principal: Principal) -> Any:
+    return select(ImportJob).where(JOBS.created_by == principal.actor)
+
+
+async def get(*, session: AsyncSession, principal: Principal, import_id: uuid.UUID) -> ImportJob:
+    job = (await session.execute(_mine(principal).where(JOBS.id == import_id))).scalar_one_or_none()
+    if job is None:
+        raise NotFound("No such import.")
+    return job
+
+
+async def list_(*, session: AsyncSession, principal: Principal, limit: int,
+                cursor: str | None) -> tuple[list[ImportJob], str | None]:
+    return await keyset_page(session, _mine(principal), JOBS.id, kind="import", limit=limit,
+                             cursor=cursor)
