@@ -129,7 +129,9 @@ async def fan_out(session: AsyncSession, now: datetime) -> int:
                                 *events.event_clauses(owner, list(ep.event_types)))
             .order_by(OE.id))).all())
         crisis_types = [t for t in ep.event_types if is_crisis(t)]
-        if upper < newest and crisis_types:  # crisis events beyond the window: now
+        # Crisis events beyond the window: now. Their records (escalations) have crisis events
+        # only, so none overtakes an earlier event of its own record left behind the cursor.
+        if upper < newest and crisis_types:
             rows += (await session.execute(
                 select(*cols).where(OE.id > upper, OE.id <= newest, not_queued,
                                     *events.event_clauses(owner, crisis_types))
