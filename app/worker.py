@@ -39,14 +39,14 @@ def _jobs() -> list[Job]:
     from app.services.idempotency import purge
     from app.services.imports import resume_stalled
     from app.services.pairings import certification_sweep
-    from app.services.webhook_delivery import deliver_round, purge_log
+    from app.services.webhook_delivery import delivery_job, purge_log
 
     return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds),
             Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds),
             Job("certification_sweep", certification_sweep,
                 lambda s: s.certification_sweep_minutes * 60),
             Job("idempotency_purge", purge, lambda s: 600),
-            Job("webhook_delivery", deliver_round, lambda s: s.webhook_poll_seconds,
+            Job("webhook_delivery", delivery_job, lambda s: s.webhook_poll_seconds,
                 exclusive=False),
             Job("webhook_log_purge", purge_log, lambda s: 3600),
             Job("import_resume", resume_stalled, lambda s: s.import_lease_seconds / 4)]

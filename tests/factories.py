@@ -234,6 +234,7 @@ class Factory:
     def webhook_delivery(self, endpoint: WebhookEndpoint, event: OutboxEvent,
                          status: str = "delivered") -> WebhookDelivery:
         d = WebhookDelivery(endpoint_id=endpoint.id, event_id=event.id, event_type=event.type,
+                            entity_id=event.entity_id,
                             status=status, attempts=1, next_attempt_at=datetime.now(UTC))
         self._save(d)
         return d

@@ -47,7 +47,11 @@ class WebhookEndpoint(SQLModel, table=True):
     secret_wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     secret_key_id: str = Field(max_length=64)
     previous_secret_expires_at: datetime | None = ts_field(nullable=True)
+    # Failed rounds in a row (a round: the attempts to this endpoint recorded together).
     consecutive_failures: int = 0
+    # While failing: the next routine attempt waits until then (one probe at a time); crisis
+    # deliveries keep their own schedule. None when healthy.
+    retry_at: datetime | None = ts_field(nullable=True)
     # Fan-out cursor: the last outbox id considered for this endpoint.
     last_event_id: int = Field(default=0, sa_column=Column(
         BigInteger().with_variant(Integer(), "sqlite"), nullable=False))
@@ -58,14 +62,18 @@ class WebhookEndpoint(SQLModel, table=True):
 
 
 class WebhookDelivery(SQLModel, table=True):
-    """One event for one endpoint. Sent in event order per endpoint (a manual redelivery
-    stands outside that order)."""
+    """One event for one endpoint. Sent in event order per record (endpoint x entity): a
+    record's later event waits until its earlier one is delivered or given up; different records
+    go side by side, crisis ones first (a manual redelivery stands outside that order)."""
 
     __tablename__ = "webhook_delivery"
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id"),
         Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
-        Index("ix_webhook_delivery_endpoint_status", "endpoint_id", "status", "event_id"),
+        # The claim: an endpoint's due heads, lane by lane.
+        Index("ix_webhook_delivery_lane", "endpoint_id", "crisis", "status", "next_attempt_at"),
+        # The head check: an earlier pending event of the same record on the same endpoint.
+        Index("ix_webhook_delivery_record", "endpoint_id", "entity_id", "status", "event_id"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
@@ -75,6 +83,10 @@ class WebhookDelivery(SQLModel, table=True):
         ForeignKey("outbox_event.id", name="fk_webhook_delivery_event_id_outbox_event"),
         nullable=False))
     event_type: str = Field(max_length=64)
+    # The record the event is about (the outbox event's entity): the unit of ordering.
+    entity_id: uuid.UUID
+    # The crisis lane (escalation and observation events): claimed first, own send slots.
+    crisis: bool = False
     status: str = Field(default=DeliveryStatus.pending.value, max_length=16)
     manual: bool = False
     attempts: int = 0

@@ -183,7 +183,7 @@ async def update_(*, session: AsyncSession, principal: Principal, settings: Sett
         # Re-enabled: what was queued resumes now; events of the disabled time are not
         # sent (they are in the feed).
         ep.status, ep.disabled_reason, ep.disabled_at = EndpointStatus.active.value, None, None
-        ep.consecutive_failures = 0
+        ep.consecutive_failures, ep.retry_at = 0, None
         ep.last_event_id = await events.newest_id(session)
         await session.execute(update(WebhookDelivery).where(
             WD.endpoint_id == ep.id, WD.status == DeliveryStatus.pending.value)
