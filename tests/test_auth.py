@@ -623,6 +623,64 @@ def test_login_throttled_per_address(client, factory, settings):
     _assert_throttled(login(client, user.username))
 
 
+def test_correct_sign_ins_do_not_count_toward_the_throttle(client, factory):
+    """Only failures count: an account that signs in correctly again and again is never
+    throttled for it, and its failures still lock it after five."""
+    user = factory.user(Role.coordinator)
+    for _ in range(8):
+        assert login(client, user.username).status_code == 200
+    for _ in range(5):
+        assert_oauth_error(login(client, user.username, "wrong-password-123"), 400, "invalid_grant")
+    _assert_throttled(login(client, user.username))
+
+
+def test_a_facility_behind_one_address_can_sign_in_at_shift_change(client, factory):
+    """One NAT, a whole shift signing in (several times each): more than 20 correct sign-ins
+    from one address in a minute all succeed."""
+    officers = [factory.user(Role.officer) for _ in range(6)]
+    statuses = [login(client, o.username).status_code for _ in range(4) for o in officers]
+    assert statuses == [200] * 24, statuses
+
+
+def test_a_success_does_not_reset_the_address_failures(client, factory):
+    """An attacker holding one valid account must not wipe the address's failures by signing
+    in between guesses at other accounts."""
+    mine = factory.user(Role.officer)
+    for i in range(19):
+        r = login(client, f"victim{i}-{uuid.uuid4().hex[:6]}", "guess-123456789")
+        assert_oauth_error(r, 400, "invalid_grant")
+        assert login(client, mine.username).status_code == 200
+    assert_oauth_error(login(client, "victim-last", "guess-123456789"), 400, "invalid_grant")
+    _assert_throttled(login(client, "victim-more", "guess-123456789"))
+    _assert_throttled(login(client, mine.username))
+
+
+def test_the_owners_success_does_not_reset_an_accounts_failures(client, factory):
+    """Someone guessing at an account gets no fresh budget when its owner signs in."""
+    user = factory.user(Role.coordinator)
+    for _ in range(4):
+        assert_oauth_error(login(client, user.username, "wrong-password-123"), 400, "invalid_grant")
+    assert login(client, user.username).status_code == 200
+    assert_oauth_error(login(client, user.username, "wrong-password-123"), 400, "invalid_grant")
+    _assert_throttled(login(client, user.username, "wrong-password-123"))
+    _assert_throttled(login(client, user.username))
+
+
+def test_a_client_fetching_tokens_often_is_not_throttled(client, factory):
+    api = factory.api_client(["participants:read"])
+    for _ in range(8):
+        r = client.post(TOKEN_URL, data={"grant_type": "client_credentials"},
+                        auth=(api.client_id, PASSWORD))
+        assert r.status_code == 200, r.text
+    for _ in range(5):
+        r = client.post(TOKEN_URL, data={"grant_type": "client_credentials"},
+                        auth=(api.client_id, "wrong-secret"))
+        assert_oauth_error(r, 401, "invalid_client")
+    r = client.post(TOKEN_URL, data={"grant_type": "client_credentials"},
+                    auth=(api.client_id, PASSWORD))
+    _assert_throttled(r)
+
+
 # --- 6. denied attempts are audited -------------------------------------------------------------
 
 def test_401_on_protected_route_is_audited(client, factory):

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,25 +40,58 @@ class OAuthError(DomainError):
 
 
 class Throttle:
-    """Counts sign-in attempts in a moving window, per username and per client address."""
+    """Counts failed sign-ins in a moving window, per account (username, or client id) and
+    per client address; a correct sign-in does not count.
+
+    An attempt takes a place in both windows before its secret is checked, so concurrent
+    guesses cannot all slip through between a test and a hit (places held by attempts still
+    in flight count too). An attempt that turns out not to be a failure (a correct sign-in,
+    or one refused by the other window before any check) gives its own place back: it adds
+    an entry to that key's "ok" window, and each key's allowance is its limit plus its ok
+    entries, so attempts - ok = failures (+ attempts in flight) stays under the limit.
+    Giving back never removes anyone else's failures: a success resets nothing, so someone
+    holding one valid account cannot wipe an address's failures by signing in between
+    guesses, and an owner's sign-in gives no fresh budget to someone guessing at the account.
+    Only the `limits` storage API is used (memory, or redis shared by several processes)."""
+
+    OK_CEILING = 10_000  # ok entries looked at per key and window
 
     def __init__(self, settings: Settings) -> None:
         uri = settings.rate_limit_storage
-        self._limiter = MovingWindowRateLimiter(storage_from_string(
-            uri if uri.startswith("async+") else f"async+{uri}"))
+        self._storage: Any = storage_from_string(uri if uri.startswith("async+") else
+                                                 f"async+{uri}")
         self._per_user: RateLimitItem = parse(settings.login_limit_per_username)
         self._per_addr: RateLimitItem = parse(settings.login_limit_per_address)
 
-    async def check(self, username: str, address: str) -> None:
-        """Counts the attempt before the password is checked, so concurrent guesses cannot
-        all slip through between a test and a hit."""
-        for item, key in ((self._per_user, f"u:{username}"), (self._per_addr, f"a:{address}")):
-            if not await self._limiter.hit(item, "login", key):
-                stats = await self._limiter.get_window_stats(item, "login", key)
-                wait = max(1, math.ceil(stats.reset_time - time.time()))
+    def _windows(self, account: str, address: str) -> list[tuple[RateLimitItem, str]]:
+        return [(self._per_user, f"u:{account}"), (self._per_addr, f"a:{address}")]
+
+    async def check(self, account: str, address: str) -> list[tuple[RateLimitItem, str]]:
+        """Takes this attempt's place in each window (429 when one is full); returns the
+        places, to give back with `not_a_failure` when the attempt turns out correct."""
+        taken: list[tuple[RateLimitItem, str]] = []
+        for item, key in self._windows(account, address):
+            expiry = item.get_expiry()
+            # The ok window is a second shorter: a success's entry leaves before its attempt's,
+            # never after (which would briefly allow one failure too many).
+            _, ok = await self._storage.get_moving_window(
+                item.key_for("login-ok", key), self.OK_CEILING, expiry - min(1.0, expiry / 60))
+            allowance = item.amount + ok
+            if not await self._storage.acquire_entry(item.key_for("login", key), allowance,
+                                                     expiry):
+                await self.not_a_failure(taken)
+                start, _ = await self._storage.get_moving_window(item.key_for("login", key),
+                                                                 allowance, expiry)
+                wait = min(expiry, max(1, math.ceil(start + expiry - time.time())))
                 raise TooManyRequests("Too many failed sign-ins; wait before trying again.",
                                       code="login_throttled", headers={"Retry-After": str(wait)})
+            taken.append((item, key))
+        return taken
 
+    async def not_a_failure(self, taken: list[tuple[RateLimitItem, str]]) -> None:
+        for item, key in taken:
+            await self._storage.acquire_entry(item.key_for("login-ok", key), self.OK_CEILING,
+                                              item.get_expiry())
 
 
 def _granted_scopes(requested: str | None, allowed: frozenset[str]) -> str:
@@ -109,7 +141,7 @@ async def password_grant(*, session: AsyncSession, settings: Settings, keyring: 
                          throttle: Throttle, username: str, password: str, scope: str | None,
                          address: str) -> TokenResponse:
     username = username.strip().lower()
-    await throttle.check(username, address)
+    places = await throttle.check(username, address)
     row = (await session.execute(
         select(User, Participant.network).outerjoin(Participant,
                                                     Participant.id == User.participant_id)
@@ -120,6 +152,7 @@ async def password_grant(*, session: AsyncSession, settings: Settings, keyring: 
         await _audit_anonymous(session, "auth.password", "denied",
                                str(user.id) if user is not None else None)
         raise OAuthError("invalid_grant", "Wrong username or password.")
+    await throttle.not_a_failure(places)
     granted = _granted_scopes(scope, scopes_for(Role(user.role), user.all_facilities))
     principal = _user_principal(user, network, granted)
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
@@ -178,7 +211,7 @@ async def client_credentials_grant(*, session: AsyncSession, settings: Settings,
                                    keyring: KeyRing, throttle: Throttle, client_id: str,
                                    client_secret: str, scope: str | None,
                                    address: str) -> TokenResponse:
-    await throttle.check(f"client:{client_id}", address)
+    places = await throttle.check(f"client:{client_id}", address)
     client = (await session.execute(select(ApiClient).where(ApiClient.client_id == client_id))
               ).scalar_one_or_none()
     ok = verify_password(client_secret, client.secret_hash if client is not None else None)
@@ -187,6 +220,7 @@ async def client_credentials_grant(*, session: AsyncSession, settings: Settings,
                                str(client.id) if client is not None else None)
         raise OAuthError("invalid_client", "Client authentication failed.", status=401,
                          headers={"WWW-Authenticate": 'Basic realm="peerlink"'})
+    await throttle.not_a_failure(places)
     granted = _granted_scopes(scope, frozenset(client.scopes) & ROLE_SCOPES[Role.integration])
     principal = Principal(kind="client", id=client.id, name=client.client_id,
                           role=Role.integration, scopes=frozenset(granted.split()),
