@@ -358,7 +358,9 @@ def test_token_lifetime_over_15_minutes_is_refused(client, factory, settings, ap
 @pytest.mark.parametrize("over", [
     {"sub": "not-a-uuid"}, {"sub_kind": DROP}, {"sub_kind": "robot"},
     {"sub": "00000000-0000-0000-0000-000000000000"}, {"scope": ["participants:read"]},
-], ids=["sub_not_uuid", "no_sub_kind", "bad_sub_kind", "unknown_sub", "scope_not_string"])
+    {"sid": "not-a-uuid"}, {"sid": 7},
+], ids=["sub_not_uuid", "no_sub_kind", "bad_sub_kind", "unknown_sub", "scope_not_string",
+        "sid_not_uuid", "sid_not_string"])
 def test_signed_token_for_no_valid_account_is_refused(client, factory, settings, app, over):
     user = factory.user(Role.coordinator)
     token = forge(app, valid_claims(settings, user, **over))
@@ -494,6 +496,56 @@ def test_refresh_rotation_and_reuse_revokes_the_family(client, factory):
     assert refresh(client, other_family["refresh_token"]).status_code == 200
 
 
+def test_a_replayed_refresh_token_kills_the_live_access_tokens_of_its_family(client, factory):
+    """Reuse detection ends the session, not only its refresh tokens: the access tokens already
+    issued from the family answer 401 at once, although they are cached and unexpired."""
+    user = factory.user(Role.coordinator)
+    other = tokens_for(client, user)  # another sign-in: another family
+    first = tokens_for(client, user)
+    a1 = first["access_token"]
+    assert client.get(ME, headers=bearer(a1)).status_code == 200  # verified and cached
+    r = refresh(client, first["refresh_token"])
+    assert r.status_code == 200, r.text
+    a2, r2 = r.json()["access_token"], r.json()["refresh_token"]
+    assert client.get(ME, headers=bearer(a2)).status_code == 200
+
+    assert_oauth_error(refresh(client, first["refresh_token"]), 400, "invalid_grant")  # replay
+
+    assert_unauthorized(client, client.get(ME, headers=bearer(a1)))
+    assert_unauthorized(client, client.get(ME, headers=bearer(a2)))
+    assert_unauthorized(client, client.get("/v1/participants", headers=bearer(a2)))
+    assert_oauth_error(refresh(client, r2), 400, "invalid_grant")
+    # The account's other session lives on.
+    assert client.get(ME, headers=bearer(other["access_token"])).status_code == 200
+    assert refresh(client, other["refresh_token"]).status_code == 200
+
+
+def test_a_family_revocation_reaches_other_processes(client, factory, settings, is_pg):
+    """Other API processes drop their cached principals of the family's account on NOTIFY,
+    sent in the transaction that revokes the family (replay, or RFC 7009 revocation)."""
+    if not is_pg:
+        pytest.skip("SQLite is embedded in one process; nothing to notify")
+    import psycopg
+
+    from app.security.invalidation import CHANNEL, _conninfo
+
+    user = factory.user(Role.coordinator)
+    with psycopg.connect(_conninfo(settings), autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        first = tokens_for(client, user)
+        assert refresh(client, first["refresh_token"]).status_code == 200
+        assert_oauth_error(refresh(client, first["refresh_token"]), 400, "invalid_grant")
+        got = [n.payload for n in listener.notifies(timeout=3, stop_after=1)]
+        assert got == [f"sub:{user.id}"]
+        second = tokens_for(client, user)
+        r = client.post("/v1/auth/revoke", data={"token": second["refresh_token"]})
+        assert r.status_code == 200, r.text
+        got = [n.payload for n in listener.notifies(timeout=3, stop_after=1)]
+        assert got == [f"sub:{user.id}"]
+    assert_unauthorized(client, client.get(ME, headers=bearer(first["access_token"])))
+    assert_unauthorized(client, client.get(ME, headers=bearer(second["access_token"])))
+
+
 def test_unknown_refresh_token_is_invalid_grant(client):
     assert_oauth_error(refresh(client, "plr_not-a-real-token"), 400, "invalid_grant")
 
@@ -506,9 +558,14 @@ def test_revoking_a_refresh_token_kills_its_family(client, factory, which):
     assert r.status_code == 200, r.text
     current = r.json()["refresh_token"]
     target = current if which == "current" else first["refresh_token"]
+    live = r.json()["access_token"]
+    assert client.get(ME, headers=bearer(live)).status_code == 200
     r = client.post("/v1/auth/revoke", data={"token": target, "token_type_hint": "refresh_token"})
     assert r.status_code == 200, r.text
     assert_oauth_error(refresh(client, current), 400, "invalid_grant")
+    # RFC 7009 2.1: the access tokens of the same grant are invalidated too.
+    assert_unauthorized(client, client.get(ME, headers=bearer(first["access_token"])))
+    assert_unauthorized(client, client.get(ME, headers=bearer(live)))
 
 
 def test_revoke_answers_200_for_unknown_tokens(client):

@@ -16,11 +16,11 @@ from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Forbidden, Unauthorized
-from app.models import ApiClient, Participant, RevokedAccessToken, User
+from app.models import ApiClient, Participant, RefreshToken, RevokedAccessToken, User
 from app.models.common import Network, Role
 from app.security.scopes import COORDINATORS, ROLE_NETWORKS, ROLE_SCOPES, SCOPES, scopes_for
 from app.security.tokens import InvalidToken
@@ -154,9 +154,20 @@ async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Princ
         )
     if claims.get("sub_kind") != "user":
         raise InvalidToken("unknown subject kind")
+    dead: ColumnElement[bool] = revoked
+    if "sid" in claims:
+        # Issued from a refresh family (a sign-in): dead once the family is revoked (a replayed
+        # refresh token, RFC 7009 revocation, a password or role change, deactivation).
+        try:
+            family = uuid.UUID(claims["sid"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidToken("bad sid") from exc
+        dead = or_(revoked, exists().where(
+            RefreshToken.family_id == family,
+            RefreshToken.revoked_at.is_not(None)))  # type: ignore[union-attr]
     row = (await session.execute(
         select(User.username, User.active, User.role, User.all_facilities, User.facility_ids,
-               User.participant_id, Participant.network, revoked.label("revoked"))
+               User.participant_id, Participant.network, dead.label("revoked"))
         .outerjoin(Participant, Participant.id == User.participant_id)
         .where(User.id == subject)
     )).first()

@@ -114,9 +114,15 @@ def _user_principal(user: User, network: str | None, scopes: str) -> Principal:
                      networks=networks, participant_id=user.participant_id)
 
 
-def _access_claims(p: Principal) -> dict[str, Any]:
-    return {"sub_kind": p.kind, "role": p.role.value,
-            "facilities": "all" if p.all_facilities else sorted(str(f) for f in p.facility_ids)}
+def _access_claims(p: Principal, family: uuid.UUID | None = None) -> dict[str, Any]:
+    """`sid` (a registered JWT claim: the session) names the refresh family a user's access
+    token comes from, so revoking the family revokes its access tokens too
+    (principal.load_principal); client tokens have no family."""
+    claims = {"sub_kind": p.kind, "role": p.role.value,
+              "facilities": "all" if p.all_facilities else sorted(str(f) for f in p.facility_ids)}
+    if family is not None:
+        claims["sid"] = str(family)
+    return claims
 
 
 async def _audit_anonymous(session: AsyncSession, action: str, outcome: str,
@@ -137,6 +143,18 @@ async def _issue_refresh(session: AsyncSession, settings: Settings, user_id: uui
     return token
 
 
+async def _revoke_family(session: AsyncSession, family: uuid.UUID, user_id: uuid.UUID,
+                         w: Writer) -> None:
+    """Every refresh token of the family, and with them the access tokens issued from it:
+    those carry the family as `sid`, and the cached principals of the account are dropped
+    in every process when this commits (a cache miss re-checks the family)."""
+    await session.execute(update(RefreshToken)
+                          .where(RefreshToken.family_id == family,
+                                 RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                          .values(revoked_at=utcnow()))
+    w.invalidate_auth(subject=user_id)
+
+
 async def password_grant(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
                          throttle: Throttle, username: str, password: str, scope: str | None,
                          address: str) -> TokenResponse:
@@ -155,9 +173,10 @@ async def password_grant(*, session: AsyncSession, settings: Settings, keyring: 
     await throttle.not_a_failure(places)
     granted = _granted_scopes(scope, scopes_for(Role(user.role), user.all_facilities))
     principal = _user_principal(user, network, granted)
+    family = uuid.uuid4()
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
-                                           extra=_access_claims(principal))
-    refresh = await _issue_refresh(session, settings, user.id, uuid.uuid4(), granted)
+                                           extra=_access_claims(principal, family))
+    refresh = await _issue_refresh(session, settings, user.id, family, granted)
     w = Writer(session, principal)
     w.audit("auth.password", "user", user.id)
     await w.commit()
@@ -175,11 +194,9 @@ async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: K
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     if stored.used_at is not None or stored.revoked_at is not None:
         # A rotated token came back: someone holds a copy. The whole family dies.
-        await session.execute(update(RefreshToken)
-                              .where(RefreshToken.family_id == stored.family_id,
-                                     RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
-                              .values(revoked_at=now))
-        await session.commit()
+        w = Writer(session, None)
+        await _revoke_family(session, stored.family_id, stored.user_id, w)
+        await w.commit()
         await _audit_anonymous(session, "auth.refresh_reuse", "denied", str(stored.user_id))
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     if stored.expires_at <= now:
@@ -198,7 +215,7 @@ async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: K
     stored.used_at = now
     principal = _user_principal(user, network, granted)
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
-                                           extra=_access_claims(principal))
+                                           extra=_access_claims(principal, stored.family_id))
     new_refresh = await _issue_refresh(session, settings, user.id, stored.family_id, granted)
     w = Writer(session, principal)
     w.audit("auth.refresh", "user", user.id)
@@ -259,10 +276,7 @@ async def revoke(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
         RefreshToken.token_hash == token_digest(token)))).scalar_one_or_none()
     if stored is None:
         return
-    await session.execute(update(RefreshToken)
-                          .where(RefreshToken.family_id == stored.family_id,
-                                 RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
-                          .values(revoked_at=utcnow()))
     w = Writer(session, None)
+    await _revoke_family(session, stored.family_id, stored.user_id, w)
     w.audit("auth.revoke_refresh", "user", stored.user_id)
     await w.commit()
