@@ -645,6 +645,111 @@ def test_client_credentials_without_basic_is_401(client, factory, authorization)
     assert r.headers["www-authenticate"].startswith("Basic")
 
 
+def _client_post(client, data: dict[str, str], **kw: Any):
+    return client.post(TOKEN_URL, data={"grant_type": "client_credentials", **data}, **kw)
+
+
+def test_client_credentials_in_the_body(client, factory):
+    """RFC 6749 2.3.1 client_secret_post: client_id and client_secret as form fields."""
+    api = factory.api_client(["participants:read", "facilities:read"])
+    r = _client_post(client, {"client_id": api.client_id, "client_secret": PASSWORD,
+                              "scope": "facilities:read"})
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert body["scope"] == "facilities:read" and body.get("refresh_token") is None
+    assert jose_jwt.get_unverified_claims(body["access_token"])["sub"] == str(api.id)
+    assert client.get("/v1/facilities", headers=bearer(body["access_token"])).status_code == 200
+
+    wrong = _client_post(client, {"client_id": api.client_id, "client_secret": "wrong-secret"})
+    unknown = _client_post(client, {"client_id": "plc_nobody", "client_secret": PASSWORD})
+    no_secret = _client_post(client, {"client_id": api.client_id})
+    for r in (wrong, unknown, no_secret):
+        assert_oauth_error(r, 401, "invalid_client")
+        assert "access_token" not in r.json()
+    assert without_request_id(wrong.json()) == without_request_id(unknown.json())
+    # The secret is never taken from the query string (RFC 6749 2.3.1).
+    r = client.post(f"{TOKEN_URL}?client_id={api.client_id}&client_secret={PASSWORD}",
+                    data={"grant_type": "client_credentials"})
+    assert_oauth_error(r, 401, "invalid_client")
+
+
+@pytest.mark.parametrize("body", [
+    {"client_secret": PASSWORD},
+    {"client_id": "SAME", "client_secret": PASSWORD},
+    {"client_id": "plc_someone_else"},
+], ids=["secret_in_body", "both_in_body", "other_client_id_in_body"])
+def test_client_authentication_two_ways_at_once_is_invalid_request(client, factory, body):
+    """RFC 6749 2.3: one authentication method per request (HTTP Basic or the body)."""
+    api = factory.api_client(["participants:read"])
+    data = {k: api.client_id if v == "SAME" else v for k, v in body.items()}
+    r = _client_post(client, data, auth=(api.client_id, PASSWORD))
+    assert_oauth_error(r, 400, "invalid_request")
+    assert r.json()["error"] == "invalid_request"
+    assert "access_token" not in r.json()
+
+
+def test_basic_with_the_same_client_id_in_the_body_is_one_method(client, factory):
+    """client_id alone in the body is not a second authentication method."""
+    api = factory.api_client(["participants:read"])
+    r = _client_post(client, {"client_id": api.client_id}, auth=(api.client_id, PASSWORD))
+    assert r.status_code == 200, r.text
+
+
+def test_token_errors_carry_error_and_error_description(client, factory):
+    """RFC 6749 5.2, inside the problem+json body: `error` (the existing codes) and a
+    human-readable `error_description`."""
+    user = factory.user(Role.coordinator)
+    api = factory.api_client(["participants:read"])
+    cases = [
+        (login(client, user.username, "wrong-password-123"), 400, "invalid_grant"),
+        (login(client, user.username, scope="users:write"), 400, "invalid_scope"),
+        (client.post(TOKEN_URL, data={"grant_type": "password", "username": "x"}), 400,
+         "invalid_request"),
+        (refresh(client, "plr_not-a-real-token"), 400, "invalid_grant"),
+        (_client_post(client, {}, auth=(api.client_id, "wrong-secret")), 401, "invalid_client"),
+        (_client_post(client, {"client_secret": "x"}, auth=(api.client_id, PASSWORD)), 400,
+         "invalid_request"),
+    ]
+    for r, status, error in cases:
+        assert_oauth_error(r, status, error)
+        body = r.json()
+        assert body["error"] == error
+        assert isinstance(body["error_description"], str) and body["error_description"]
+        assert body["error_description"] == body["detail"]
+        assert user.username not in body["error_description"]
+
+
+def test_the_contract_declares_both_flows_and_the_public_routes(app):
+    spec = app.openapi()
+    scheme = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+    assert scheme["type"] == "oauth2"
+    flows = scheme["flows"]
+    assert flows["password"]["tokenUrl"] == TOKEN_URL
+    assert set(flows["password"]["scopes"]) >= ROLE_SCOPES[Role.admin]
+    assert flows["clientCredentials"]["tokenUrl"] == TOKEN_URL
+    assert set(flows["clientCredentials"]["scopes"]) == ROLE_SCOPES[Role.integration]
+    public = {(path, method) for path, item in spec["paths"].items()
+              for method, op in item.items() if op.get("security") == []}
+    assert public == {("/v1/auth/token", "post"), ("/v1/auth/revoke", "post"),
+                      ("/.well-known/jwks.json", "get"), ("/livez", "get"), ("/readyz", "get")}
+    for item in spec["paths"].values():
+        for op in item.values():
+            assert "security" in op, op["operationId"]  # public or not, each one says so
+    token = spec["paths"]["/v1/auth/token"]["post"]
+    form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    props = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert {"client_id", "client_secret"} <= props.keys()
+    for status in ("400", "401"):
+        schema = token["responses"][status]["content"]["application/problem+json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/OAuthProblem"}
+    oauth_problem = spec["components"]["schemas"]["OAuthProblem"]
+    problem = spec["components"]["schemas"]["Problem"]
+    assert set(oauth_problem["required"]) == set(problem["required"]) | {"error",
+                                                                         "error_description"}
+    assert oauth_problem["properties"].keys() >= problem["properties"].keys()
+
+
 # --- 5. throttling ---------------------------------------------------------------------------
 
 def _assert_throttled(r) -> None:

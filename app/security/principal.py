@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
+from fastapi.openapi.models import OAuth2 as OAuth2Model
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword
+from fastapi.openapi.models import OAuthFlows as OAuthFlowsModel
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +28,31 @@ from app.models.common import Network, Role
 from app.security.scopes import COORDINATORS, ROLE_NETWORKS, ROLE_SCOPES, SCOPES, scopes_for
 from app.security.tokens import InvalidToken
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", scopes=SCOPES, auto_error=False)
+TOKEN_URL = "/v1/auth/token"
+
+
+class OAuth2Bearer(OAuth2PasswordBearer):
+    """The bearer access token, and how to get one at the token endpoint: the password flow
+    (people) and the client_credentials flow (machines: HTTP Basic or client_secret_post),
+    each with the scopes it can grant. Keeps the contract's scheme name, which every
+    operation's security requirement refers to."""
+
+    def __init__(self) -> None:
+        super().__init__(tokenUrl=TOKEN_URL, scopes=SCOPES, auto_error=False,
+                         scheme_name="OAuth2PasswordBearer")
+        clients = ROLE_SCOPES[Role.integration]
+        self.model = OAuth2Model(
+            description="Access tokens from `POST /v1/auth/token`: the `password` grant for "
+                        "people (with `refresh_token` rotation), `client_credentials` for "
+                        "machines. Send `Authorization: Bearer <access_token>`.",
+            flows=OAuthFlowsModel(
+                password=OAuthFlowPassword(tokenUrl=TOKEN_URL, scopes=SCOPES),
+                clientCredentials=OAuthFlowClientCredentials(
+                    tokenUrl=TOKEN_URL,
+                    scopes={k: v for k, v in SCOPES.items() if k in clients})))
+
+
+oauth2_scheme = OAuth2Bearer()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,13 +29,14 @@ from app.services.writer import Writer
 
 
 class OAuthError(DomainError):
-    """RFC 6749 section 5.2 errors, as problem+json with the `error` member kept."""
+    """RFC 6749 section 5.2 errors, as problem+json with the `error` and `error_description`
+    members kept."""
 
     status, code, title = 400, "invalid_request", "Token request refused"
 
     def __init__(self, code: str, detail: str, status: int = 400,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail, code=code, headers=headers, error=code)
+        super().__init__(detail, code=code, headers=headers, error=code, error_description=detail)
         self.status = status
 
 
