@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 from pydantic import AwareDatetime
 
+from app.config import Settings
 from app.deps import NoteCipherDep, Principal, SessionDep, SessionMakerDep, SettingsDep, require
 from app.models.common import Page
 from app.models.support_session import (
@@ -77,6 +78,12 @@ async def schedule_support_session(body: SessionCreate, settings: SettingsDep, s
                                    response: Response,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
+    """A group's facilitator is a staff member (the caller, when `facilitator_id` is omitted)
+    or a supporter who meets rule 2 as a pairing's supporter does: certified, `active`, in
+    custody (or employed), at the group's facility, no open high or imminent escalation about
+    them, record not archived (422 `facilitator_not_eligible`; the detail names the first
+    rule broken, except to a peer, who is told only that they cannot lead a group now). The
+    facilitator is checked again when the group is completed."""
     s = await svc.schedule(session=session, settings=settings,
                            principal=principal, data=body)
     response.headers["Location"] = f"/v1/support-sessions/{s.id}"
@@ -100,10 +107,10 @@ async def add_session_attendee(session_id: uuid.UUID, body: AttendeeAdd, session
     return await _one(session, response, s)
 
 
-async def _move(cipher: NoteCipher, session: Any, response: Response, principal: Principal,
-                session_id: uuid.UUID, action: str, if_match: str | None,
+async def _move(cipher: NoteCipher, settings: Settings, session: Any, response: Response,
+                principal: Principal, session_id: uuid.UUID, action: str, if_match: str | None,
                 **kw: Any) -> SessionRead:
-    s = await svc.transition(session=session, cipher=cipher,
+    s = await svc.transition(session=session, settings=settings, cipher=cipher,
                              principal=principal, session_id=session_id, action=action,
                              if_match=if_match, **kw)
     return await _one(session, response, s)
@@ -111,34 +118,36 @@ async def _move(cipher: NoteCipher, session: Any, response: Response, principal:
 
 @router.post("/{session_id}/complete", response_model=SessionRead, responses=_MOVE)
 async def complete_support_session(session_id: uuid.UUID, body: SessionComplete,
-                                   cipher: NoteCipherDep, session: SessionDep, response: Response,
+                                   cipher: NoteCipherDep, settings: SettingsDep,
+                                   session: SessionDep, response: Response,
                                    if_match: IfMatch = None,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
     """Actual start, duration, location, topics, wellbeing (1-5 before/after), group
     attendance, and an optional confidential note (encrypted; never returned here)."""
-    return await _move(cipher, session, response, principal, session_id, "complete", if_match,
-                       complete=body)
+    return await _move(cipher, settings, session, response, principal, session_id, "complete",
+                       if_match, complete=body)
 
 
 @router.post("/{session_id}/cancel", response_model=SessionRead, responses=_MOVE)
 async def cancel_support_session(session_id: uuid.UUID, body: SessionClose, cipher: NoteCipherDep,
-                                 session: SessionDep, response: Response,
+                                 settings: SettingsDep, session: SessionDep, response: Response,
                                  if_match: IfMatch = None,
                                  principal: Principal = require("sessions:write"),
                                  ) -> SessionRead:
-    return await _move(cipher, session, response, principal, session_id, "cancel", if_match,
-                       reason=body.reason)
+    return await _move(cipher, settings, session, response, principal, session_id, "cancel",
+                       if_match, reason=body.reason)
 
 
 @router.post("/{session_id}/no-show", response_model=SessionRead, responses=_MOVE)
 async def mark_support_session_no_show(session_id: uuid.UUID, body: SessionClose,
-                                       cipher: NoteCipherDep, session: SessionDep,
-                                       response: Response, if_match: IfMatch = None,
+                                       cipher: NoteCipherDep, settings: SettingsDep,
+                                       session: SessionDep, response: Response,
+                                       if_match: IfMatch = None,
                                        principal: Principal = require("sessions:write"),
                                        ) -> SessionRead:
-    return await _move(cipher, session, response, principal, session_id, "no_show", if_match,
-                       reason=body.reason)
+    return await _move(cipher, settings, session, response, principal, session_id, "no_show",
+                       if_match, reason=body.reason)
 
 
 @router.get("/{session_id}/note", response_model=NoteRead, responses=problems(404))

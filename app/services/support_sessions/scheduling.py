@@ -1,6 +1,7 @@
-"""Scheduling and closing support sessions: one-to-one within a pairing or a group, group
-attendance (the network and keep-apart checks), completion with wellbeing, topics and the
-confidential note, and the cancel of ended pairings' sessions (asked for by pairings).
+"""Scheduling and closing support sessions: one-to-one within a pairing or a group (a peer
+facilitator meets rule 2 through the pairing rules' own checks), group attendance (the network
+and keep-apart checks), completion with wellbeing, topics and the confidential note, and the
+cancel of ended pairings' sessions (asked for by pairings).
 
 Who may act: a peer supporter on their own pairings' sessions and the groups they
 facilitate; coordinators for their network and facilities (`SESSION_KEEPERS`).
@@ -18,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, Forbidden, NotFound, RuleViolation
-from app.models import Facility, KeepApartOrder, Pairing, SessionAttendee, SupportSession
+from app.models import (
+    Facility,
+    KeepApartOrder,
+    Pairing,
+    Participant,
+    SessionAttendee,
+    SupportSession,
+)
 from app.models.common import Network
 from app.models.keep_apart import KeepApartStatus
 from app.models.support_session import (
@@ -31,9 +39,10 @@ from app.models.support_session import (
 from app.security.notes import NoteCipher
 from app.security.principal import Principal
 from app.security.scopes import SESSION_KEEPERS
-from app.services import certification, scoping, secrecy
+from app.services import scoping, secrecy
 from app.services.common import check_version, flush_unique
 from app.services.facilities import settings_of
+from app.services.pairings.rules import facilitator_refusals, gather_facilitator_facts
 from app.services.support_sessions.reads import get
 from app.services.support_sessions.tables import (
     ATTENDEES,
@@ -94,11 +103,7 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
                 PEOPLE.id == facilitator_id))).scalar_one_or_none()
             if facilitator is None:
                 raise NotFound("No such participant.")
-            state = await certification.state_of(session, settings, facilitator)
-            if not facilitator.is_supporter or not state.certified \
-                    or facilitator.facility_id != facility.id:
-                raise RuleViolation("A group's facilitator is a certified supporter of this "
-                                    "facility, or a staff member.", code="facilitator_not_eligible")
+            await _may_lead(session, settings, principal, facilitator, facility.id)
             network = facilitator.network
         if network is None:
             raise RuleViolation("You hold no network to run a group in.", code="network_not_allowed")
@@ -144,6 +149,22 @@ def _close(s: SupportSession, status: SessionStatus, by: str, reason: str | None
 
 
 # --- who may meet -----------------------------------------------------------------------------
+
+async def _may_lead(session: AsyncSession, settings: Settings, principal: Principal,
+                    facilitator: Participant, facility_id: uuid.UUID) -> None:
+    """DOMAIN rule 2 for a peer who leads a group, through the pairing rules' own checks. The
+    first broken rule is named to those who run the program; a peer (who leads only their own
+    groups) learns only that they cannot lead one now: an escalation about them is not theirs
+    to read, and naming every other rule would name that one by elimination."""
+    found = facilitator_refusals(await gather_facilitator_facts(session, settings, facilitator,
+                                                                facility_id))
+    if found:
+        detail = (_CANNOT_LEAD if principal.is_peer
+                  else f"A group's facilitator is a supporter who meets every rule. {found[0][1]}")
+        raise RuleViolation(detail, code="facilitator_not_eligible")
+
+
+_CANNOT_LEAD = "You cannot lead a group at the moment; your coordinator can tell you why."
 
 async def _open_orders(session: AsyncSession, *where: Any) -> int:
     return (await session.execute(select(func.count()).select_from(KeepApartOrder.__table__)
@@ -233,8 +254,9 @@ async def _topics_known(session: AsyncSession, topics: list[str]) -> None:
 
 # --- closing ----------------------------------------------------------------------------------
 
-async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Principal,
-                     session_id: uuid.UUID, action: str, complete: SessionComplete | None = None,
+async def transition(*, session: AsyncSession, settings: Settings, cipher: NoteCipher,
+                     principal: Principal, session_id: uuid.UUID, action: str,
+                     complete: SessionComplete | None = None,
                      reason: str | None = None, if_match: str | None = None) -> SupportSession:
     s = await get(session=session, principal=principal, session_id=session_id, for_update=True)
     check_version(s.version, if_match)
@@ -242,7 +264,7 @@ async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Pr
     now = utcnow()
     w = Writer(session, principal)
     if complete is not None:
-        await _complete(session, cipher, principal, w, s, complete, now)
+        await _complete(session, settings, cipher, principal, w, s, complete, now)
     _close(s, SessionStatus(target), principal.actor, reason, now)
     w.audit(f"support_session.{action}", "support_session", s.id, s.facility_id)
     _event(w, f"support_session.{target}", s)
@@ -250,17 +272,23 @@ async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Pr
     return s
 
 
-async def _complete(session: AsyncSession, cipher: NoteCipher, principal: Principal, w: Writer,
-                    s: SupportSession, complete: SessionComplete, now: datetime) -> None:
+async def _complete(session: AsyncSession, settings: Settings, cipher: NoteCipher,
+                    principal: Principal, w: Writer, s: SupportSession, complete: SessionComplete,
+                    now: datetime) -> None:
     """What a completion records: attendance, wellbeing, topics and the note (encrypted),
-    once the people may still meet."""
+    once the people may still meet and the facilitator may still lead."""
     await _topics_known(session, complete.topics)
     # Re-checked at completion: things change between scheduling and meeting.
     if s.pairing_id is not None:
         pairing = await session.get(Pairing, s.pairing_id)
         await _pair_may_meet(session, principal, pairing)  # type: ignore[arg-type]
-    elif await _apart_among(session, await _attendee_ids(session, s)):
-        _refuse_apart(principal, "An open keep-apart order stands between two attendees.")
+    else:
+        if s.facilitator_id is not None:
+            facilitator = await session.get(Participant, s.facilitator_id)
+            await _may_lead(session, settings, principal, facilitator,  # type: ignore[arg-type]
+                            s.facility_id)
+        if await _apart_among(session, await _attendee_ids(session, s)):
+            _refuse_apart(principal, "An open keep-apart order stands between two attendees.")
     attendees = {a.participant_id: a for a in (await session.execute(
         select(SessionAttendee).where(ATTENDEES.session_id == s.id))).scalars()}
     for mark in complete.attendance:

@@ -1,0 +1,105 @@
+"""Who may lead, join and hold a support session: rule 2 for a group's facilitator (the same
+pure rules as a pairing's supporter), one-to-one sessions only in an active pairing, a peer
+filling their own group (told only `not_eligible`), and disclosures only from a session held."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from app.models import Participant
+from app.models.common import Role
+
+
+@pytest.fixture()
+def ctx(factory):
+    f = factory.facility("CCJ")
+    sup = factory.certified_supporter(f)
+    rec = factory.recipient(f)
+    pairing = factory.pairing(sup, rec)
+    peer = factory.user(Role.peer_supporter, [f], participant=sup)
+    coord = factory.user(Role.coordinator, [f])
+    return {"f": f, "sup": sup, "rec": rec, "pairing": pairing,
+            "peer": factory.headers(peer), "h": factory.headers(coord)}
+
+
+def _when(hours=1):
+    return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
+
+
+def _group(client, headers, facility, facilitator=None):
+    body = {"kind": "group", "facility_id": str(facility.id), "scheduled_at": _when()}
+    if facilitator is not None:
+        body["facilitator_id"] = str(facilitator.id)
+    return client.post("/v1/support-sessions", headers=headers, json=body)
+
+
+# --- rule 2 for a group's facilitator ----------------------------------------------------------
+
+# Each way a supporter falls out of rule 2, and what the coordinator is told of it.
+_UNFIT = {
+    "released": ({"custody_status": "released"}, "not in custody"),
+    "transferred": ({"custody_status": "transferred"}, "not in custody"),
+    "unavailable": ({"supporter_availability": "unavailable"}, "not available"),
+    "inactive": ({"supporter_availability": "inactive"}, "not available"),
+    "archived": ({"archived_at": datetime(2026, 1, 1, tzinfo=UTC)}, "archived"),
+    "in_crisis": ({}, "escalation"),
+}
+
+
+@pytest.mark.parametrize("state", sorted(_UNFIT))
+def test_a_facilitator_must_meet_rule_2(client, factory, ctx, state):
+    changes, said = _UNFIT[state]
+    person = factory.certified_supporter(ctx["f"], **changes)
+    if state == "in_crisis":
+        factory.escalation(person, tier="high")
+    r = _group(client, ctx["h"], ctx["f"], person)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "facilitator_not_eligible"
+    assert said in r.json()["detail"]  # the coordinator is told which rule
+
+
+def test_a_low_or_resolved_escalation_does_not_stop_a_facilitator(client, factory, ctx):
+    person = factory.certified_supporter(ctx["f"])
+    factory.escalation(person, tier="low")
+    factory.escalation(person, tier="imminent", status="resolved")
+    assert _group(client, ctx["h"], ctx["f"], person).status_code == 201
+
+
+def test_a_staff_network_facilitator_must_be_employed(client, factory, ctx):
+    staff_coord = factory.headers(factory.user(Role.staff_coordinator, [ctx["f"]]))
+    on_leave = factory.certified_supporter(ctx["f"], "staff", employment_status="on_leave")
+    r = _group(client, staff_coord, ctx["f"], on_leave)
+    assert r.status_code == 422 and r.json()["code"] == "facilitator_not_eligible"
+    assert "not currently employed" in r.json()["detail"]
+    assert _group(client, staff_coord, ctx["f"],
+                  factory.certified_supporter(ctx["f"], "staff")).status_code == 201
+
+
+def test_a_peer_out_of_rule_2_cannot_schedule_their_own_group(client, factory, ctx):
+    """The peer learns that they cannot lead a group now, not which rule (an escalation about
+    them is not theirs to read, and naming every other rule would name it by elimination)."""
+    assert _group(client, ctx["peer"], ctx["f"]).status_code == 201
+    factory.escalation(ctx["sup"], tier="imminent")
+    r = _group(client, ctx["peer"], ctx["f"])
+    assert r.status_code == 422 and r.json()["code"] == "facilitator_not_eligible"
+    assert "escalation" not in r.text.lower() and "crisis" not in r.text.lower()
+    unavailable = factory.certified_supporter(ctx["f"], supporter_availability="unavailable")
+    peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=unavailable))
+    r2 = _group(client, peer, ctx["f"])
+    assert r2.status_code == 422 and r2.json()["detail"] == r.json()["detail"]
+
+
+def test_a_group_is_not_completed_under_a_facilitator_who_fell_out_of_rule_2(client, factory,
+                                                                             ctx):
+    """Re-checked at completion, as a pairing's session is: things change between scheduling
+    and meeting."""
+    gid = _group(client, ctx["h"], ctx["f"], ctx["sup"]).json()["id"]
+    with factory.engine.begin() as conn:
+        conn.execute(update(Participant).where(Participant.id == ctx["sup"].id)
+                     .values(supporter_availability="unavailable"))
+    done = {"actual_start": _when(-1), "duration_minutes": 30}
+    r = client.post(f"/v1/support-sessions/{gid}/complete", headers=ctx["h"], json=done)
+    assert r.status_code == 422 and r.json()["code"] == "facilitator_not_eligible"
+    assert client.post(f"/v1/support-sessions/{gid}/cancel", headers=ctx["h"],
+                       json={"reason": "facilitator away"}).status_code == 200
