@@ -103,3 +103,56 @@ def test_a_group_is_not_completed_under_a_facilitator_who_fell_out_of_rule_2(cli
     assert r.status_code == 422 and r.json()["code"] == "facilitator_not_eligible"
     assert client.post(f"/v1/support-sessions/{gid}/cancel", headers=ctx["h"],
                        json={"reason": "facilitator away"}).status_code == 200
+
+
+# --- one-to-one sessions only in an active pairing ---------------------------------------------
+
+def _one_to_one(client, headers, pairing):
+    return client.post("/v1/support-sessions", headers=headers, json={
+        "kind": "one_to_one", "pairing_id": str(pairing.id), "scheduled_at": _when()})
+
+
+@pytest.mark.parametrize("status", ["proposed", "paused"])
+def test_no_one_to_one_session_is_scheduled_outside_an_active_pairing(client, factory, ctx,
+                                                                      status):
+    pairing = factory.pairing(ctx["sup"], factory.recipient(ctx["f"]), status=status)
+    for who in ("peer", "h"):
+        r = _one_to_one(client, ctx[who], pairing)
+        assert r.status_code == 422 and r.json()["code"] == "pairing_not_active", (who, r.text)
+
+
+def test_a_paused_pairings_sessions_wait_and_cannot_be_completed(client, factory, ctx):
+    """A pause keeps the schedule (a short leave should not lose it) but nothing is held until
+    the pairing resumes; the session may still be cancelled."""
+    first = _one_to_one(client, ctx["peer"], ctx["pairing"]).json()
+    second = _one_to_one(client, ctx["peer"], ctx["pairing"]).json()
+    pairing_url = f"/v1/pairings/{ctx['pairing'].id}"
+    assert client.post(f"{pairing_url}/pause", headers=ctx["h"],
+                       json={"reason": "supporter on leave"}).status_code == 200
+    assert client.get(f"/v1/support-sessions/{first['id']}",
+                      headers=ctx["h"]).json()["status"] == "scheduled"
+    done = {"actual_start": _when(-1), "duration_minutes": 30}
+    for who in ("peer", "h"):
+        r = client.post(f"/v1/support-sessions/{first['id']}/complete", headers=ctx[who],
+                        json=done)
+        assert r.status_code == 422 and r.json()["code"] == "pairing_not_active", who
+    assert client.post(f"/v1/support-sessions/{second['id']}/cancel", headers=ctx["peer"],
+                       json={"reason": "supporter on leave"}).status_code == 200
+    assert client.post(f"{pairing_url}/resume", headers=ctx["h"], json={}).status_code == 200
+    r = client.post(f"/v1/support-sessions/{first['id']}/complete", headers=ctx["peer"],
+                    json=done)
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+
+
+def test_an_unavailable_supporters_paused_pairing_holds_no_session(client, factory, ctx):
+    """The cascade that pauses a pairing when its supporter becomes unavailable stops the
+    sessions too."""
+    s = _one_to_one(client, ctx["peer"], ctx["pairing"]).json()
+    r = client.patch(f"/v1/participants/{ctx['sup'].id}", headers=ctx["h"],
+                     json={"supporter_availability": "unavailable"})
+    assert r.status_code == 200, r.text
+    r = client.post(f"/v1/support-sessions/{s['id']}/complete", headers=ctx["peer"],
+                    json={"actual_start": _when(-1), "duration_minutes": 30})
+    assert r.status_code == 422 and r.json()["code"] == "pairing_not_active"
+    assert _one_to_one(client, ctx["peer"], ctx["pairing"]).json()["code"] == \
+        "pairing_not_active"

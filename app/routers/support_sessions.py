@@ -78,7 +78,8 @@ async def schedule_support_session(body: SessionCreate, settings: SettingsDep, s
                                    response: Response,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
-    """A group's facilitator is a staff member (the caller, when `facilitator_id` is omitted)
+    """A one-to-one session needs an active pairing (422 `pairing_not_active`: proposed,
+    paused or ended). A group's facilitator is a staff member (the caller, when `facilitator_id` is omitted)
     or a supporter who meets rule 2 as a pairing's supporter does: certified, `active`, in
     custody (or employed), at the group's facility, no open high or imminent escalation about
     them, record not archived (422 `facilitator_not_eligible`; the detail names the first
@@ -124,7 +125,13 @@ async def complete_support_session(session_id: uuid.UUID, body: SessionComplete,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
     """Actual start, duration, location, topics, wellbeing (1-5 before/after), group
-    attendance, and an optional confidential note (encrypted; never returned here)."""
+    attendance, and an optional confidential note (encrypted; never returned here).
+
+    The people must still be able to meet: a one-to-one session's pairing is active (422
+    `pairing_not_active`: a paused pairing's sessions stay scheduled and are completed once it
+    resumes, or cancelled); a group's facilitator still meets rule 2 (422
+    `facilitator_not_eligible`); no open keep-apart order stands between two of them (422
+    `keep_apart`, or `not_eligible` to a peer)."""
     return await _move(cipher, settings, session, response, principal, session_id, "complete",
                        if_match, complete=body)
 

@@ -19,9 +19,9 @@ from app.services.support_sessions.reads import get
 from app.services.support_sessions.tables import (
     ATTENDEES,
     DISCLOSURES,
-    MEETING,
     PAIRINGS,
     PEOPLE,
+    SUPPORTING,
 )
 from app.services.writer import Writer
 
@@ -73,7 +73,7 @@ async def disclosures_of(*, session: AsyncSession, principal: Principal,
         supports = (await session.execute(select(func.count()).select_from(Pairing.__table__)
                                           .where(PAIRINGS.supporter_id == principal.participant_id,
                                                  PAIRINGS.recipient_id == participant_id,
-                                                 PAIRINGS.status.in_(MEETING)))
+                                                 PAIRINGS.status.in_(SUPPORTING)))
                     ).scalar_one()
         if not supports:
             raise NotFound("No such participant.")

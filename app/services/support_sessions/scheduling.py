@@ -29,6 +29,7 @@ from app.models import (
 )
 from app.models.common import Network
 from app.models.keep_apart import KeepApartStatus
+from app.models.pairing import PairingStatus
 from app.models.support_session import (
     Attendance,
     SessionComplete,
@@ -46,7 +47,6 @@ from app.services.pairings.rules import facilitator_refusals, gather_facilitator
 from app.services.support_sessions.reads import get
 from app.services.support_sessions.tables import (
     ATTENDEES,
-    MEETING,
     ORDERS,
     PAIRINGS,
     PEOPLE,
@@ -194,9 +194,14 @@ def _refuse_apart(principal: Principal, detail: str) -> None:
 
 
 async def _pair_may_meet(session: AsyncSession, principal: Principal, pairing: Pairing) -> None:
-    if pairing.status not in MEETING:
-        raise RuleViolation("A one-to-one session needs an active or paused pairing.",
-                            code="pairing_not_active")
+    """A one-to-one session is scheduled and held only in an active pairing. A pause (leave,
+    unavailability, a lapsed certificate, a keep-apart under review) leaves the pairing's
+    scheduled sessions as they are, since a short pause should not lose the schedule, but none
+    is completed until the pairing resumes; they may be cancelled. An ended pairing's are
+    cancelled (`cancel_for_ended_pairings`)."""
+    if pairing.status != PairingStatus.active.value:
+        raise RuleViolation("A one-to-one session is scheduled and held only in an active "
+                            "pairing.", code="pairing_not_active")
     if await _apart_among(session, [pairing.supporter_id, pairing.recipient_id]):
         _refuse_apart(principal, "An open keep-apart order stands between the two.")
 
