@@ -2,6 +2,7 @@
 pure rules as a pairing's supporter), one-to-one sessions only in an active pairing, a peer
 filling their own group (told only `not_eligible`), and disclosures only from a session held."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -156,3 +157,94 @@ def test_an_unavailable_supporters_paused_pairing_holds_no_session(client, facto
     assert r.status_code == 422 and r.json()["code"] == "pairing_not_active"
     assert _one_to_one(client, ctx["peer"], ctx["pairing"]).json()["code"] == \
         "pairing_not_active"
+
+
+# --- a peer fills their own group --------------------------------------------------------------
+
+def _add(client, headers, gid, person_id):
+    return client.post(f"/v1/support-sessions/{gid}/attendees", headers=headers,
+                       json={"participant_id": str(person_id)})
+
+
+def _refusal(r):
+    """What a refusal tells its reader, without the request's own id."""
+    return r.status_code, {k: v for k, v in r.json().items() if k != "request_id"}
+
+
+def test_a_peer_adds_the_people_they_support_to_their_group(client, factory, ctx):
+    gid = _group(client, ctx["peer"], ctx["f"]).json()["id"]
+    r = _add(client, ctx["peer"], gid, ctx["rec"].id)
+    assert r.status_code == 200, r.text
+    assert {a["participant_id"] for a in r.json()["attendees"]} == {str(ctx["sup"].id),
+                                                                    str(ctx["rec"].id)}
+    assert _add(client, ctx["peer"], gid, ctx["rec"].id).json()["code"] == "already_attending"
+
+
+def test_a_peer_adds_people_a_coordinator_put_in_one_of_their_groups(client, factory, ctx):
+    """A coordinator makes someone eligible for a peer's groups by adding them to one; the peer
+    then fills the next ones themselves."""
+    first = _group(client, ctx["peer"], ctx["f"]).json()["id"]
+    member = factory.recipient(ctx["f"])
+    assert _add(client, ctx["peer"], first, member.id).json()["code"] == "not_eligible"
+    assert _add(client, ctx["h"], first, member.id).status_code == 200
+    second = _group(client, ctx["peer"], ctx["f"]).json()["id"]
+    assert _add(client, ctx["peer"], second, member.id).status_code == 200
+    # Another peer's coordinator-filled group makes no one eligible for this peer.
+    other = factory.certified_supporter(ctx["f"])
+    theirs = factory.support_session(facility=ctx["f"], facilitator=other)
+    stranger = factory.recipient(ctx["f"])
+    assert _add(client, ctx["h"], theirs.id, stranger.id).status_code == 200
+    assert _add(client, ctx["peer"], second, stranger.id).json()["code"] == "not_eligible"
+
+
+def test_a_peer_cannot_keep_adding_someone_they_no_longer_support(client, factory, ctx):
+    """Someone the peer added through a pairing does not stay eligible once the pairing is
+    paused or ended (its end may be a boundary concern), even though they attended."""
+    first = _group(client, ctx["peer"], ctx["f"]).json()["id"]
+    assert _add(client, ctx["peer"], first, ctx["rec"].id).status_code == 200
+    pairing_url = f"/v1/pairings/{ctx['pairing'].id}"
+    assert client.post(f"{pairing_url}/pause", headers=ctx["h"],
+                       json={"reason": "review"}).status_code == 200
+    second = _group(client, ctx["peer"], ctx["f"]).json()["id"]
+    assert _add(client, ctx["peer"], second, ctx["rec"].id).json()["code"] == "not_eligible"
+    assert client.post(f"{pairing_url}/end", headers=ctx["h"],
+                       json={"reason": "boundary_concern"}).status_code == 200
+    assert _add(client, ctx["peer"], second, ctx["rec"].id).json()["code"] == "not_eligible"
+    # Even if a coordinator once put them in the peer's group: only a new pairing, or the
+    # coordinator adding them again, brings them back.
+    assert _add(client, ctx["h"], second, ctx["rec"].id).status_code == 200
+    third = _group(client, ctx["peer"], ctx["f"]).json()["id"]
+    assert _add(client, ctx["peer"], third, ctx["rec"].id).json()["code"] == "not_eligible"
+
+
+def test_a_peer_learns_only_not_eligible_and_cannot_tell_why(client, factory, ctx):
+    """A keep-apart, a person the peer may not add, one who moved facility and an id that does
+    not exist all read the same to the peer: never a 404 for one and 422 for another, never
+    the keep-apart. The coordinator is told the reason."""
+    gid = _group(client, ctx["peer"], ctx["f"]).json()["id"]
+    enemy = factory.recipient(ctx["f"])
+    assert _add(client, ctx["h"], gid, enemy.id).status_code == 200
+    apart = factory.recipient(ctx["f"])
+    factory.pairing(ctx["sup"], apart)  # the peer supports them too
+    factory.keep_apart(apart, enemy)
+    moved = factory.recipient(ctx["f"])
+    factory.pairing(ctx["sup"], moved)
+    elsewhere = factory.facility()
+    with factory.engine.begin() as conn:
+        conn.execute(update(Participant).where(Participant.id == moved.id)
+                     .values(facility_id=elsewhere.id))
+    staff = factory.participant(ctx["f"], "staff")
+    answers = {
+        "keep_apart": _add(client, ctx["peer"], gid, apart.id),
+        "not_theirs": _add(client, ctx["peer"], gid, factory.recipient(ctx["f"]).id),
+        "moved": _add(client, ctx["peer"], gid, moved.id),
+        "other_network": _add(client, ctx["peer"], gid, staff.id),
+        "no_such_id": _add(client, ctx["peer"], gid, uuid.uuid4()),
+    }
+    seen = {who: _refusal(r) for who, r in answers.items()}
+    assert seen["keep_apart"][0] == 422 and seen["keep_apart"][1]["code"] == "not_eligible"
+    assert all(v == seen["keep_apart"] for v in seen.values()), seen
+    assert all("apart" not in r.text.lower() for r in answers.values())
+    r = _add(client, ctx["h"], gid, apart.id)
+    assert r.status_code == 422 and r.json()["code"] == "keep_apart"
+    assert len(_add(client, ctx["peer"], gid, ctx["rec"].id).json()["attendees"]) == 3

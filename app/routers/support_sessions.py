@@ -102,7 +102,14 @@ async def get_support_session(session_id: uuid.UUID, session: SessionDep, respon
 async def add_session_attendee(session_id: uuid.UUID, body: AttendeeAdd, session: SessionDep,
                                response: Response,
                                principal: Principal = require("sessions:write")) -> SessionRead:
-    """Checks the network rule and open keep-apart orders against everyone in the group."""
+    """Checks the network rule and open keep-apart orders against everyone in the group.
+
+    A coordinator adds anyone of the group's network and facility (else 404, or 422
+    `network_mismatch` / `different_facility`; 422 `keep_apart`). A peer who leads the group
+    adds the people they support in an active pairing, and the people a coordinator has put in
+    one of the groups they lead, unless the peer has a paused or ended pairing with them (a
+    coordinator can still add those). To a peer, anyone else, an unknown id, someone of another
+    facility or network, and a keep-apart are all the same 422 `not_eligible`."""
     s = await svc.add_attendee(session=session, principal=principal, session_id=session_id,
                                participant_id=body.participant_id)
     return await _one(session, response, s)

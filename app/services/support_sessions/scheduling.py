@@ -4,7 +4,8 @@ and keep-apart checks), completion with wellbeing, topics and the confidential n
 cancel of ended pairings' sessions (asked for by pairings).
 
 Who may act: a peer supporter on their own pairings' sessions and the groups they
-facilitate; coordinators for their network and facilities (`SESSION_KEEPERS`).
+facilitate (filling them only with the people `_addable_by` names); coordinators for their
+network and facilities (`SESSION_KEEPERS`).
 """
 
 from __future__ import annotations
@@ -188,9 +189,49 @@ async def _apart_from(session: AsyncSession, person: uuid.UUID,
         and_(ORDERS.participant_b_id == person, ORDERS.participant_a_id.in_(others)))))
 
 
+# What a peer is told when people cannot meet, whatever the reason (DOMAIN rule 3).
+_CANNOT_MEET = "These people cannot meet."
+
+
 def _refuse_apart(principal: Principal, detail: str) -> None:
-    raise secrecy.refusal(principal, secrecy.KEEP_APART, detail,
-                          hidden="These people cannot meet.")
+    raise secrecy.refusal(principal, secrecy.KEEP_APART, detail, hidden=_CANNOT_MEET)
+
+
+# A peer's pairings that were interrupted: their recipient was perhaps added to the peer's
+# groups through the pairing, so that attendance does not make them addable any longer.
+_INTERRUPTED = (PairingStatus.paused.value, PairingStatus.ended.value)
+
+
+def _addable_by(me: uuid.UUID) -> Any:
+    """Whom a peer may add to a group they lead: the people they support in an active
+    pairing, and the people a coordinator has put in one of the groups they lead (a peer adds
+    no one else, so such an attendee who has no paused or ended pairing with the peer was put
+    there by a coordinator; one who has could have been added by the peer through that
+    pairing, and is not addable by the peer again until a pairing is active)."""
+    supported = select(PAIRINGS.recipient_id).where(
+        PAIRINGS.supporter_id == me, PAIRINGS.status == PairingStatus.active.value)
+    interrupted = select(PAIRINGS.recipient_id).where(
+        PAIRINGS.supporter_id == me, PAIRINGS.status.in_(_INTERRUPTED))
+    led = select(SESSIONS.id).where(SESSIONS.facilitator_id == me,
+                                    SESSIONS.kind == SessionKind.group.value)
+    placed = select(ATTENDEES.participant_id).where(
+        ATTENDEES.session_id.in_(led), ATTENDEES.participant_id.not_in(interrupted))
+    return or_(PEOPLE.id == me, PEOPLE.id.in_(supported), PEOPLE.id.in_(placed))
+
+
+async def _peer_may_add(session: AsyncSession, principal: Principal, s: SupportSession,
+                        participant_id: uuid.UUID) -> None:
+    """A peer adds to the group they lead (the session wall lets them reach no other) only
+    someone addable by them, of the group's network and facility. Anything else, an unknown
+    id included, is `not_eligible` in the words a keep-apart refusal uses, so the peer cannot
+    tell which it was."""
+    me = principal.participant_id
+    found = me is not None and (await session.execute(select(PEOPLE.id).where(
+        PEOPLE.id == participant_id, PEOPLE.network == s.network,
+        PEOPLE.facility_id == s.facility_id, PEOPLE.archived_at.is_(None),
+        _addable_by(me)))).first() is not None
+    if not found:
+        raise secrecy.NotEligible(_CANNOT_MEET)
 
 
 async def _pair_may_meet(session: AsyncSession, principal: Principal, pairing: Pairing) -> None:
@@ -218,14 +259,17 @@ async def add_attendee(*, session: AsyncSession, principal: Principal, session_i
         raise RuleViolation("Only group sessions take attendees.", code="not_a_group")
     if s.status != SessionStatus.scheduled.value:
         raise Conflict("Attendees join a scheduled session.", code="invalid_transition")
-    person = (await session.execute(scoping.participants(principal).where(
-        PEOPLE.id == participant_id))).scalar_one_or_none()
-    if person is None:
-        raise NotFound("No such participant.")
-    if person.network != s.network:
-        raise RuleViolation("A group never mixes the two networks.", code="network_mismatch")
-    if person.facility_id != s.facility_id:
-        raise RuleViolation("The person is at another facility.", code="different_facility")
+    if principal.is_peer:
+        await _peer_may_add(session, principal, s, participant_id)
+    else:
+        person = (await session.execute(scoping.participants(principal).where(
+            PEOPLE.id == participant_id))).scalar_one_or_none()
+        if person is None:
+            raise NotFound("No such participant.")
+        if person.network != s.network:
+            raise RuleViolation("A group never mixes the two networks.", code="network_mismatch")
+        if person.facility_id != s.facility_id:
+            raise RuleViolation("The person is at another facility.", code="different_facility")
     present = await _attendee_ids(session, s)
     if participant_id in present:
         raise Conflict("Already an attendee.", code="already_attending")
