@@ -357,8 +357,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         supporter = ctx.own or f.certified_supporter(a, ctx.network)
         if template.endswith("/attendees"):
             ss = f.support_session(facility=a, network=ctx.network, facilitator=supporter)
-        else:
-            ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)))
+        else:  # a disclosure comes from a session that was held
+            ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)),
+                                   status="completed" if template.endswith("/disclosures")
+                                   else "scheduled")
         subs["session_id"] = ss.id
         ctx.session = ss
     if "{escalation_id}" in template:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from app.models import Participant
+from app.models import Disclosure, Escalation, Participant
 from app.models.common import Role
 
 
@@ -248,3 +248,31 @@ def test_a_peer_learns_only_not_eligible_and_cannot_tell_why(client, factory, ct
     r = _add(client, ctx["h"], gid, apart.id)
     assert r.status_code == 422 and r.json()["code"] == "keep_apart"
     assert len(_add(client, ctx["peer"], gid, ctx["rec"].id).json()["attendees"]) == 3
+
+
+# --- disclosures come from a session that was held ---------------------------------------------
+
+@pytest.mark.parametrize("state", ["scheduled", "cancelled", "no_show"])
+def test_no_disclosure_from_a_session_that_was_not_held(client, factory, ctx, state):
+    s = _one_to_one(client, ctx["peer"], ctx["pairing"]).json()
+    if state != "scheduled":
+        path = {"cancelled": "cancel", "no_show": "no-show"}[state]
+        assert client.post(f"/v1/support-sessions/{s['id']}/{path}", headers=ctx["peer"],
+                           json={}).status_code == 200
+    body = {"participant_id": str(ctx["rec"].id), "category": "suicide_risk",
+            "passed_to": "On-call clinician", "passed_at": _when(0)}
+    for who in ("peer", "h"):
+        r = client.post(f"/v1/support-sessions/{s['id']}/disclosures", headers=ctx[who],
+                        json=body)
+        assert r.status_code == 409 and r.json()["code"] == "session_not_held", (who, r.text)
+    assert factory.count(Disclosure) == 0 and factory.count(Escalation) == 0
+
+
+def test_a_disclosure_from_a_completed_session_is_recorded(client, factory, ctx):
+    s = _one_to_one(client, ctx["peer"], ctx["pairing"]).json()
+    assert client.post(f"/v1/support-sessions/{s['id']}/complete", headers=ctx["peer"], json={
+        "actual_start": _when(-1), "duration_minutes": 30}).status_code == 200
+    r = client.post(f"/v1/support-sessions/{s['id']}/disclosures", headers=ctx["peer"], json={
+        "participant_id": str(ctx["rec"].id), "category": "self_harm",
+        "passed_to": "On-call clinician", "passed_at": _when(0)})
+    assert r.status_code == 201 and r.json()["escalation_id"]

@@ -224,6 +224,7 @@ def test_unknown_topics_refused_and_admins_extend(client, factory, ctx):
 
 def test_disclosure_ledger_visibility(client, factory, ctx):
     s = _one_to_one(client, ctx)
+    assert _complete(client, ctx, s["id"], note=None).status_code == 200
     r = client.post(f"/v1/support-sessions/{s['id']}/disclosures", headers=ctx["peer"], json={
         "participant_id": str(ctx["rec"].id), "category": "harm_to_others",
         "passed_to": "Shift supervisor", "passed_at": _when(0)})

@@ -181,6 +181,11 @@ async def read_session_note(session_id: uuid.UUID, session: SessionDep, response
 async def record_disclosure(session_id: uuid.UUID, body: DisclosureCreate, session: SessionDep,
                             principal: Principal = require("disclosures:write"),
                             ) -> DisclosureRead:
+    """What was said in a session that must be reported, about someone in it (422
+    `not_an_attendee`), to whom it was passed and when. Only from a session that was held: a
+    scheduled, cancelled or no-show session is 409 `session_not_held` (complete it first; a
+    risk seen now is raised at `POST /v1/escalations`, which needs no session). A suicide,
+    self-harm or harm-to-others disclosure opens a high-tier crisis escalation."""
     d = await svc.record_disclosure(session=session, principal=principal, session_id=session_id,
                                     data=body)
     return DisclosureRead.model_validate(d)
