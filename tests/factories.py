@@ -175,8 +175,10 @@ class Factory:
 
     def support_session(self, pairing: Pairing | None = None, *, facility: Facility | None = None,
                         network: str = "incarcerated",
-                        facilitator: Participant | None = None) -> SupportSession:
-        """A scheduled one-to-one (with the pairing's two people) or group session."""
+                        facilitator: Participant | None = None,
+                        status: str = "scheduled") -> SupportSession:
+        """A one-to-one (with the pairing's two people) or group session, scheduled unless
+        `status` says otherwise (closed now, by the test)."""
         if pairing is not None:
             s = SupportSession(kind="one_to_one", pairing_id=pairing.id,
                                facilitator_id=pairing.supporter_id,
@@ -189,6 +191,8 @@ class Factory:
                                facility_id=facility.id, network=network,
                                scheduled_at=datetime.now(UTC), scheduled_by="test")
             people = [facilitator.id] if facilitator else []
+        if status != "scheduled":
+            s.status, s.closed_at, s.closed_by = status, datetime.now(UTC), "test"
         self._save(s)
         self._save(*[SessionAttendee(session_id=s.id, participant_id=p) for p in people])
         return s

@@ -244,7 +244,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/support-sessions",                               (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions",                              (403, 201, 201, 403, 403, 201, 403, 403)),
     ("GET", "/v1/support-sessions/{session_id}",                  (403, 200, 200, 403, 403, 200, 403, 403)),
-    ("POST", "/v1/support-sessions/{session_id}/attendees",       (403, 200, 200, 403, 403, 404, 403, 403)),
+    ("POST", "/v1/support-sessions/{session_id}/attendees",       (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions/{session_id}/complete",        (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions/{session_id}/cancel",          (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions/{session_id}/no-show",         (403, 200, 200, 403, 403, 200, 403, 403)),
@@ -357,8 +357,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         supporter = ctx.own or f.certified_supporter(a, ctx.network)
         if template.endswith("/attendees"):
             ss = f.support_session(facility=a, network=ctx.network, facilitator=supporter)
-        else:
-            ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)))
+        else:  # a disclosure comes from a session that was held
+            ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)),
+                                   status="completed" if template.endswith("/disclosures")
+                                   else "scheduled")
         subs["session_id"] = ss.id
         ctx.session = ss
     if "{escalation_id}" in template:
@@ -422,9 +424,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "kind": "one_to_one", "scheduled_at": "2030-01-01T10:00:00Z",
             "pairing_id": str(f.pairing(ctx.own or f.certified_supporter(a, ctx.network),
                                         f.recipient(a, ctx.network)).id)},
-        # A peer facilitator cannot see other people, so only coordinators fill groups.
+        # A peer facilitator adds someone they support (an active pairing).
         ("POST", "/v1/support-sessions/{session_id}/attendees"): lambda: {
-            "participant_id": str(f.recipient(a, ctx.network).id)},
+            "participant_id": str(f.pairing(ctx.own, f.recipient(a, ctx.network)).recipient_id
+                                  if ctx.own else f.recipient(a, ctx.network).id)},
         ("POST", "/v1/support-sessions/{session_id}/complete"): lambda: {
             "actual_start": "2030-01-01T10:00:00Z", "duration_minutes": 30},
         ("POST", "/v1/support-sessions/{session_id}/cancel"): lambda: {},

@@ -217,7 +217,7 @@ def test_risk_disclosure_opens_escalation_and_blocks_supporter(client, factory, 
     sup = factory.certified_supporter(ctx["f"])
     rec = ctx["person"]
     pairing = factory.pairing(sup, rec)
-    session = factory.support_session(pairing)
+    session = factory.support_session(pairing, status="completed")
     peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=sup))
     r = client.post(f"/v1/support-sessions/{session.id}/disclosures", headers=peer, json={
         "participant_id": str(rec.id), "category": "self_harm", "passed_to": "Officer on duty",
