@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Security
+from fastapi import Depends, Header, Request, Security
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.db import get_session
 from app.errors import DomainError
 from app.security.principal import Principal, get_principal
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+# The app's settings (the ones create_app was given), for a service that needs one.
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def require(*scopes: str) -> Any:
@@ -41,5 +50,5 @@ def requires_idempotency_key(dependant: Any) -> bool:
                for d in dependant.dependencies)
 
 
-__all__ = ["IdempotencyKeyRequired", "SessionDep", "Principal", "require",
+__all__ = ["IdempotencyKeyRequired", "SessionDep", "SettingsDep", "Principal", "require",
            "requires_idempotency_key"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -444,7 +445,7 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         ("POST", "/v1/escalations/{escalation_id}/assign"): lambda: {
             "user_id": str(f.user(Role.clinician, [a]).id)},
         ("POST", "/v1/escalations/{escalation_id}/observations"): lambda: {
-            "observed_at": "2020-01-01T10:00:00Z", "seen": "resting"},
+            "observed_at": datetime.now(UTC).isoformat(), "seen": "resting"},  # as it happens
         ("POST", "/v1/webhook-endpoints"): lambda: {
             "url": "http://127.0.0.1:9/hook", "event_types": ["webhook_endpoint.disabled"]},
         ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): lambda: {"description": "Renamed"},

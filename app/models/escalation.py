@@ -116,7 +116,10 @@ class Observation(SQLModel, table=True):
     recorded_by: str = Field(max_length=64)
     observer_kind: str = Field(max_length=8)  # staff | peer
     seen: str = Field(max_length=2000)
-    recorded_at: datetime = ts_field(default_now=True)
+    recorded_at: datetime = ts_field(default_now=True)  # server time, when it was written
+    # Written more than `observation_late_minutes` after the observation: shown as late, never
+    # counted toward the staff cadence. Decided once, when the entry is written.
+    late: bool = False
 
 
 class ObservationCreate(InputModel):
@@ -132,10 +135,15 @@ class ObservationCreate(InputModel):
 
 class ObservationRead(BaseModel):
     id: uuid.UUID
-    observed_at: datetime
-    recorded_by: str
+    observed_at: datetime = PField(description="When the person was seen (as the observer "
+                                               "says)")
+    recorded_by: str = PField(description="Who wrote the entry (`user:<id>`)")
     observer_kind: str
     seen: str
+    recorded_at: datetime = PField(description="When the entry was written (server time)")
+    late: bool = PField(description="Written more than the late threshold (default 15 minutes) "
+                                    "after `observed_at`: it is shown, but never counts toward "
+                                    "the staff cadence")
 
     model_config = {"from_attributes": True}
 
@@ -144,14 +152,18 @@ class WatchGap(BaseModel):
     start: datetime
     end: datetime
     minutes: int
+    late_observations: list[uuid.UUID] = PField(
+        default_factory=list, description="Staff observations dated inside the gap but written "
+                                          "late: shown here, they do not close the gap")
 
 
 class WatchLog(BaseModel):
     escalation_id: uuid.UUID
     cadence_minutes: int | None
     observations: list[ObservationRead]
-    gaps: list[WatchGap] = PField(description="Intervals without a STAFF observation longer "
-                                              "than the cadence; peer observations never close one")
+    gaps: list[WatchGap] = PField(description="Intervals without a STAFF observation written "
+                                              "on time longer than the cadence; peer "
+                                              "observations and late entries never close one")
 
 
 class Screener(InputModel):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.deps import IdempotencyKeyRequired, Principal, SessionDep, require
+from app.deps import IdempotencyKeyRequired, Principal, SessionDep, SettingsDep, require
 from app.models.common import Page
 from app.models.escalation import (
     Acknowledge,
@@ -146,13 +146,18 @@ async def change_escalation_tier(escalation_id: uuid.UUID, body: TierChange,
 @router.post("/{escalation_id}/observations", status_code=status.HTTP_201_CREATED,
              response_model=ObservationRead, responses=problems(404, 409))
 async def record_observation(escalation_id: uuid.UUID, body: ObservationCreate,
-                             session: SessionDep,
+                             session: SessionDep, settings: SettingsDep,
                              principal: Principal = require("escalations:observe"),
                              ) -> ObservationRead:
     """Staff or peer (by the caller's role). Peer observations never count toward the staff
-    cadence."""
-    obs = await svc.observe(session=session, principal=principal, escalation_id=escalation_id,
-                            observed_at=body.observed_at, seen=body.seen)
+    cadence. `observed_at` may not be before the raise (422 `observed_before_raise`) nor ahead of
+    the server's clock by more than the allowed skew (default 2 minutes; 422
+    `observed_in_future`). The entry is stamped with when it was written (`recorded_at`) and by
+    whom; written more than the late threshold (default 15 minutes) after `observed_at`, it is
+    `late`: shown, never counted toward the cadence."""
+    obs = await svc.observe(session=session, settings=settings, principal=principal,
+                            escalation_id=escalation_id, observed_at=body.observed_at,
+                            seen=body.seen)
     return ObservationRead.model_validate(obs)
 
 
@@ -161,5 +166,6 @@ async def get_escalation_watch(escalation_id: uuid.UUID, session: SessionDep,
                                principal: Principal = require("escalations:observe"),
                                ) -> WatchLog:
     """The watch log and every gap longer than the tier's cadence (imminent 5 min, high 15,
-    moderate 30, low none) without a staff observation."""
+    moderate 30, low none) without a staff observation written on time; late entries dated
+    inside a gap are listed on it."""
     return await svc.watch(session=session, principal=principal, escalation_id=escalation_id)

@@ -135,7 +135,8 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
             if not body.follow_up_plan or not body.review_date:
                 raise RuleViolation("A follow-up plan and a review date are required.",
                                     code="follow_up_required")
-        esc.resolved_at, esc.resolved_by = now, principal.actor
+        if esc.resolved_at is None:  # stamped once; a later resolution is in the timeline
+            esc.resolved_at, esc.resolved_by = now, principal.actor
         esc.outcome, esc.follow_up_plan, esc.review_date = (body.outcome, body.follow_up_plan,
                                                             body.review_date)
     if action == EscalationAction.reopen:
