@@ -231,10 +231,21 @@ class EscalationRead(BaseModel):
     tier: Tier
     screener: dict | None
     status: EscalationStatus
-    ack_deadline: datetime
-    seconds_remaining: int | None
-    breached: bool
-    chain_level: int
+    ack_deadline: datetime = PField(description="The current acknowledgement deadline: after a "
+                                                "breach, the next level's")
+    seconds_remaining: int | None = PField(description=(
+        "Seconds to the current acknowledgement deadline (rounded up) while the escalation waits "
+        "for acknowledgement (open or reopened): zero or negative once it has passed; null once "
+        "acknowledged or resolved"))
+    breached: bool = PField(description=(
+        "The current acknowledgement deadline has passed unacknowledged: exactly "
+        "`seconds_remaining` is not null and <= 0. When the worker moves a breached escalation "
+        "up the chain it gets the next level's deadline, and this is false again until that one "
+        "passes; past breaches are counted by `chain_level`"))
+    chain_level: int = PField(description=(
+        "How many acknowledgement deadlines have passed unacknowledged since the escalation was "
+        "raised or last reopened: each breach moves it one level up the facility's escalation "
+        "chain (0: no breach)"))
     assigned_to: uuid.UUID | None
     raised_by: str
     raised_at: datetime
@@ -259,7 +270,15 @@ class EscalationStatusView(BaseModel):
 class TimelineEntry(BaseModel):
     kind: str
     at: datetime
-    by: str
-    detail: dict
+    by: str = PField(description="The actor's stable id: `user:<id>`, `client:<id>`, or "
+                                 "`system` (the worker)")
+    by_name: str | None = PField(None, description="The actor's display name: a user's "
+                                                   "username, an API client's name, `system`")
+    detail: dict = PField(description=(
+        "What the entry records, by kind: `acknowledged` {note}, `resolved` {outcome, "
+        "follow_up_plan, review_date}, `reopened` {reason}, `tier_changed` {from, to, reason}, "
+        "`breached` {level, notify}, `assigned` {user_id}, `observation` {observer_kind, late}. "
+        "Free text (note, outcome, follow_up_plan, review_date, reason) is clinical: its value "
+        "is null for callers who are not clinicians"))
 
     model_config = {"from_attributes": True}

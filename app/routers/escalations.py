@@ -88,7 +88,9 @@ async def get_escalation(escalation_id: uuid.UUID, session: SessionDep, response
 async def get_escalation_timeline(escalation_id: uuid.UUID, session: SessionDep,
                                   principal: Principal = require("escalations:write"),
                                   ) -> list[TimelineEntry]:
-    """Every transition, tier change and breach, in order."""
+    """Every transition (with its note, outcome and plan, or reason), tier change (with its
+    reason), assignment, breach and observation, in order; each actor by stable id and display
+    name. Free text is clinical: its value is null for callers who are not clinicians."""
     rows = await svc.timeline(session=session, principal=principal, escalation_id=escalation_id)
     return [TimelineEntry.model_validate(r) for r in rows]
 

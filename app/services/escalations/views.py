@@ -1,9 +1,11 @@
 """Reading escalations: one by id (the walls of `scoping.escalation_wall`), the dashboard and
-list (one prebuilt statement per shape), the timeline, and what each role sees of one
-(`views`: clinicians everything, others no clinical detail, peers and machines the status)."""
+list (one prebuilt statement per shape), the timeline (actors by display name, clinical text for
+clinicians), and what each role sees of one (`views`: clinicians everything, others no clinical
+detail, peers and machines the status)."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from functools import lru_cache
@@ -24,6 +26,7 @@ from app.models.escalation import (
 from app.security.principal import Principal
 from app.security.scopes import ESCALATION_STATUS_ONLY
 from app.services import scoping
+from app.services.accounts import display_names
 from app.services.pagination import decode_uuid_cursor, encode_cursor
 
 ESCALATIONS = Escalation.__table__.c
@@ -65,8 +68,12 @@ def views(principal: Principal, rows: list[dict[str, Any]], now: datetime) -> li
     hide = not principal.is_clinician
     out = []
     for e in rows:
-        e["seconds_remaining"] = (int((e["ack_deadline"] - now).total_seconds())
-                                  if e["status"] in WAITING else None)
+        # One clock for both fields, so they cannot disagree (EscalationRead describes them):
+        # breached = the current deadline has passed unacknowledged.
+        left = (math.ceil((e["ack_deadline"] - now).total_seconds())
+                if e["status"] in WAITING else None)
+        e["seconds_remaining"] = left
+        e["breached"] = left is not None and left <= 0
         if hide:
             e.update(_CLINICAL_HIDDEN)
         out.append({k: e[k] for k in _READ_FIELDS})
@@ -118,10 +125,26 @@ async def list_(*, session: AsyncSession, principal: Principal, status: Escalati
     return views(principal, rows, utcnow()), next_cursor
 
 
+# The timeline's free text (acknowledgement note, outcome and plan, reopen and tier change
+# reasons): clinical detail, shown as the escalation's own view shows it (clinicians only).
+CLINICAL_DETAIL = frozenset({"note", "outcome", "follow_up_plan", "review_date", "reason"})
+
+
+def timeline_views(principal: Principal, entries: list[EscalationEvent],
+                   names: dict[str, str]) -> list[dict[str, Any]]:
+    """Each entry with its actor's display name, and the clinical text for clinicians only."""
+    hide = not principal.is_clinician
+    return [{"kind": t.kind, "at": t.at, "by": t.by, "by_name": names.get(t.by),
+             "detail": {k: (None if hide and k in CLINICAL_DETAIL else v)
+                        for k, v in (t.detail or {}).items()}}
+            for t in entries]
+
+
 async def timeline(*, session: AsyncSession, principal: Principal,
-                   escalation_id: uuid.UUID) -> list[EscalationEvent]:
+                   escalation_id: uuid.UUID) -> list[dict[str, Any]]:
     await get(session=session, principal=principal, escalation_id=escalation_id)
-    rows = await session.execute(select(EscalationEvent)
-                                 .where(TIMELINE.escalation_id == escalation_id)
-                                 .order_by(TIMELINE.at, TIMELINE.id))
-    return list(rows.scalars())
+    entries = list((await session.execute(select(EscalationEvent)
+                                          .where(TIMELINE.escalation_id == escalation_id)
+                                          .order_by(TIMELINE.at, TIMELINE.id))).scalars())
+    names = await display_names(session, {t.by for t in entries})
+    return timeline_views(principal, entries, names)

@@ -147,11 +147,25 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
     esc.version += 1
     esc.updated_at = now
     writer = Writer(session, principal)
-    timeline_entry(session, esc, target, principal.actor)  # named after the state reached
+    # Named after the state reached, with what the caller said (clinical text: views.py).
+    timeline_entry(session, esc, target, principal.actor, _said(action, body))
     writer.audit(f"escalation.{action}", "escalation", esc.id, esc.facility_id)
     emit(writer, f"escalation.{target}", esc)
     await writer.commit()
     return esc
+
+
+def _said(action: str, body: Any) -> dict[str, Any]:
+    """What a transition's caller said, for its timeline entry: the acknowledgement note, the
+    resolution's outcome, plan and review date, the reopen reason."""
+    if action == EscalationAction.acknowledge:
+        return {"note": body.note if body is not None else None}
+    if action == EscalationAction.resolve:
+        return {"outcome": body.outcome, "follow_up_plan": body.follow_up_plan,
+                "review_date": body.review_date.isoformat() if body.review_date else None}
+    if action == EscalationAction.reopen:
+        return {"reason": body.reason}
+    return {}
 
 
 async def assign(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
@@ -207,7 +221,7 @@ async def change_tier(*, session: AsyncSession, principal: Principal, escalation
     esc.updated_at = now
     writer = Writer(session, principal)
     timeline_entry(session, esc, "tier_changed", principal.actor,
-                   {"from": old.value, "to": tier.value})
+                   {"from": old.value, "to": tier.value, "reason": reason})
     writer.audit("escalation.tier_change", "escalation", esc.id, esc.facility_id)
     emit(writer, "escalation.tier_changed", esc)  # thin: the tier is read with the reader's rights
     await writer.commit()
