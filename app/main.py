@@ -43,7 +43,7 @@ from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.7.0"
+API_VERSION = "1.9.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,

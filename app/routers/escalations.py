@@ -16,12 +16,14 @@ from app.models.escalation import (
     Assign,
     EscalationCreate,
     EscalationRead,
+    EscalationReceipt,
     EscalationStatus,
     EscalationStatusView,
     ObservationCreate,
     ObservationRead,
     Reopen,
     Resolve,
+    SubjectLink,
     TierChange,
     TimelineEntry,
     WatchLog,
@@ -40,11 +42,13 @@ from app.services import escalations as svc
 
 router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED)
 _MOVE = problems(404, 409, 412)
-View = EscalationRead | EscalationStatusView
+View = EscalationRead | EscalationStatusView | EscalationReceipt
 
 
 def _one(principal: Principal, response: Response, e: Any) -> Any:
-    set_etag(response, e.version)
+    version = svc.etag_version(principal, e)
+    if version is not None:
+        set_etag(response, version)
     return svc.view(principal, e)
 
 
@@ -58,7 +62,20 @@ async def raise_escalation(
     """Never rate-limited. Give a `tier`, or the C-SSRS `screener` answers from which the tier
     is derived (answers and derivation are stored). The `Idempotency-Key` is required: a
     retried request (a lost answer, a flaky radio link) returns the escalation the first one
-    raised instead of raising it twice."""
+    raised instead of raising it twice.
+
+    Anyone who sees a risk raises it. About a person you can see (`participant_id`, or
+    `external_id` such as `{"source": "booking", "value": "..."}`): your view of the escalation,
+    as always. About anyone else, or only a place (`facility_id`, `location_unit_id`,
+    `location_text`; the facility may be left out when the unit implies it or you have one
+    facility): a blind raise. It is recorded at that place against the person the server finds,
+    or nobody yet (a coordinator or clinician links them later), and answers with an
+    `EscalationReceipt` (no ETag) that is the same whatever was found: you learn nothing more
+    than you gave, now or later. You may add observations to it; the people of the place work
+    it. A place outside your facilities is refused (422 `unknown_facility`,
+    `unknown_housing_unit`); a blind raise with no place you can name is 422 `place_required`.
+    The network of an escalation about a place alone is yours when you hold one, else
+    incarcerated."""
     esc = await svc.raise_(session=session, principal=principal, data=body)
     response.headers["Location"] = f"/v1/escalations/{esc.id}"
     return _one(principal, response, esc)
@@ -143,6 +160,19 @@ async def change_escalation_tier(escalation_id: uuid.UUID, body: TierChange,
     return _one(principal, response, await svc.change_tier(
         session=session, principal=principal, escalation_id=escalation_id, tier=body.tier,
         reason=body.reason, if_match=if_match))
+
+
+@router.post("/{escalation_id}/subject", response_model=View, responses=_MOVE)
+async def link_escalation_subject(escalation_id: uuid.UUID, body: SubjectLink,
+                                  session: SessionDep, response: Response,
+                                  if_match: IfMatch = None,
+                                  principal: Principal = require("escalations:write")) -> View:
+    """Names, or corrects, the person an escalation is about: a coordinator or clinician, with
+    someone they can see (422 `unknown_participant` otherwise). The escalation's facility and
+    network follow the person; the timeline keeps the change (`subject_linked`)."""
+    return _one(principal, response, await svc.link_subject(
+        session=session, principal=principal, escalation_id=escalation_id,
+        participant_id=body.participant_id, if_match=if_match))
 
 
 @router.post("/{escalation_id}/observations", status_code=status.HTTP_201_CREATED,

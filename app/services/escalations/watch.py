@@ -123,7 +123,9 @@ async def watch(*, session: AsyncSession, principal: Principal,
                 escalation_id: uuid.UUID) -> WatchLog:
     if principal.is_peer:  # a peer adds to the log, never reads it
         raise NotFound("No such escalation.")
-    esc = await get(session=session, principal=principal, escalation_id=escalation_id)
+    # nor does a blind raiser read theirs (it would tell them who watches, and when)
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    to_work=True)
     observations = list((await session.execute(
         select(Observation).where(OBSERVATIONS.escalation_id == esc.id)
         .order_by(OBSERVATIONS.observed_at, OBSERVATIONS.id))).scalars())
