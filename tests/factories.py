@@ -197,13 +197,19 @@ class Factory:
         self._save(*[SessionAttendee(session_id=s.id, participant_id=p) for p in people])
         return s
 
-    def escalation(self, person: Participant, *, tier: str = "low", status: str = "open",
-                   raised_by: str = "test") -> Escalation:
+    def escalation(self, person: Participant | None, *, tier: str = "low", status: str = "open",
+                   raised_by: str = "test", facility: Facility | None = None,
+                   network: str | None = None, raised_blind: bool = False) -> Escalation:
+        """About `person` (at their facility, unless `facility`), or about a place alone
+        (`person` None: `facility` and `network` given)."""
         now = datetime.now(UTC)
-        e = Escalation(participant_id=person.id, facility_id=person.facility_id,
-                       network=person.network, category="self_harm", description="seen",
+        e = Escalation(participant_id=person.id if person else None,
+                       facility_id=facility.id if facility else person.facility_id,  # type: ignore[union-attr]
+                       network=network or person.network,  # type: ignore[union-attr]
+                       category="self_harm", description="seen",
                        tier=tier, status=status, ack_deadline=now + timedelta(hours=1),
-                       raised_by=raised_by, raised_at=now, screener=None)
+                       raised_by=raised_by, raised_at=now, screener=None,
+                       raised_blind=raised_blind, reported={"location_text": "seen here"})
         self._save(e)
         return e
 

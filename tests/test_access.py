@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -262,6 +263,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/escalations/{escalation_id}/reopen",            (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/tier",              (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/assign",            (403, 200, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations/{escalation_id}/subject",           (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/observations",      (403, 201, 201, 201, 201, 404, 403, 403)),
     ("GET", "/v1/escalations/{escalation_id}/watch",              (403, 200, 200, 200, 200, 404, 403, 403)),
     ("GET", "/v1/webhook-endpoints",                              (200, 403, 403, 403, 403, 403, 403, 200)),
@@ -446,8 +448,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
                                                                   "reason": "worse"},
         ("POST", "/v1/escalations/{escalation_id}/assign"): lambda: {
             "user_id": str(f.user(Role.clinician, [a]).id)},
+        ("POST", "/v1/escalations/{escalation_id}/subject"): lambda: {
+            "participant_id": str(ctx.person().id)},
         ("POST", "/v1/escalations/{escalation_id}/observations"): lambda: {
-            "observed_at": "2020-01-01T10:00:00Z", "seen": "resting"},
+            "observed_at": datetime.now(UTC).isoformat(), "seen": "resting"},  # as it happens
         ("POST", "/v1/webhook-endpoints"): lambda: {
             "url": "http://127.0.0.1:9/hook", "event_types": ["webhook_endpoint.disabled"]},
         ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): lambda: {"description": "Renamed"},

@@ -165,7 +165,8 @@ def test_breach_climbs_the_chain_on_a_controllable_clock(app, client, factory, c
     assert _sweep(app, t0 + timedelta(minutes=5)) == {"breached": 0}  # next deadline: +3 min
     assert _sweep(app, t0 + timedelta(minutes=8)) == {"breached": 1}
     esc = client.get(f"/v1/escalations/{eid}", headers=ctx["clin"]).json()
-    assert esc["breached"] and esc["chain_level"] == 2
+    # two breaches behind it; the next level's deadline has not passed (yet)
+    assert esc["chain_level"] == 2 and not esc["breached"] and esc["seconds_remaining"] > 0
     breaches = factory.events("escalation.breached")
     assert [b.data["notify"] for b in breaches] == ["on_call_clinician", "duty_supervisor"]
     client.post(f"/v1/escalations/{eid}/acknowledge", headers=ctx["clin"], json={})
@@ -250,7 +251,8 @@ def test_peer_observations_never_close_a_staff_gap(client, factory, ctx):
 
     # The peer raised it (they may add to the watch log of escalations they raised).
     eid = _raise(client, peer, ctx["person"], tier="imminent").json()["id"]
-    t0 = datetime.now(UTC) - timedelta(minutes=30)  # raised half an hour ago
+    # raised a quarter of an hour ago (each entry below is written on time: none is late)
+    t0 = datetime.now(UTC) - timedelta(minutes=14, seconds=30)
     with factory.engine.begin() as conn:
         conn.execute(update(Escalation).values(raised_at=t0))
     for minutes, h in ((3, ctx["officer"]), (7, peer), (11, peer), (14, ctx["officer"])):
