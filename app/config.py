@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     certification_sweep_minutes: float = Field(60, gt=0)
     # How often the worker looks for escalations past their acknowledgement deadline.
     escalation_sweep_seconds: float = Field(5, gt=0, le=60)
+    # A page nobody acknowledged is sent again this often (a new `escalation.paged`).
+    page_repeat_minutes: float = Field(2, gt=0, le=60)
 
     # Idempotency-Key: how long a key and its stored response are kept, and how long a request
     # holds its key before a retry may take it over (only if that request wrote nothing).

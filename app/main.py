@@ -33,6 +33,7 @@ from app.routers import (
     operations,
     pairings,
     participants,
+    rosters,
     support_sessions,
     training,
     webhooks,
@@ -43,7 +44,7 @@ from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 
-API_VERSION = "1.7.0"
+API_VERSION = "1.9.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -99,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    training.courses, training.enrollments, training.people, training.certs,
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
-                   imports.router):
+                   imports.router, rosters.board, rosters.shifts, rosters.overrides,
+                   rosters.pages):
         app.include_router(router)
     install_error_handlers(app)
 
