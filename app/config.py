@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # written before it is marked late (a late entry never counts toward the staff cadence).
     observation_clock_skew_seconds: float = Field(120, ge=0, le=900)
     observation_late_minutes: float = Field(15, gt=0, le=24 * 60)
+    # A page nobody acknowledged is sent again this often (a new `escalation.paged`).
+    page_repeat_minutes: float = Field(2, gt=0, le=60)
 
     # Idempotency-Key: how long a key and its stored response are kept, and how long a request
     # holds its key before a retry may take it over (only if that request wrote nothing).

@@ -4,7 +4,7 @@ one user per role with documented passwords, participants in both networks, a ke
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import date, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from app.models import (
     Facility,
     HousingUnit,
     KeepApartOrder,
+    OnCallShift,
     Pairing,
     Participant,
     ParticipantExternalId,
@@ -27,8 +28,10 @@ from app.models.account import ClientCreate
 from app.models.common import Role
 from app.models.facility import FacilitySettings
 from app.models.keep_apart import ordered_pair
+from app.models.roster import Weekday
 from app.security.passwords import hash_password
 from app.services.accounts import create_client
+from app.services.rosters.rules import is_clinical
 from app.services.writer import Writer
 
 # Development passwords, documented in the README. Never used outside development mode.
@@ -104,14 +107,19 @@ async def load_demo(session: AsyncSession) -> str:
                         facility_id=peer.facility_id, network=peer.network, status="active",
                         proposed_by="demo", activated_at=now, activated_by="demo"))
     lines = []
+    accounts: dict[Role, User] = {}
     for role in Role:
         if role == Role.integration:
             continue
         password = DEMO_PASSWORD.format(role=role.value)
-        session.add(User(username=role.value, password_hash=hash_password(password),
-                         role=role.value, all_facilities=True, facility_ids=[],
-                         participant_id=peer.id if role == Role.peer_supporter else None))
+        accounts[role] = User(username=role.value, password_hash=hash_password(password),
+                              role=role.value, all_facilities=True, facility_ids=[],
+                              participant_id=peer.id if role == Role.peer_supporter else None)
+        session.add(accounts[role])
         lines.append(f"  {role.value:<18} password {password}")
+    await session.flush()
+    # From yesterday: the UTC date may be ahead of a facility's local one.
+    session.add_all(_demo_roster(accounts, [ccj, nsp], now.date() - timedelta(days=1)))
     w = Writer(session, None)
     w.audit("demo.load", "facility", ccj.id)
     await w.commit()
@@ -119,6 +127,23 @@ async def load_demo(session: AsyncSession) -> str:
         name="Demo JMS", scopes=["facilities:read", "participants:read", "participants:write",
                                  "keep_apart:read", "keep_apart:write"]))
     return ("demo data loaded: facilities CCJ and NSP, 36 participants (supporters certified),\n"
-            "4 courses, 1 keep-apart order, 1 active pairing\n"
+            "4 courses, 1 keep-apart order, 1 active pairing, an on-call roster for every level\n"
             "users (development only):\n" + "\n".join(lines) +
             f"\nintegration client: {client.client_id} secret {secret} (shown once)")
+
+
+def _demo_roster(accounts: dict[Role, User], facilities: list[Facility],
+                 today: date) -> list[OnCallShift]:
+    """Someone on call at every level of each facility's chain, in both networks: the
+    clinician holds clinician levels; the officer (incarcerated) or the staff coordinator (staff)
+    the others; every day, all day (wall clock)."""
+    shifts = []
+    for facility in facilities:
+        for network, other in (("incarcerated", Role.officer), ("staff", Role.staff_coordinator)):
+            for level in FacilitySettings.model_validate(facility.settings).escalation_chain:
+                holder = accounts[Role.clinician if is_clinical(level) else other]
+                shifts.append(OnCallShift(
+                    facility_id=facility.id, network=network, level=level, user_id=holder.id,
+                    weekdays=[d.value for d in Weekday], start_time=time(0, 0),
+                    duration_minutes=24 * 60, valid_from=today, created_by="demo"))
+    return shifts

@@ -46,6 +46,7 @@ from app.routers import (
     operations,
     pairings,
     participants,
+    rosters,
     support_sessions,
     training,
     webhooks,
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    training.courses, training.enrollments, training.people, training.certs,
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
-                   imports.router):
+                   imports.router, rosters.board, rosters.shifts, rosters.overrides,
+                   rosters.pages):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     # What middleware and handlers treat apart, from the routes' own marks (app/routemarks.py).

@@ -36,6 +36,7 @@ class Job:
 
 def _jobs() -> list[Job]:
     from app.services.escalations import breach_sweep, watch_sweep
+    from app.services.escalations.paging import repage_sweep
     from app.services.idempotency import purge
     from app.services.imports import resume_stalled
     from app.services.pairings import certification_sweep
@@ -43,6 +44,7 @@ def _jobs() -> list[Job]:
 
     return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds),
             Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds),
+            Job("escalation_repage_sweep", repage_sweep, lambda s: s.escalation_sweep_seconds),
             Job("certification_sweep", certification_sweep,
                 lambda s: s.certification_sweep_minutes * 60),
             Job("idempotency_purge", purge, lambda s: 600),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,10 +20,13 @@ from app.models import (
     Course,
     Enrollment,
     Escalation,
+    EscalationNotification,
     Facility,
     HousingUnit,
     ImportJob,
     KeepApartOrder,
+    OnCallOverride,
+    OnCallShift,
     OutboxEvent,
     Pairing,
     Participant,
@@ -256,6 +259,40 @@ class Factory:
                       **kw)
         self._save(j)
         return j
+
+    def shift(self, facility: Facility, user: User, level: str = "on_call_clinician", *,
+              network: str = "incarcerated", start: str = "00:00", minutes: int = 1440,
+              weekdays: list[str] | None = None, **kw: Any) -> OnCallShift:
+        """A recurring on-call shift; by default every day, all day (wall-clock 24 h)."""
+        h, m = (int(x) for x in start.split(":"))
+        s = OnCallShift(facility_id=facility.id, network=network, level=level, user_id=user.id,
+                        weekdays=weekdays or ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                        start_time=time(h, m), duration_minutes=minutes,
+                        valid_from=kw.pop("valid_from", date(2020, 1, 1)), created_by="test",
+                        **kw)
+        self._save(s)
+        return s
+
+    def override(self, facility: Facility, user: User, starts_at: datetime, ends_at: datetime,
+                 level: str = "on_call_clinician", network: str = "incarcerated",
+                 **kw: Any) -> OnCallOverride:
+        o = OnCallOverride(facility_id=facility.id, network=network, level=level,
+                           user_id=user.id, starts_at=starts_at, ends_at=ends_at,
+                           created_by="test", **kw)
+        self._save(o)
+        return o
+
+    def notification(self, escalation: Escalation, user: User, level: int = 1,
+                     **kw: Any) -> EscalationNotification:
+        now = datetime.now(UTC)
+        n = EscalationNotification(escalation_id=escalation.id,
+                                   facility_id=escalation.facility_id,
+                                   network=escalation.network, level=level,
+                                   level_name=kw.pop("level_name", "on_call_clinician"),
+                                   user_id=user.id, reason=kw.pop("reason", "breached"),
+                                   notified_at=now, last_paged_at=now, **kw)
+        self._save(n)
+        return n
 
     # --- tokens ----------------------------------------------------------------------------
     def token(self, account: User | ApiClient, scopes: list[str] | None = None) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -281,6 +281,18 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/imports/keep-apart-orders/template",             (403, 200, 200, 403, 403, 403, 403, 200)),
     ("GET", "/v1/imports",                                        (403, 200, 200, 200, 200, 200, 403, 200)),
     ("GET", "/v1/imports/{import_id}",                            (403, 200, 200, 200, 200, 200, 403, 200)),
+    ("GET", "/v1/on-call",                                        (200, 200, 200, 200, 200, 403, 403, 403)),
+    ("GET", "/v1/on-call-shifts",                                 (200, 200, 200, 200, 200, 403, 403, 403)),
+    ("POST", "/v1/on-call-shifts",                                (201, 201, 201, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/on-call-shifts/{shift_id}",                      (200, 200, 200, 200, 404, 403, 403, 403)),
+    ("PATCH", "/v1/on-call-shifts/{shift_id}",                    (200, 200, 200, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/on-call-overrides",                              (200, 200, 200, 200, 200, 403, 403, 403)),
+    ("POST", "/v1/on-call-overrides",                             (201, 201, 201, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/on-call-overrides/{override_id}",                (200, 200, 200, 200, 404, 403, 403, 403)),
+    ("POST", "/v1/on-call-overrides/{override_id}/cancel",        (200, 200, 200, 403, 403, 403, 403, 403)),
+    ("GET", "/v1/escalation-notifications/{notification_id}",    (403, 200, 200, 200, 200, 403, 403, 200)),
+    ("POST", "/v1/escalation-notifications/{notification_id}/acknowledge",
+                                                                  (403, 200, 200, 200, 200, 403, 403, 403)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -378,9 +390,23 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         subs["delivery_id"] = f.webhook_delivery(endpoint, event).id
     if "{import_id}" in template:
         subs["import_id"] = f.import_job(ctx.account).id
+    # A roster entry or page held by the caller when their role can hold one, else by another.
+    holder = (ctx.account if isinstance(ctx.account, User) and ctx.account.role in (
+        "clinician", "officer", "coordinator", "staff_coordinator") else f.user(Role.clinician, [a]))
+    clinician = holder if holder.role == "clinician" else f.user(Role.clinician, [a])
+    if "{shift_id}" in template:
+        subs["shift_id"] = f.shift(a, clinician, network=ctx.network).id
+    if "{override_id}" in template:
+        now = datetime.now(UTC)
+        subs["override_id"] = f.override(a, clinician, now, now + timedelta(hours=1),
+                                         network=ctx.network).id
+    if "{notification_id}" in template:
+        subs["notification_id"] = f.notification(f.escalation(ctx.person()), holder).id
     query = ""
     if template == "/v1/pairings/candidates":
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
+    if template == "/v1/on-call":
+        query = f"?facility_id={a.id}&network={ctx.network}"
     path = template.format(**subs) + query
     person = {"network": ctx.network, "legal_name": "New Person", "facility_code": a.code}
     bodies: dict[tuple[str, str], Any] = {
@@ -456,6 +482,17 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "url": "http://127.0.0.1:9/hook", "event_types": ["webhook_endpoint.disabled"]},
         ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): lambda: {"description": "Renamed"},
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): lambda: {},
+        ("POST", "/v1/on-call-shifts"): lambda: {
+            "facility_id": str(a.id), "network": ctx.network, "level": "on_call_clinician",
+            "user_id": str(f.user(Role.clinician, [a]).id), "weekdays": ["mon"],
+            "start_time": "07:00", "duration_minutes": 720, "valid_from": "2026-01-01"},
+        ("PATCH", "/v1/on-call-shifts/{shift_id}"): lambda: {"valid_until": "2030-01-01"},
+        ("POST", "/v1/on-call-overrides"): lambda: {
+            "facility_id": str(a.id), "network": ctx.network, "level": "on_call_clinician",
+            "user_id": str(f.user(Role.clinician, [a]).id),
+            "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T18:00:00Z"},
+        ("POST", "/v1/escalation-notifications/{notification_id}/acknowledge"): lambda: None,
+        ("POST", "/v1/on-call-overrides/{override_id}/cancel"): lambda: None,
         ("POST", "/v1/imports/participants"): lambda: Raw.csv(
             "external_source,external_id,network,legal_name,facility_code",
             f"jms,{_uid()},{ctx.network},New Person,{a.code}"),

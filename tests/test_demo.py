@@ -37,3 +37,9 @@ def test_demo_loads_once_and_accounts_work(client, settings):
     assert len(mine) == 1 and mine[0]["recipient"]["preferred_name"]
     cert = client.get(f"/v1/participants/{mine[0]['supporter_id']}/certification", headers=peer)
     assert cert.json()["certified"] is True
+    # someone is on call at every level of each facility's chain (the demo roster)
+    officer = login("officer")
+    for facility in client.get("/v1/facilities", headers=officer).json()["items"]:
+        board = client.get("/v1/on-call", params={"facility_id": facility["id"]},
+                           headers=officer).json()
+        assert board["unstaffed"] == [] and all(lv["people"] for lv in board["levels"])

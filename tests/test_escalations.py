@@ -61,7 +61,9 @@ def test_raise_with_screener_stores_answers_and_deadline_per_facility(client, fa
     assert esc.screener["rule"].startswith("Q5")
     minutes = (esc.ack_deadline - esc.raised_at).total_seconds() / 60
     assert 9.9 < minutes < 10.1  # this facility's high-tier setting
-    assert [e.type for e in factory.events()] == ["escalation.created"]
+    # A high raise pages the first level at once; nobody is on call here: an alert per level.
+    assert [e.type for e in factory.events()] == ["escalation.created"] + [
+        "escalation.unstaffed"] * 2
 
 
 def test_what_each_role_sees(client, factory, ctx):
@@ -131,7 +133,8 @@ def test_high_needs_a_clinician_with_a_plan_and_stamps_once(client, factory, ctx
     assert again["acknowledged_at"] == first["acknowledged_at"]  # stamped once
     kinds = [e["kind"] for e in client.get(f"/v1/escalations/{eid}/timeline",
                                            headers=ctx["clin"]).json()]
-    assert kinds == ["created", "acknowledged", "resolved", "reopened", "acknowledged"]
+    assert kinds == ["created", "unstaffed", "unstaffed",  # nobody on call (tests/test_paging)
+                     "acknowledged", "resolved", "reopened", "acknowledged"]
 
 
 def test_tier_up_by_anyone_down_only_by_clinician(client, factory, ctx):
@@ -157,13 +160,20 @@ def _sweep(app, now):
     return asyncio.run(go())
 
 
+def _roster(factory, ctx):
+    """Someone on call at both levels of ctx's chain (paging itself: tests/test_paging.py)."""
+    factory.shift(ctx["f"], factory.user(Role.clinician, [ctx["f"]]))
+    factory.shift(ctx["f"], factory.user(Role.officer, [ctx["f"]]), "duty_supervisor")
+
+
 def test_breach_climbs_the_chain_on_a_controllable_clock(app, client, factory, ctx):
-    eid = _raise(client, ctx["officer"], ctx["person"], tier="imminent").json()["id"]
+    _roster(factory, ctx)  # moderate: not paged at raise, so the first breach is level 1
+    eid = _raise(client, ctx["officer"], ctx["person"], tier="moderate").json()["id"]
     t0 = datetime.now(UTC)
-    assert _sweep(app, t0 + timedelta(minutes=2)) == {"breached": 0}
-    assert _sweep(app, t0 + timedelta(minutes=4)) == {"breached": 1}
-    assert _sweep(app, t0 + timedelta(minutes=5)) == {"breached": 0}  # next deadline: +3 min
-    assert _sweep(app, t0 + timedelta(minutes=8)) == {"breached": 1}
+    assert _sweep(app, t0 + timedelta(minutes=59)) == {"breached": 0}
+    assert _sweep(app, t0 + timedelta(minutes=61)) == {"breached": 1}
+    assert _sweep(app, t0 + timedelta(minutes=62)) == {"breached": 0}  # next deadline: +60
+    assert _sweep(app, t0 + timedelta(minutes=122)) == {"breached": 1}
     esc = client.get(f"/v1/escalations/{eid}", headers=ctx["clin"]).json()
     # two breaches behind it; the next level's deadline has not passed (yet)
     assert esc["chain_level"] == 2 and not esc["breached"] and esc["seconds_remaining"] > 0
@@ -174,9 +184,10 @@ def test_breach_climbs_the_chain_on_a_controllable_clock(app, client, factory, c
 
 
 def test_two_workers_racing_handle_each_breach_once(app, client, factory, ctx, is_pg):
-    ids = [_raise(client, ctx["officer"], factory.recipient(ctx["f"]), tier="imminent").json()["id"]
+    _roster(factory, ctx)
+    ids = [_raise(client, ctx["officer"], factory.recipient(ctx["f"]), tier="moderate").json()["id"]
            for _ in range(6)]
-    later = datetime.now(UTC) + timedelta(minutes=5)
+    later = datetime.now(UTC) + timedelta(minutes=61)
 
     async def race():
         async def one():
@@ -191,6 +202,7 @@ def test_two_workers_racing_handle_each_breach_once(app, client, factory, ctx, i
               for i in ids]
     assert levels == [1] * 6
     assert len(factory.events("escalation.breached")) == 6
+    assert len(factory.events("escalation.paged")) == 6  # one page per breach
 
 
 def test_idempotent_raise(client, factory, ctx):

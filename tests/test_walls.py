@@ -28,6 +28,10 @@ RESOURCE_WALLS = {
     "escalations": "escalation",
     "facilities": "facility",
     "audit-events": "audit_event",
+    "on-call": "on_call",
+    "on-call-shifts": "on_call_shift",
+    "on-call-overrides": "on_call_override",
+    "escalation-notifications": "escalation_notification",
 }
 # resources walled another way, and how
 WALLED_OTHERWISE = {

@@ -47,6 +47,10 @@ def _seed(factory) -> dict:
                                            "ack_minutes": {"imminent": 5, "high": 15,
                                                            "moderate": 60, "low": 1440}})
     people = [factory.recipient(f) for _ in range(5)]
+    # Someone on call at every level, so each breach stops at the level it reaches.
+    for level in CHAIN:
+        factory.shift(f, factory.user("clinician" if "clinician" in level else "officer", [f]),
+                      level)
     now = datetime.now(UTC)
     rows = []
     for i in range(FRESH + CLIMBING):

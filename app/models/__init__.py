@@ -36,3 +36,9 @@ __all__ += ["WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]
 from app.models.import_job import ImportJob  # noqa: E402
 
 __all__ += ["ImportJob"]
+from app.models.roster import OnCallOverride, OnCallShift  # noqa: E402
+
+__all__ += ["OnCallOverride", "OnCallShift"]
+from app.models.notification import EscalationNotification  # noqa: E402
+
+__all__ += ["EscalationNotification"]

@@ -36,6 +36,12 @@ SCOPES: dict[str, str] = {
     "webhooks:read": "Read webhook endpoints and their deliveries (a client: its own)",
     "webhooks:write": "Register, change, rotate and redeliver webhooks (a client: its own)",
     "events:read": "Poll the event feed (only the events your scopes and facilities cover)",
+    "rosters:read": "Read who is on call now (the board) and on-call rosters (coordinators and "
+                    "admins: every shift in scope; others: their own)",
+    "rosters:write": "Manage on-call shifts and overrides",
+    "notifications:read": "Read an escalation notification (a page): whom to page, at which "
+                          "level, for which escalation and facility (paging gateways, boards)",
+    "notifications:acknowledge": "Acknowledge a page sent to you",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -45,26 +51,31 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "facilities:read", "facilities:write", "users:read", "users:write",
         "clients:read", "clients:write", "audit:read", "courses:read", "courses:write",
         "topics:write", "webhooks:read", "webhooks:write", "events:read",
+        "rosters:read", "rosters:write",
     }),
     Role.coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
-        "escalations:write", "escalations:observe",
+        "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
+        "notifications:read", "notifications:acknowledge",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
-        "escalations:write", "escalations:observe",
+        "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
+        "notifications:read", "notifications:acknowledge",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
                                "disclosures:read", "escalations:raise", "escalations:read",
-                               "escalations:write", "escalations:observe"}),
+                               "escalations:write", "escalations:observe", "rosters:read",
+                               "notifications:read", "notifications:acknowledge"}),
     Role.officer: frozenset({"facilities:read", "participants:read", "escalations:raise",
-                             "escalations:read", "escalations:observe"}),
+                             "escalations:read", "escalations:observe", "rosters:read",
+                             "notifications:read", "notifications:acknowledge"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
@@ -77,7 +88,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "pairings:read", "escalations:read",
-        "webhooks:read", "webhooks:write", "events:read",
+        "webhooks:read", "webhooks:write", "events:read", "notifications:read",
     }),
 }
 
@@ -103,6 +114,12 @@ ESCALATION_WORKERS = frozenset({Role.clinician, *COORDINATORS})
 SESSION_KEEPERS = frozenset({*COORDINATORS, Role.peer_supporter})
 # Who sees an escalation as its status only (no tiers, names or notes).
 ESCALATION_STATUS_ONLY = frozenset({Role.peer_supporter, Role.integration})
+# Who may hold a level of an escalation chain on an on-call roster (and so be paged); a
+# clinician level only CLINICAL_HOLDERS (services/rosters/rules.holder_refusal).
+ON_CALL_HOLDERS = frozenset({Role.clinician, Role.officer, *COORDINATORS})
+CLINICAL_HOLDERS = frozenset({Role.clinician})
+# Who manages rosters (every shift in scope); other readers see their own shifts only.
+ROSTER_MANAGERS = frozenset({Role.admin, *COORDINATORS})
 
 ACCOUNT_SCOPES = frozenset({"users:read", "users:write", "clients:read", "clients:write"})
 

@@ -29,7 +29,10 @@ from app.services.pagination import decode_int_cursor, encode_cursor
 OE = OutboxEvent.__table__.c
 WE = WebhookEndpoint.__table__.c
 
-# Event family -> the read scope its records need.
+# Event family -> the read scope its records need. The pages (`escalation.paged`,
+# `escalation.page_acknowledged`: entity an escalation_notification) and `escalation.unstaffed`
+# are of the escalation family: whoever may read the escalation sees them; reading a page's
+# detail (whom to page) needs notifications:read besides.
 FAMILY_SCOPES: dict[str, str] = {
     "participant": "participants:read",
     "keep_apart": "keep_apart:read",
@@ -51,7 +54,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "pairing.proposed", "pairing.activated", "pairing.paused", "pairing.resumed", "pairing.ended",
     "escalation.created", "escalation.acknowledged", "escalation.resolved",
     "escalation.reopened", "escalation.assigned", "escalation.tier_changed",
-    "escalation.breached", "escalation.subject_linked", "observation.missed",
+    "escalation.breached", "escalation.subject_linked", "escalation.unstaffed",
+    "escalation.paged", "escalation.page_acknowledged", "observation.missed",
     "support_session.scheduled", "support_session.completed", "support_session.cancelled",
     "support_session.no_show", "disclosure.recorded",
     "enrollment.completed", "certification.granted", "certification.lapsed",
@@ -61,6 +65,7 @@ EVENT_TYPES: tuple[str, ...] = (
 _LINKS = {
     "participant": "/v1/participants/{}", "keep_apart_order": "/v1/keep-apart-orders/{}",
     "pairing": "/v1/pairings/{}", "escalation": "/v1/escalations/{}",
+    "escalation_notification": "/v1/escalation-notifications/{}",
     "support_session": "/v1/support-sessions/{}", "enrollment": "/v1/enrollments/{}",
     "webhook_endpoint": "/v1/webhook-endpoints/{}",
 }

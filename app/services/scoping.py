@@ -24,15 +24,19 @@ from sqlalchemy.sql.elements import BindParameter
 from app.models import (
     AuditEvent,
     Escalation,
+    EscalationNotification,
     Facility,
     HousingUnit,
     KeepApartOrder,
+    OnCallOverride,
+    OnCallShift,
     Pairing,
     Participant,
     SupportSession,
 )
 from app.models.escalation import UNRESOLVED
 from app.security.principal import Principal
+from app.security.scopes import ROSTER_MANAGERS
 
 # Reads select from the Core tables (rows, not ORM objects: several times cheaper per row);
 # writes select the ORM entity. Both take their WHERE clauses from the aggregate's wall.
@@ -44,6 +48,9 @@ S = SupportSession.__table__.c
 F = Facility.__table__.c
 HU = HousingUnit.__table__.c
 AE = AuditEvent.__table__.c
+SHIFTS = OnCallShift.__table__.c
+OVERRIDES = OnCallOverride.__table__.c
+NOTIFICATIONS = EscalationNotification.__table__.c
 
 NOTHING = "nothing"  # the shape of a caller who sees no record of the aggregate
 
@@ -258,6 +265,78 @@ def escalations(principal: Principal, *columns: Any, to_work: bool = False) -> S
     return stmt.where(*escalation_wall(principal, to_work=to_work).clauses())
 
 
+# --- on-call rosters and escalation notifications --------------------------------------------
+
+def on_call_wall(principal: Principal) -> Wall:
+    """Who is on call (the board): the caller's facilities and networks; an admin's facilities
+    in every network (rosters name staff accounts, which admins manage, never participants)."""
+    return _wall("on_call_shift", _caller(principal, networks=not principal.is_admin))
+
+
+def roster_wall(principal: Principal, aggregate: str = "on_call_shift") -> Wall:
+    """Roster entries (shifts, overrides) as records: the board's wall for those who manage
+    rosters (ROSTER_MANAGERS); anyone else sees only their own entries."""
+    found = _caller(principal, networks=not principal.is_admin)
+    if found is not None and principal.role not in ROSTER_MANAGERS:
+        found[0].add("mine")
+        found[1]["me"] = principal.id
+    return _wall(aggregate, found)
+
+
+def _roster_clauses(columns: Any, shape: frozenset[str], b: _Binder) -> list[Any]:
+    out = _facs(shape, b, columns.facility_id)
+    if "nets" in shape:
+        out.append(columns.network.in_(b("nets", expanding=True)))
+    if "mine" in shape:
+        out.append(columns.user_id == b("me", type_=columns.user_id.type))
+    return out
+
+
+@_defines("on_call_shift")
+def _on_call_shift_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    return _roster_clauses(SHIFTS, shape, b)
+
+
+@_defines("on_call_override")
+def _on_call_override_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    return _roster_clauses(OVERRIDES, shape, b)
+
+
+def on_call_shifts(principal: Principal) -> Select[Any]:
+    return select(OnCallShift).where(*roster_wall(principal).clauses())
+
+
+def on_call_overrides(principal: Principal) -> Select[Any]:
+    return select(OnCallOverride).where(
+        *roster_wall(principal, "on_call_override").clauses())
+
+
+def board_shifts(principal: Principal) -> Select[Any]:
+    """Every shift of the board's wall (who is on call now), not only the caller's own."""
+    return select(OnCallShift).where(*on_call_wall(principal).clauses())
+
+
+def board_overrides(principal: Principal) -> Select[Any]:
+    wall = on_call_wall(principal)
+    return select(OnCallOverride).where(
+        *Wall("on_call_override", wall.shape, wall.params).clauses())
+
+
+def notification_wall(principal: Principal) -> Wall:
+    """Pages: the caller's facilities and networks (the escalation's, copied on each page)."""
+    return _wall("escalation_notification", _caller(principal))
+
+
+@_defines("escalation_notification")
+def _notification_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    return [NOTIFICATIONS.network.in_(b("nets", expanding=True)),
+            *_facs(shape, b, NOTIFICATIONS.facility_id)]
+
+
+def notifications(principal: Principal) -> Select[Any]:
+    return select(EscalationNotification).where(*notification_wall(principal).clauses())
+
+
 # --- facilities, housing units, keep-apart orders, the audit trail ----------------------------
 
 def facility_wall(principal: Principal) -> Wall:
@@ -330,4 +409,8 @@ WALLS: dict[str, Callable[[Principal], Wall]] = {
     "facility": facility_wall,
     "housing_unit": housing_unit_wall,
     "audit_event": audit_event_wall,
+    "on_call": on_call_wall,
+    "on_call_shift": roster_wall,
+    "on_call_override": lambda principal: roster_wall(principal, "on_call_override"),
+    "escalation_notification": notification_wall,
 }

@@ -17,6 +17,8 @@ from app.config import Settings
 from app.db import utcnow
 from app.models import Escalation, Facility, Observation
 from app.models.escalation import CADENCE_MINUTES, UNRESOLVED, WAITING
+from app.models.notification import NotificationReason
+from app.services.escalations import paging
 from app.services.escalations.triage import ack_deadline
 from app.services.escalations.watch import COUNTS_TOWARD_CADENCE
 from app.services.escalations.workflow import emit, timeline_entry
@@ -35,8 +37,10 @@ WATCHED_TIERS = tuple(tier for tier, minutes in CADENCE_MINUTES.items() if minut
 async def breach_sweep(session: AsyncSession, settings: Settings,
                        now: datetime | None = None) -> dict[str, int]:
     """Every escalation whose acknowledgement deadline passed unacknowledged is marked breached,
-    moves one step up its facility's chain, gets the next level's deadline, and emits
-    `escalation.breached`. Rows are taken FOR UPDATE SKIP LOCKED: workers share, never repeat."""
+    moves one step up its facility's chain, gets the next level's deadline, emits
+    `escalation.breached`, and pages the people on call at that level (`paging.page_from`:
+    a level with nobody on call is an alert, and the escalation moves on at once). Rows are
+    taken FOR UPDATE SKIP LOCKED: workers share, never repeat."""
     now = now or utcnow()
     due = (await session.execute(
         select(Escalation)
@@ -49,19 +53,23 @@ async def breach_sweep(session: AsyncSession, settings: Settings,
         await session.execute(select(Facility).where(
             FACILITIES.id.in_({esc.facility_id for esc in due})))).scalars()}
     writer = Writer(session, None)
+    rosters: paging.Rosters = {}  # one roster per facility and network this round
     for esc in due:
         at_facility = facility_settings[esc.facility_id]
         chain = at_facility["escalation_chain"]
-        esc.chain_level += 1
+        # The next level; past the top the chain is exhausted and the top level stays.
+        level = min(esc.chain_level + 1, len(chain))
         esc.breached = True
         esc.ack_deadline = ack_deadline(at_facility, esc.tier, now)
         esc.version += 1
         esc.updated_at = now
-        notify = chain[min(esc.chain_level, len(chain)) - 1]
-        timeline_entry(session, esc, "breached", SYSTEM, {"level": esc.chain_level,
-                                                          "notify": notify})
+        notify = chain[level - 1]
+        timeline_entry(session, esc, "breached", SYSTEM, {"level": level, "notify": notify})
         writer.audit("escalation.breach", "escalation", esc.id, esc.facility_id)
-        emit(writer, "escalation.breached", esc, level=esc.chain_level, notify=notify)
+        emit(writer, "escalation.breached", esc, level=level, notify=notify)
+        # The level's people on call now are paged (an unstaffed level: moves on at once).
+        await paging.page_from(session, writer, esc, level, NotificationReason.breached, now,
+                               rosters)
     await writer.commit()
     return {"breached": len(due)}
 

@@ -19,7 +19,7 @@ from app.security.principal import Principal
 from app.security.scopes import ESCALATION_WORKERS
 from app.services import scoping
 from app.services.common import check_version
-from app.services.escalations import subjects
+from app.services.escalations import paging, subjects
 from app.services.escalations.triage import ack_deadline, triage
 from app.services.escalations.views import get
 from app.services.facilities import settings_of
@@ -103,6 +103,7 @@ async def raise_(*, session: AsyncSession, principal: Principal, data: Escalatio
     timeline_entry(session, esc, "created", principal.actor, {"tier": tier.value})
     writer.audit("escalation.create", "escalation", esc.id, esc.facility_id)
     emit(writer, "escalation.created", esc)
+    await paging.page_on_raise(session, writer, esc)
     if commit:
         await writer.commit()
     return esc
@@ -130,6 +131,8 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
     now = utcnow()
     if action == EscalationAction.acknowledge and esc.acknowledged_at is None:
         esc.acknowledged_at, esc.acknowledged_by = now, principal.actor
+    if action == EscalationAction.acknowledge:
+        await paging.close_pages(session, esc, principal.actor, now)
     if action == EscalationAction.resolve:
         if esc.tier in CLINICIAN_TIERS:
             if not principal.is_clinician:
