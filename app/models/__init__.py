@@ -36,3 +36,6 @@ __all__ += ["WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]
 from app.models.import_job import ImportJob  # noqa: E402
 
 __all__ += ["ImportJob"]
+from app.models.stream_ticket import StreamTicket  # noqa: E402
+
+__all__ += ["StreamTicket"]

@@ -36,6 +36,8 @@ SCOPES: dict[str, str] = {
     "webhooks:read": "Read webhook endpoints and their deliveries (a client: its own)",
     "webhooks:write": "Register, change, rotate and redeliver webhooks (a client: its own)",
     "events:read": "Poll the event feed (only the events your scopes and facilities cover)",
+    "events:stream": "Hold a live stream of the events your scopes and facilities cover (a "
+                     "peer supporter: the status of the escalations they raised)",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -51,33 +53,34 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
-        "escalations:write", "escalations:observe",
+        "escalations:write", "escalations:observe", "events:stream",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "courses:read", "training:read", "training:write",
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
-        "escalations:write", "escalations:observe",
+        "escalations:write", "escalations:observe", "events:stream",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
                                "disclosures:read", "escalations:raise", "escalations:read",
-                               "escalations:write", "escalations:observe"}),
+                               "escalations:write", "escalations:observe", "events:stream"}),
     Role.officer: frozenset({"facilities:read", "participants:read", "escalations:raise",
-                             "escalations:read", "escalations:observe"}),
+                             "escalations:read", "escalations:observe", "events:stream"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
                                     "training:read", "pairings:read", "sessions:read",
                                     "sessions:write", "notes:read", "disclosures:read",
                                     "disclosures:write", "escalations:raise",
-                                    "escalations:read", "escalations:observe"}),
+                                    "escalations:read", "escalations:observe",
+                                    "events:stream"}),
     Role.auditor: frozenset({"facilities:read", "audit:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "pairings:read", "escalations:read",
-        "webhooks:read", "webhooks:write", "events:read",
+        "webhooks:read", "webhooks:write", "events:read", "events:stream",
     }),
 }
 
