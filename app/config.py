@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     # Finished deliveries (and their attempts) older than this leave the delivery log.
     webhook_log_days: int = Field(30, ge=1, le=3650)
 
+    # The live stream (GET /v1/stream): a heartbeat comment (and the caller's token and account
+    # checked again) this often; how many events may wait for a slow reader before it is
+    # disconnected (it resumes with Last-Event-ID); how long a browser's stream ticket lives.
+    stream_heartbeat_seconds: float = Field(15, gt=0, le=60)
+    stream_queue_size: int = Field(1_000, ge=10, le=100_000)
+    stream_ticket_seconds: int = Field(30, ge=5, le=300)
+
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
 

@@ -19,6 +19,7 @@ from app.security.tokens import KeyRing
 from app.services import idempotency
 from app.services.auth import Throttle
 from app.services.import_runner import ImportRunner
+from app.services.stream import Streams
 
 
 async def get_request_session(request: Request) -> AsyncSession:
@@ -76,6 +77,13 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ImportRunnerDep = Annotated[ImportRunner, Depends(get_import_runner)]
 
 
+async def get_streams(request: Request) -> Streams:
+    """The live stream's hub and helpers (built by create_app, run by the lifespan)."""
+    return request.app.state.streams  # type: ignore[no-any-return]
+
+
+StreamsDep = Annotated[Streams, Depends(get_streams)]
+
 
 def require(*scopes: str) -> Any:
     """A route's declared scopes: `principal: Principal = require("participants:read")`."""
@@ -105,5 +113,5 @@ def requires_idempotency_key(dependant: Any) -> bool:
 
 
 __all__ = ["EngineDep", "IdempotencyKeyRequired", "ImportRunnerDep", "KeyRingDep", "NoteCipherDep",
-           "Principal", "SessionDep", "SessionMakerDep", "SettingsDep", "ThrottleDep", "require",
-           "requires_idempotency_key"]
+           "Principal", "SessionDep", "SessionMakerDep", "SettingsDep", "StreamsDep", "ThrottleDep",
+           "require", "requires_idempotency_key"]

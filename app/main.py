@@ -47,6 +47,7 @@ from app.routers import (
     pairings,
     participants,
     rosters,
+    stream,
     support_sessions,
     training,
     webhooks,
@@ -57,6 +58,7 @@ from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 from app.services.import_runner import ImportRunner
+from app.services.stream import Streams
 
 API_VERSION = "1.9.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
@@ -87,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # full one every few requests, 15-35 ms each: the p99. Reference counting frees almost
         # all of them; the cycle collector now runs every 50,000 net allocations.
         gc.set_threshold(50_000, 20, 100)
-        async with invalidation.running(settings), \
+        streams: Streams = app.state.streams
+        async with streams.running(), invalidation.running(settings, [streams.channel]), \
                 worker.embedded(app.state.sessionmaker, settings), \
                 ImportRunner.running(app.state.sessionmaker, settings) as import_runner:
             app.state.import_runner = import_runner  # given to routes by deps.ImportRunnerDep
@@ -109,6 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.throttle = Throttle(settings)
     app.state.note_cipher = NoteCipher.from_settings(settings)
+    app.state.streams = Streams(settings=settings, keyring=app.state.keyring, engine=engine,
+                                sessionmaker=app.state.sessionmaker,
+                                read_sessionmaker=app.state.read_sessionmaker)
 
     # Routes are matched in order: the resources integrators hit hardest come first.
     for router in (participants.router, pairings.router, keep_aparts.router, facilities.router,
@@ -117,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
                    imports.router, rosters.board, rosters.shifts, rosters.overrides,
-                   rosters.pages):
+                   rosters.pages, stream.router):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     # What middleware and handlers treat apart, from the routes' own marks (app/routemarks.py).

@@ -42,6 +42,8 @@ WALLED_OTHERWISE = {
     "courses": "a catalogue per network (courses:read)",
     "session-topics": "a shared vocabulary, no personal data",
     "events": "services.events.event_clauses: the one event visibility rule",
+    "stream": "services.events.event_clauses too (the replay and the hub's query per group); "
+              "tickets: the caller's own",
     "imports": "the caller's own import jobs",
     "users": "account administration: admins of all facilities only",
     "clients": "account administration: admins of all facilities only",

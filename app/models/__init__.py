@@ -42,3 +42,6 @@ __all__ += ["OnCallOverride", "OnCallShift"]
 from app.models.notification import EscalationNotification  # noqa: E402
 
 __all__ += ["EscalationNotification"]
+from app.models.stream_ticket import StreamTicket  # noqa: E402
+
+__all__ += ["StreamTicket"]

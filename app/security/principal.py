@@ -216,10 +216,17 @@ async def resolve(app_state: Any, token: str) -> Principal:
     """The token's account as it stands now (InvalidToken when it does not verify, is revoked,
     or its account is inactive): from PRINCIPALS, or on a miss from one short read."""
     claims = app_state.keyring.verify_cached(token, settings=app_state.settings)
+    return await current(app_state.read_sessionmaker, claims)
+
+
+async def current(read_sessionmaker: Any, claims: dict[str, Any]) -> Principal:
+    """The account behind verified claims as it stands now (InvalidToken when the token is
+    revoked or the account inactive): from PRINCIPALS, or on a miss from one short read. Also
+    what a live stream asks at each heartbeat, with the claims of the token that opened it."""
     now = time.time()
     principal = PRINCIPALS.get(claims["jti"], now)
     if principal is None:
-        async with app_state.read_sessionmaker() as session:
+        async with read_sessionmaker() as session:
             principal = await load_principal(session, claims)
         PRINCIPALS.put(principal, now)
     return principal
@@ -238,6 +245,12 @@ async def get_principal(
         request.state.auth_failure = str(exc)  # for the log line; never for the body
         raise Unauthorized() from None
     request.state.principal = principal
+    check_scopes(principal, security_scopes)
+    return principal
+
+
+def check_scopes(principal: Principal, security_scopes: SecurityScopes) -> None:
+    """403 insufficient_scope unless the principal holds every scope the route declares."""
     missing = set(security_scopes.scopes) - principal.scopes
     if missing:
         raise Forbidden(
@@ -245,7 +258,6 @@ async def get_principal(
             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", '
                                          f'scope="{security_scopes.scope_str}"'},
         )
-    return principal
 
 
 async def bearer_principal(scope: Any) -> Principal | None:
@@ -269,4 +281,5 @@ async def bearer_principal(scope: Any) -> Principal | None:
     return principal
 
 
-__all__ = ["PRINCIPALS", "Principal", "bearer_principal", "get_principal", "resolve"]
+__all__ = ["PRINCIPALS", "Principal", "bearer_principal", "check_scopes", "current", "get_principal",
+           "resolve"]

@@ -42,6 +42,8 @@ SCOPES: dict[str, str] = {
     "notifications:read": "Read an escalation notification (a page): whom to page, at which "
                           "level, for which escalation and facility (paging gateways, boards)",
     "notifications:acknowledge": "Acknowledge a page sent to you",
+    "events:stream": "Hold a live stream of the events your scopes and facilities cover (a "
+                     "peer supporter: the status of the escalations they raised)",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -59,7 +61,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
         "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
-        "notifications:read", "notifications:acknowledge",
+        "notifications:read", "notifications:acknowledge", "events:stream",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
@@ -67,28 +69,31 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
         "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
-        "notifications:read", "notifications:acknowledge",
+        "notifications:read", "notifications:acknowledge", "events:stream",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
                                "disclosures:read", "escalations:raise", "escalations:read",
                                "escalations:write", "escalations:observe", "rosters:read",
-                               "notifications:read", "notifications:acknowledge"}),
+                               "notifications:read", "notifications:acknowledge",
+                               "events:stream"}),
     Role.officer: frozenset({"facilities:read", "participants:read", "escalations:raise",
                              "escalations:read", "escalations:observe", "rosters:read",
-                             "notifications:read", "notifications:acknowledge"}),
+                             "notifications:read", "notifications:acknowledge",
+                             "events:stream"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
                                     "training:read", "pairings:read", "sessions:read",
                                     "sessions:write", "notes:read", "disclosures:read",
                                     "disclosures:write", "escalations:raise",
-                                    "escalations:read", "escalations:observe"}),
+                                    "escalations:read", "escalations:observe",
+                                    "events:stream"}),
     Role.auditor: frozenset({"facilities:read", "audit:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "pairings:read", "escalations:read",
-        "webhooks:read", "webhooks:write", "events:read", "notifications:read",
+        "webhooks:read", "webhooks:write", "events:read", "events:stream", "notifications:read",
     }),
 }
 

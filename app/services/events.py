@@ -3,7 +3,9 @@
 An event type's family needs the read scope of its records (participant.* needs
 participants:read...); the event's network must be one of the caller's (or none), and its
 facility one of the caller's (an event with no facility only for callers with every facility),
-the same walls `scoping` puts on the records themselves. Unknown types are seen by nobody.
+the same walls `scoping` puts on the records themselves. Unknown types are seen by nobody. A
+peer supporter sees no record events, only the status changes of the escalations they raised
+(RAISER_TYPES; which escalations: `scoping.escalation_wall`): what a tablet is pushed.
 
 Ordering: outbox ids are drawn under the audit chain's lock held until COMMIT (Writer.commit),
 so on PostgreSQL ids become visible in commit order, and SQLite has one writer at a time: a
@@ -24,6 +26,7 @@ from app.models.common import Network, Role
 from app.models.webhook import WebhookEndpoint
 from app.security.principal import Principal
 from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES, scopes_for
+from app.services import scoping
 from app.services.pagination import decode_int_cursor, encode_cursor
 
 OE = OutboxEvent.__table__.c
@@ -75,9 +78,17 @@ def scope_of(event_type: str) -> str | None:
     return FAMILY_SCOPES.get(event_type.split(".", 1)[0])
 
 
+# What a peer supporter is told of an escalation they raised: its status changing (their view
+# of it is the status: EscalationStatusView); not its tier, assignment or breaches.
+RAISER_TYPES: tuple[str, ...] = ("escalation.created", "escalation.acknowledged",
+                                 "escalation.resolved", "escalation.reopened")
+
+
 def visible_types(principal: Principal) -> list[str]:
     if principal.is_peer:
-        return []  # a peer sees single records of their own, which events cannot express
+        # A peer sees single records of their own, which record events cannot express; the
+        # escalations they raised are the one exception (event_clauses).
+        return [t for t in RAISER_TYPES if scope_of(t) in principal.scopes]
     return [t for t in EVENT_TYPES if scope_of(t) in principal.scopes]
 
 
@@ -89,12 +100,18 @@ def owned_endpoints(principal: Principal) -> Any:
 
 
 def event_clauses(principal: Principal, types: list[str] | None = None) -> list[Any]:
-    """THE visibility rule (feed and webhook fan-out alike), as WHERE clauses on outbox_event.
-    Record events: the family's read scope, the network and facility walls. Endpoint events
-    (no facility, no network): an admin's, or the owner's of that endpoint."""
+    """THE visibility rule (feed, webhook fan-out and live stream alike), as WHERE clauses on
+    outbox_event. Record events: the family's read scope, the network and facility walls.
+    Endpoint events (no facility, no network): an admin's, or the owner's of that endpoint. A
+    peer supporter: RAISER_TYPES about the escalations the escalation wall shows them."""
     allowed = visible_types(principal)
     if types is not None:
         allowed = [t for t in allowed if t in types]
+    if principal.is_peer:
+        if not allowed:
+            return [false()]
+        raised = scoping.escalations(principal, scoping.E.id)
+        return [and_(OE.type.in_(allowed), OE.entity_id.in_(raised))]
     about_endpoints = [t for t in allowed if t.startswith("webhook_endpoint.")]
     about_records = [t for t in allowed if t not in about_endpoints]
     parts: list[Any] = []

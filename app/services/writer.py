@@ -7,9 +7,10 @@ events go to the outbox, audit rows join the chain, and the transaction commits 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_rows, utcnow, uuid7
@@ -17,6 +18,13 @@ from app.models import OutboxEvent
 from app.security.principal import PRINCIPALS, Principal
 from app.services import audit, idempotency
 from app.services.audit import AuditEntry
+
+# Committed outbox events wake the live stream's hub (services/stream) in every API process:
+# on PostgreSQL through NOTIFY on this channel (payload: the newest outbox id, sent inside the
+# transaction so it is delivered exactly when it commits); on SQLite (one process) by calling
+# these, with the same id, right after the commit.
+EVENTS_CHANNEL = "peerlink_events"
+COMMITTED: set[Callable[[int], None]] = set()
 
 
 class Writer:
@@ -89,11 +97,23 @@ class Writer:
             role=p.role.value if p else None,
             client_id=p.name if p and p.kind == "client" else None,
         )
-        if self._auth_changes and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        postgres = self.session.bind.dialect.name == "postgresql"  # type: ignore[union-attr]
+        if self._auth_changes and postgres:
             for message in self._auth_changes:
                 await self.session.execute(text("SELECT pg_notify(:c, :m)"),
                                            {"c": "peerlink_auth", "m": message})
+        newest = None
+        if self._events and postgres:
+            # Our ids are the newest: drawn under the chain lock, which is held to COMMIT.
+            await self.session.execute(text(
+                "SELECT pg_notify(:c, (SELECT max(id) FROM outbox_event)::text)"),
+                {"c": EVENTS_CHANNEL})
+        elif self._events:
+            newest = (await self.session.execute(select(func.max(OutboxEvent.id)))).scalar()
         await self.session.commit()
+        if newest is not None:
+            for told in list(COMMITTED):
+                told(newest)
         for message in self._auth_changes:
             PRINCIPALS.apply(message)  # this process at once; the others on NOTIFY
         self._audit.clear()
