@@ -19,7 +19,7 @@ from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_
 from app.deps import requires_idempotency_key
 from app.errors import PROBLEM, FieldError, Problem
 from app.handlers import install_handlers
-from app.idempotency import IdempotencyMiddleware
+from app.idempotency import IdempotencyMiddleware, Rebuild
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
 from app.ratelimit import CRISIS_METHODS, EXEMPT_PATHS, RateLimitMiddleware
@@ -54,6 +54,7 @@ from app.security.notes import NoteCipher
 from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
+from app.services.idempotency import Liveness
 from app.services.import_runner import ImportRunner
 
 API_VERSION = "1.7.0"
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # full one every few requests, 15-35 ms each: the p99. Reference counting frees almost
         # all of them; the cycle collector now runs every 50,000 net allocations.
         gc.set_threshold(50_000, 20, 100)
-        async with invalidation.running(settings), \
+        async with invalidation.running(settings), liveness.running(), \
                 worker.embedded(app.state.sessionmaker, settings), \
                 ImportRunner.running(app.state.sessionmaker, settings) as import_runner:
             app.state.import_runner = import_runner  # given to routes by deps.ImportRunnerDep
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keyring = KeyRing.from_settings(settings)
     app.state.throttle = Throttle(settings)
     app.state.note_cipher = NoteCipher.from_settings(settings)
+    # This process's instance id for Idempotency-Key claims, alive while the lifespan runs.
+    liveness = app.state.liveness = Liveness(settings)
 
     # Routes are matched in order: the resources integrators hit hardest come first.
     for router in (participants.router, pairings.router, keep_aparts.router, facilities.router,
@@ -127,7 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        read_sessionmaker=app.state.read_sessionmaker)
     app.add_middleware(IdempotencyMiddleware, session_maker=app.state.sessionmaker,
                        settings=settings, cipher=app.state.note_cipher,
-                       skip=marked(routes, no_idempotency_key))
+                       skip=marked(routes, no_idempotency_key),
+                       rebuilds=Rebuild.of_routes(routes), liveness=liveness)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        import_max_bytes=settings.import_max_bytes,
                        form_routes=marked(routes, form_body),
