@@ -363,3 +363,55 @@ def test_an_answer_holding_a_secret_is_not_kept(client, factory, world):
     assert again.status_code == 409 and again.json()["code"] == "idempotency_response_not_kept"
     assert secret not in again.text
     assert client.get("/v1/clients", headers=admin).json()["items"].__len__() == 1
+
+
+@pytest.mark.parametrize("role", ["clinician", "peer_supporter"])
+def test_a_raise_whose_answer_was_lost_answers_the_saved_escalation_as_the_raiser_sees_it(
+        client, factory, world, role):
+    """The raise's rebuilt answer is the first answer: a clinician's full view, a peer
+    supporter's status only (a peer raises about the people they support, whom the dashboard's
+    walls would not show them)."""
+    f = world["f"]
+    person = factory.recipient(f)
+    if role == "peer_supporter":
+        supporter = factory.certified_supporter(f)
+        factory.pairing(supporter, person)
+        raiser = factory.user(Role.peer_supporter, [f], participant=supporter)
+    else:
+        raiser = factory.user(Role.clinician, [f])
+    h = factory.headers(raiser) | {"Idempotency-Key": f"raise-{role}"}
+    body = {"participant_id": str(person.id), "category": "suicide_risk",
+            "description": "Said goodbye to his cellmate", "tier": "imminent"}
+    first = client.post("/v1/escalations", json=body, headers=h)
+    assert first.status_code == 201, first.text
+    _answer_lost(factory, f"raise-{role}", holder=DEAD)
+    again = client.post("/v1/escalations", json=body, headers=h)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["ETag"] == first.headers["ETag"]
+    mine, seen = first.json(), again.json()
+    assert set(seen) == set(mine)
+    assert abs((seen.pop("seconds_remaining", 0) or 0)
+               - (mine.pop("seconds_remaining", 0) or 0)) <= 5
+    assert seen == mine
+    if role == "peer_supporter":
+        assert set(seen) == {"id", "status", "raised_at"}
+    else:
+        assert seen["description"] == "Said goodbye to his cellmate"
+    assert len(factory.events("escalation.created")) == 1
+    assert len(factory.audits("escalation.create")) == 1
+
+
+def test_only_the_raiser_is_answered_from_the_saved_escalation(client, factory, world):
+    """Keys are per caller; and the rebuilt answer reads only an escalation the caller raised."""
+    person = factory.recipient(world["f"])
+    other = factory.escalation(person, raised_by="user:someone-else")
+    body = {"participant_id": str(person.id), "category": "suicide_risk",
+            "description": "x", "tier": "high"}
+    h = world["h"] | {"Idempotency-Key": "raise-other"}
+    assert client.post("/v1/escalations", json=body, headers=h).status_code == 201
+    _answer_lost(factory, "raise-other", holder=DEAD, result_id=str(other.id))
+    r = client.post("/v1/escalations", json=body, headers=h)
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_outcome_unknown"
+    assert str(other.id) not in r.text
