@@ -157,7 +157,11 @@ _IDEMPOTENCY_DOC = (
     "A unique key per logical operation (a UUID is a good choice). A retry with the "
     "same key and body returns the stored response (`Idempotent-Replayed: true`); the same key "
     "with another body is a 422 `idempotency_key_reused`; while the first request is in flight, "
-    "409 `idempotency_key_in_flight`. Keys are kept 24 hours per caller "
+    "409 `idempotency_key_in_flight` (with `Retry-After`). If the server running the first "
+    "request stopped before answering, a retry runs it when nothing was applied; when it was, "
+    "raising an escalation and creating a participant answer with the record created, as they "
+    "would have (`Idempotent-Replayed: true`), and other operations answer 409 "
+    "`idempotency_outcome_unknown`. Keys are kept 24 hours per caller "
     "(`Idempotency-Key-Expires` on the response).")
 
 
