@@ -5,23 +5,39 @@ request's database session. Requests without the header, without a valid bearer 
 the token endpoints pass straight through: the route answers them as usual. A claim taken here
 is put on the request (`request_claim`); deps.SessionDep binds it to the request's session,
 where Writer.commit marks it committed.
+
+A retry that takes over a key whose attempt committed and died before its answer was stored
+(services/idempotency.py) does not run the route: the route's `rebuilt_by` answer reads the
+record the attempt created, with the caller's current rights, and that answer is stored and
+replayed (`Idempotent-Replayed: true`, the route's status code, Location and ETag).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import problem_response
-from app.routemarks import RouteSet
+from app.errors import DomainError, problem_response
+from app.routemarks import RouteSet, rebuilds_of
 from app.security.notes import NoteCipher
-from app.security.principal import bearer_principal
+from app.security.principal import Principal, bearer_principal
 from app.services import idempotency as svc
+
+log = logging.getLogger("peerlink.idempotency")
 
 _KEEP_HEADERS = {b"content-type", b"location", b"etag", b"retry-after"}
 
@@ -56,16 +72,56 @@ def _expiry(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class Rebuild:
+    """How a create route answers again from the record it created (routemarks.rebuilt_by):
+    its answer function, serialised by the route's own response model and status code."""
+
+    pattern: re.Pattern[str]
+    entity_type: str
+    answer: Callable[..., Awaitable[Any]]
+    status_code: int
+    adapter: TypeAdapter[Any] | None
+    response_class: type[Response]
+
+    @classmethod
+    def of_routes(cls, routes: Iterable[APIRoute]) -> tuple[Rebuild, ...]:
+        found = []
+        for route in routes:
+            mark = rebuilds_of(route)
+            if mark is None or "POST" not in (route.methods or ()):
+                continue
+            response_class = route.response_class
+            if isinstance(response_class, DefaultPlaceholder):
+                response_class = response_class.value
+            found.append(cls(route.path_regex, mark[0], mark[1], route.status_code or 200,
+                             TypeAdapter(route.response_model) if route.response_model else None,
+                             response_class))
+        return tuple(found)
+
+    def render(self, content: Any) -> Response:
+        if self.adapter is not None:
+            content = self.adapter.dump_python(self.adapter.validate_python(content),
+                                               mode="json", by_alias=True)
+        return self.response_class(content, status_code=self.status_code)
+
+
 class IdempotencyMiddleware:
-    """`skip`: the routes marked NoIdempotencyKey (the token endpoints)."""
+    """`skip`: the routes marked NoIdempotencyKey (the token endpoints). `rebuilds`: the create
+    routes that can answer again from the record they created. `liveness`: this process's
+    instance id and the judge of other holders' (services.idempotency.Liveness)."""
 
     def __init__(self, app: ASGIApp, *, session_maker: async_sessionmaker[AsyncSession],
-                 settings: Settings, cipher: NoteCipher, skip: RouteSet) -> None:
+                 settings: Settings, cipher: NoteCipher, skip: RouteSet,
+                 rebuilds: tuple[Rebuild, ...] = (),
+                 liveness: svc.Liveness | None = None) -> None:
         self.app = app
         self.maker = session_maker
         self.settings = settings
         self.cipher = cipher
         self.skip = skip
+        self.rebuilds = rebuilds
+        self.liveness = liveness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" \
@@ -93,8 +149,11 @@ class IdempotencyMiddleware:
                 break
         body = b"".join(chunks)
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        rebuild = next((r for r in self.rebuilds if r.pattern.match(scope["path"])), None)
         outcome = await svc.claim(self.maker, self.settings, caller=caller, key=key,
-                                  fingerprint=fingerprint(scope, body, ctype), cipher=self.cipher)
+                                  fingerprint=fingerprint(scope, body, ctype), cipher=self.cipher,
+                                  liveness=self.liveness,
+                                  rebuilds=rebuild.entity_type if rebuild else None)
         if isinstance(outcome, svc.Refused):
             extra = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
             title = "Conflict" if outcome.status == 409 else "Request breaks a rule"
@@ -103,6 +162,9 @@ class IdempotencyMiddleware:
             return
         if isinstance(outcome, svc.Stored):
             await self._replay(outcome, send)
+            return
+        if outcome.created is not None and rebuild is not None and principal is not None:
+            await self._answer_again(outcome, rebuild, principal, scope, receive, send)
             return
 
         sent = False
@@ -152,6 +214,33 @@ class IdempotencyMiddleware:
         finally:
             if not finished:  # the app failed before answering
                 await svc.release(self.maker, outcome)
+
+    async def _answer_again(self, claim: svc.Claim, rebuild: Rebuild, principal: Principal,
+                            scope: Scope, receive: Receive, send: Send) -> None:
+        """The first attempt committed and died unanswered: answer from what it created, as
+        the route would have, store that answer and replay it."""
+        assert claim.created is not None
+        headers_out = Response()
+        try:
+            async with self.maker() as session:
+                content = await rebuild.answer(session, principal, claim.created[1], headers_out)
+            rendered = rebuild.render(content)
+        except Exception as exc:  # the record is out of the caller's sight, or worse
+            if not isinstance(exc, DomainError):
+                log.exception("rebuilding an idempotent answer failed")
+            await svc.give_back(self.maker, claim)
+            await problem_response(
+                409, "idempotency_outcome_unknown", "Conflict",
+                "The first request with this Idempotency-Key was applied but its response was "
+                "lost; look the resource up instead of retrying.")(scope, receive, send)
+            return
+        kept = [[k, v] for k, v in headers_out.headers.items()
+                if k.encode("latin-1") in _KEEP_HEADERS and k != "content-type"]
+        kept.insert(0, ["content-type", rendered.headers["content-type"]])
+        await svc.finish(self.maker, claim, status=rendered.status_code, headers=kept,
+                         body=rendered.body, cipher=self.cipher)
+        await self._replay(svc.Stored(rendered.status_code, kept, rendered.body,
+                                      claim.expires_at), send)
 
     @staticmethod
     async def _replay(stored: svc.Stored, send: Send) -> None:

@@ -19,7 +19,7 @@ from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_
 from app.deps import requires_idempotency_key
 from app.errors import PROBLEM, FieldError, Problem
 from app.handlers import install_handlers
-from app.idempotency import IdempotencyMiddleware
+from app.idempotency import IdempotencyMiddleware, Rebuild
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
 from app.models.account import OAuthProblem
@@ -57,6 +57,7 @@ from app.security.notes import NoteCipher
 from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
+from app.services.idempotency import Liveness
 from app.services.import_runner import ImportRunner
 from app.services.stream import Streams
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.set_threshold(50_000, 20, 100)
         streams: Streams = app.state.streams
         async with streams.running(), invalidation.running(settings, [streams.channel]), \
+                liveness.running(), \
                 worker.embedded(app.state.sessionmaker, settings), \
                 ImportRunner.running(app.state.sessionmaker, settings) as import_runner:
             app.state.import_runner = import_runner  # given to routes by deps.ImportRunnerDep
@@ -115,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.streams = Streams(settings=settings, keyring=app.state.keyring, engine=engine,
                                 sessionmaker=app.state.sessionmaker,
                                 read_sessionmaker=app.state.read_sessionmaker)
+    # This process's instance id for Idempotency-Key claims, alive while the lifespan runs.
+    liveness = app.state.liveness = Liveness(settings)
 
     # Routes are matched in order: the resources integrators hit hardest come first.
     for router in (participants.router, pairings.router, keep_aparts.router, facilities.router,
@@ -136,7 +140,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        read_sessionmaker=app.state.read_sessionmaker)
     app.add_middleware(IdempotencyMiddleware, session_maker=app.state.sessionmaker,
                        settings=settings, cipher=app.state.note_cipher,
-                       skip=marked(routes, no_idempotency_key))
+                       skip=marked(routes, no_idempotency_key),
+                       rebuilds=Rebuild.of_routes(routes), liveness=liveness)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        import_max_bytes=settings.import_max_bytes,
                        form_routes=marked(routes, form_body),
@@ -162,7 +167,11 @@ _IDEMPOTENCY_DOC = (
     "A unique key per logical operation (a UUID is a good choice). A retry with the "
     "same key and body returns the stored response (`Idempotent-Replayed: true`); the same key "
     "with another body is a 422 `idempotency_key_reused`; while the first request is in flight, "
-    "409 `idempotency_key_in_flight`. Keys are kept 24 hours per caller "
+    "409 `idempotency_key_in_flight` (with `Retry-After`). If the server running the first "
+    "request stopped before answering, a retry runs it when nothing was applied; when it was, "
+    "raising an escalation and creating a participant answer with the record created, as they "
+    "would have (`Idempotent-Replayed: true`), and other operations answer 409 "
+    "`idempotency_outcome_unknown`. Keys are kept 24 hours per caller "
     "(`Idempotency-Key-Expires` on the response).")
 
 

@@ -10,7 +10,7 @@ matchers, once, when the app is built (app/main.py); middleware never lists path
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,30 @@ async def no_idempotency_key() -> None:
 async def audits_own_denials() -> None:
     """Mark: the route audits its own refusals (the token endpoint, with the account
     concerned); the error handler does not audit them again."""
+
+
+def rebuilt_by(entity_type: str, answer: Callable[..., Awaitable[Any]]) -> Any:
+    """Mark: a create route whose answer can be rebuilt from the record it created, for a retry
+    whose first attempt committed and died before its answer was stored (app/idempotency.py).
+    `answer(session, principal, entity_id, response)` returns what the route would have
+    returned for that record (`entity_id`: the `<entity_type>.create` audit entry's id, as
+    text), shaped for the caller, and sets the route's headers (Location, ETag) on `response`;
+    the route's response model and status code serialise it."""
+
+    async def rebuilt() -> None:
+        """Mark: the route's answer can be rebuilt from the record it created."""
+
+    rebuilt.rebuilds = (entity_type, answer)  # type: ignore[attr-defined]
+    return Depends(rebuilt)
+
+
+def rebuilds_of(route: APIRoute) -> tuple[str, Callable[..., Awaitable[Any]]] | None:
+    """The route's rebuilt_by mark: (entity type, answer), if it carries one."""
+    for d in route.dependant.dependencies:
+        found = getattr(d.call, "rebuilds", None)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    return None
 
 
 FormBody = Depends(form_body)

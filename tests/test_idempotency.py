@@ -4,6 +4,7 @@ keys are per caller and kept 24 h, a failed request releases its key, and what i
 encrypted at rest."""
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -120,16 +121,114 @@ def _fingerprint_of(body):
                        raw, "application/json")
 
 
-def test_applied_but_response_lost_is_409_not_a_second_write(client, factory, world):
-    assert _post(client, world["h"], "k-5", _body()).status_code == 201
-    _set(factory, "k-5", state="committed")  # between its commit and storing its answer...
-    r = _post(client, world["h"], "k-5", _body())
+DEAD = "12345.gone"  # a holder no live process is: PostgreSQL: nobody holds its lock
+
+
+def _answer_lost(factory, key, **values):
+    """The state a process leaves when it dies between its business commit and storing its
+    answer (tests/test_api_killed_mid_raise.py kills a real one there)."""
+    _set(factory, key, state="committed", response_status=None, response_headers=[],
+         response_body=None, response_key=None, response_key_id=None, **values)
+
+
+def test_applied_but_answer_lost_is_answered_from_the_saved_record(client, factory, world):
+    first = _post(client, world["h"], "k-5", _body())
+    assert first.status_code == 201
+    _answer_lost(factory, "k-5")  # between its commit and storing its answer...
+    row = _row(factory, "k-5")
+    assert (row.result_type, row.result_id) == ("participant", first.json()["id"])
+    r = _post(client, world["h"], "k-5", _body())  # ...in this (live) process: still running
     assert r.status_code == 409 and r.json()["code"] == "idempotency_key_in_flight"
-    # ...and its process died: the lease runs out with the change applied, the answer lost.
-    _set(factory, "k-5", locked_until=datetime.now(UTC) - timedelta(seconds=1))
-    r = _post(client, world["h"], "k-5", _body())
+    assert 1 <= int(r.headers["Retry-After"]) <= 5
+    # Its process died: the retry is answered at once from the record it saved.
+    _set(factory, "k-5", holder=DEAD)
+    again = _post(client, world["h"], "k-5", _body())
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    for name in ("Location", "ETag", "Idempotency-Key-Expires"):
+        assert again.headers[name] == first.headers[name], name
+    assert factory.count(Participant) == 1
+    assert len(factory.events("participant.created")) == 1
+    assert len(factory.audits("participant.create")) == 1
+    # The rebuilt answer is stored (encrypted) like any other and replayed from then on.
+    row = _row(factory, "k-5")
+    assert row.state == "completed" and row.response_status == 201
+    assert first.json()["id"].encode() not in (row.response_body or b"")
+    third = _post(client, world["h"], "k-5", _body())
+    assert third.status_code == 201 and third.json() == first.json()
+
+
+def test_a_lease_run_out_also_answers_from_the_saved_record(client, factory, world):
+    first = _post(client, world["h"], "k-5b", _body())
+    _answer_lost(factory, "k-5b", holder=None,
+                 locked_until=datetime.now(UTC) - timedelta(seconds=1))
+    again = _post(client, world["h"], "k-5b", _body())
+    assert again.status_code == 201 and again.json() == first.json()
+    assert factory.count(Participant) == 1
+
+
+def test_applied_but_answer_lost_without_a_rebuild_is_409_not_a_second_write(
+        client, factory, world):
+    """A route that declares no rebuilt answer (routemarks.rebuilt_by): the retry learns the
+    change was applied, and nothing runs twice."""
+    admin = factory.headers(factory.user(Role.admin))
+    body = {"code": "after_a_crash", "label": "After a crash"}
+    post = lambda: client.post("/v1/session-topics", json=body,  # noqa: E731
+                               headers=admin | {"Idempotency-Key": "k-5c"})
+    assert post().status_code == 201
+    _answer_lost(factory, "k-5c", holder=DEAD)
+    r = post()
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_outcome_unknown"
+    assert len(factory.audits("session_topic.create")) == 1
+
+
+def test_a_saved_record_out_of_the_callers_sight_is_409_outcome_unknown(
+        client, factory, world):
+    first = _post(client, world["h"], "k-5d", _body())
+    _answer_lost(factory, "k-5d", holder=DEAD)
+    elsewhere = factory.facility("FAR")
+    with Session(factory.engine) as s:
+        s.execute(update(Participant).where(Participant.id == uuid.UUID(first.json()["id"]))
+                  .values(facility_id=elsewhere.id, housing_unit_id=None))
+        s.commit()
+    r = _post(client, world["h"], "k-5d", _body())
     assert r.status_code == 409 and r.json()["code"] == "idempotency_outcome_unknown"
     assert factory.count(Participant) == 1
+    row = _row(factory, "k-5d")  # given back: the next retry tries again
+    assert row.state == "committed" and row.holder is None
+
+
+def test_a_dead_holders_claim_is_taken_over_at_once(client, factory, world, app):
+    """A claim whose process died before its business commit: the retry runs the request at
+    once, without waiting out the lease. A live holder still answers 409 in flight."""
+    _set_claim = _hold_claim(world, app, "k-13")
+    assert isinstance(_set_claim, idempotency.Claim)
+    _set(factory, "k-13", holder=app.state.liveness.holder)  # this live process holds it
+    r = _post(client, world["h"], "k-13", _body())
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_key_in_flight"
+    assert _row(factory, "k-13").locked_until > datetime.now(UTC) + timedelta(seconds=30)
+    _set(factory, "k-13", holder=DEAD)  # its process is gone; the lease has ~60 s to run
+    r = _post(client, world["h"], "k-13", _body())
+    assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+    assert factory.count(Participant) == 1
+    assert _row(factory, "k-13").holder == app.state.liveness.holder
+
+
+def _hold_claim(world, app, key):
+    settings = app.state.settings
+
+    async def hold() -> object:
+        engine = make_async_engine(settings)
+        try:
+            return await idempotency.claim(make_sessionmaker(engine), settings,
+                                           caller=f"user:{world['coord'].id}", key=key,
+                                           fingerprint=_fingerprint_of(_body()),
+                                           cipher=app.state.note_cipher)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(hold())
 
 
 def test_a_failed_request_releases_its_key(client, factory, world):
@@ -269,3 +368,55 @@ def test_an_answer_holding_a_secret_is_not_kept(client, factory, world):
     assert again.status_code == 409 and again.json()["code"] == "idempotency_response_not_kept"
     assert secret not in again.text
     assert client.get("/v1/clients", headers=admin).json()["items"].__len__() == 1
+
+
+@pytest.mark.parametrize("role", ["clinician", "peer_supporter"])
+def test_a_raise_whose_answer_was_lost_answers_the_saved_escalation_as_the_raiser_sees_it(
+        client, factory, world, role):
+    """The raise's rebuilt answer is the first answer: a clinician's full view, a peer
+    supporter's status only (a peer raises about the people they support, whom the dashboard's
+    walls would not show them)."""
+    f = world["f"]
+    person = factory.recipient(f)
+    if role == "peer_supporter":
+        supporter = factory.certified_supporter(f)
+        factory.pairing(supporter, person)
+        raiser = factory.user(Role.peer_supporter, [f], participant=supporter)
+    else:
+        raiser = factory.user(Role.clinician, [f])
+    h = factory.headers(raiser) | {"Idempotency-Key": f"raise-{role}"}
+    body = {"participant_id": str(person.id), "category": "suicide_risk",
+            "description": "Said goodbye to his cellmate", "tier": "imminent"}
+    first = client.post("/v1/escalations", json=body, headers=h)
+    assert first.status_code == 201, first.text
+    _answer_lost(factory, f"raise-{role}", holder=DEAD)
+    again = client.post("/v1/escalations", json=body, headers=h)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["ETag"] == first.headers["ETag"]
+    mine, seen = first.json(), again.json()
+    assert set(seen) == set(mine)
+    assert abs((seen.pop("seconds_remaining", 0) or 0)
+               - (mine.pop("seconds_remaining", 0) or 0)) <= 5
+    assert seen == mine
+    if role == "peer_supporter":
+        assert set(seen) == {"id", "status", "raised_at"}
+    else:
+        assert seen["description"] == "Said goodbye to his cellmate"
+    assert len(factory.events("escalation.created")) == 1
+    assert len(factory.audits("escalation.create")) == 1
+
+
+def test_only_the_raiser_is_answered_from_the_saved_escalation(client, factory, world):
+    """Keys are per caller; and the rebuilt answer reads only an escalation the caller raised."""
+    person = factory.recipient(world["f"])
+    other = factory.escalation(person, raised_by="user:someone-else")
+    body = {"participant_id": str(person.id), "category": "suicide_risk",
+            "description": "x", "tier": "high"}
+    h = world["h"] | {"Idempotency-Key": "raise-other"}
+    assert client.post("/v1/escalations", json=body, headers=h).status_code == 201
+    _answer_lost(factory, "raise-other", holder=DEAD, result_id=str(other.id))
+    r = client.post("/v1/escalations", json=body, headers=h)
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_outcome_unknown"
+    assert str(other.id) not in r.text

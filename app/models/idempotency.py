@@ -28,6 +28,14 @@ class IdempotencyKey(SQLModel, table=True):
     # in_flight -> committed (the business transaction landed) -> completed (response stored)
     state: str = Field(max_length=16)
     owner: str = Field(max_length=32)  # which attempt holds the key; a takeover changes it
+    # The API process running that attempt (services.idempotency.Liveness): once it is gone,
+    # a retry takes the key over at once instead of waiting out `locked_until`. None: unknown
+    # (the lease decides).
+    holder: str | None = Field(default=None, max_length=64)
+    # What the attempt created, recorded by the business transaction that marked the key
+    # committed (Writer.commit): a retry whose answer was lost is answered from this record.
+    result_type: str | None = Field(default=None, max_length=40)
+    result_id: str | None = Field(default=None, max_length=64)
     locked_until: datetime = ts_field()
     created_at: datetime = ts_field(default_now=True)
     expires_at: datetime = ts_field()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import AwareDatetime
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import Principal, SessionDep, require
 from app.models.common import Network, Page
@@ -19,6 +20,7 @@ from app.models.participant import (
     ParticipantUpsert,
     ProgramRole,
 )
+from app.routemarks import rebuilt_by
 from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
 from app.services import participants as svc
 
@@ -59,14 +61,26 @@ async def list_participants(
     return Page(items=[ParticipantRead.of(r) for r in rows], next_cursor=nxt)
 
 
+def _created(response: Response, p: object) -> ParticipantRead:
+    response.headers["Location"] = f"/v1/participants/{p.id}"  # type: ignore[attr-defined]
+    return _out(response, p)
+
+
+async def _created_again(session: AsyncSession, principal: Principal, participant_id: str,
+                         response: Response) -> ParticipantRead:
+    """A retried create whose first attempt saved the participant and died before answering
+    (app/idempotency.py): the participant as the caller reads it now."""
+    return _created(response, await svc.read(session=session, principal=principal,
+                                             participant_id=uuid.UUID(participant_id)))
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ParticipantRead,
-             responses=problems(409))
+             responses=problems(409), dependencies=[rebuilt_by("participant", _created_again)])
 async def create_participant(body: ParticipantCreate, session: SessionDep, response: Response,
                              principal: Principal = require("participants:write"),
                              ) -> ParticipantRead:
     p = await svc.create(session=session, principal=principal, data=body)
-    response.headers["Location"] = f"/v1/participants/{p.id}"
-    return _out(response, p)
+    return _created(response, p)
 
 
 @router.get("/{participant_id}", response_model=ParticipantRead, responses=problems(404))

@@ -12,21 +12,40 @@ request's database session, and a Writer on that session reads it (`bound_claim`
 sessions (an import job running after its request, the worker) carry none.
 
 A retry with the same key and fingerprint gets the stored response; another fingerprint is a
-422; a claim still in its lease is a 409. A failed request that wrote nothing releases its key,
-so the client can fix and retry. A claim whose lease ran out and that never committed (the
-process died) may be taken over. One that committed but lost its response (the process died in
-between) answers 409 `idempotency_outcome_unknown`: replaying could apply the change twice.
+422; a claim whose attempt is still running is a 409 with Retry-After. A failed request that
+wrote nothing releases its key, so the client can fix and retry.
+
+When the process running an attempt dies (killed, crashed), its claim is left behind. Each API
+process has an instance id and proves it is alive (`Liveness`: on PostgreSQL a session-level
+advisory lock held on a connection of its own for the process lifetime; on SQLite, one process,
+an instance other than this one is gone by definition); the claim names its `holder`. A retry
+finds the holder dead, or the lease run out, and then:
+- the attempt never committed: the retry takes the key over at once and runs the request;
+- it committed but its answer was not stored: the business transaction recorded what it
+  created (`mark_committed`: `result_type`, `result_id`), and a route that declares how its
+  answer is rebuilt (routemarks.rebuilt_by) answers the retry from that record
+  (app/idempotency.py); a route that does not answers 409 `idempotency_outcome_unknown`
+  (replaying could apply the change twice).
+Whatever a process believes about another, two attempts never both land: `mark_committed`
+only marks a claim its attempt still owns, so a takeover of a live attempt costs that attempt
+a 409, never a second write.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
 import uuid
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+import psycopg
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,12 +55,21 @@ from app.errors import Conflict
 from app.models.idempotency import IdempotencyKey as Row
 from app.security.notes import NoteCipher
 
+if TYPE_CHECKING:
+    from app.services.audit import AuditEntry
+
+log = logging.getLogger("peerlink.idempotency")
+
 
 @dataclass(frozen=True)
 class Claim:
     id: uuid.UUID
     owner: str
     expires_at: datetime
+    # Set when this claim took over a key whose attempt committed and then died before its
+    # answer was stored: (type, id) of what that attempt created. The request is not run
+    # again; its answer is rebuilt from the record (app/idempotency.py).
+    created: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,100 @@ class Refused:
     retry_after: int | None = None
 
 
+# The namespace of the liveness locks: pg_advisory_lock(int4, int4) (the audit chain and the
+# worker's jobs use the one-bigint form, a separate key space).
+_LIVENESS_NS = 0x69646D70  # "idmp"
+
+
+class Liveness:
+    """This API process's instance id (`holder`), and whether another holder is alive.
+
+    PostgreSQL: the process takes a session-level advisory lock (namespace, a random int4 no
+    live process holds) on a connection of its own and keeps it for its lifetime; when the
+    process dies, its connection closes and the server drops the lock. A holder is dead when
+    its lock can be taken (`pg_try_advisory_xact_lock`, in the claim's transaction). The
+    connection is checked every few seconds; while it is down the process has no holder id
+    (its new claims are judged by their lease) and it reconnects under a new id.
+    SQLite: one process; a holder other than this instance is a previous instance, dead.
+    Before `running()` (or without it: a test's own claims) the holder is None, and the lease
+    alone decides.
+    """
+
+    def __init__(self, settings: Settings, check_seconds: float = 5.0) -> None:
+        self.settings = settings
+        self.check_seconds = check_seconds
+        self.holder: str | None = None
+
+    @staticmethod
+    def _key(holder: str) -> int | None:
+        head = holder.partition(".")[0]
+        return int(head) if head.isdigit() else None
+
+    async def alive(self, session: AsyncSession, holder: str | None) -> bool | None:
+        """Whether the process named by `holder` still runs; None: cannot tell."""
+        if holder is None:
+            return None
+        if holder == self.holder:
+            return True
+        if self.settings.is_sqlite:
+            return False
+        key = self._key(holder)
+        if key is None:
+            return None
+        took = (await session.execute(text("SELECT pg_try_advisory_xact_lock(:ns, :k)"),
+                                      {"ns": _LIVENESS_NS, "k": key})).scalar_one()
+        return not took  # held: its process's connection is still open
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Liveness]:
+        """For the process lifetime (the app's lifespan)."""
+        if self.settings.is_sqlite:
+            self.holder = f"sqlite.{secrets.token_hex(8)}"
+            try:
+                yield self
+            finally:
+                self.holder = None
+            return
+        ready = asyncio.Event()
+        task = asyncio.create_task(self._hold(ready))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout=5)
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.holder = None
+
+    async def _hold(self, ready: asyncio.Event) -> None:
+        conninfo = make_url(self.settings.sync_database_url).set(drivername="postgresql") \
+            .render_as_string(hide_password=False)
+        while True:
+            self.holder = None
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo,
+                                                                 autocommit=True) as conn:
+                    while True:  # a key no live process holds
+                        key = 1 + secrets.randbelow(2**31 - 2)
+                        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                                                 (_LIVENESS_NS, key))
+                        row = await cur.fetchone()
+                        if row and row[0]:
+                            break
+                    self.holder = f"{key}.{secrets.token_hex(6)}"
+                    ready.set()
+                    while True:
+                        await asyncio.sleep(self.check_seconds)
+                        await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("idempotency liveness lost its connection; reconnecting")
+                self.holder = None
+                await asyncio.sleep(1.0)
+
+
 _BOUND = "idempotency_claim"  # the key in a session's `info`
 
 
@@ -74,9 +196,14 @@ def bound_claim(session: AsyncSession) -> Claim | None:
 
 
 async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, caller: str,
-                key: str, fingerprint: str, cipher: NoteCipher,
+                key: str, fingerprint: str, cipher: NoteCipher, liveness: Liveness | None = None,
+                rebuilds: str | None = None,
                 now: datetime | None = None) -> Claim | Stored | Refused:
+    """`liveness`: this process's (its holder goes on the claim, and it judges other holders).
+    `rebuilds`: the type of record from which the route can rebuild its answer (its
+    routemarks.rebuilt_by), if any."""
     now = now or utcnow()
+    holder = liveness.holder if liveness is not None else None
     lease = timedelta(seconds=settings.idempotency_lease_seconds)
     for _ in range(3):  # a lost insert race is answered by reading the winner's row
         async with maker() as session:
@@ -89,7 +216,7 @@ async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, 
                     await session.delete(row)
                     await session.flush()
                 row = Row(caller=caller, key=key, fingerprint=fingerprint, state="in_flight",
-                          owner=owner, locked_until=now + lease, created_at=now,
+                          owner=owner, holder=holder, locked_until=now + lease, created_at=now,
                           expires_at=now + timedelta(hours=settings.idempotency_hours))
                 session.add(row)
                 try:
@@ -110,34 +237,56 @@ async def claim(maker: async_sessionmaker[AsyncSession], settings: Settings, *, 
                                       row.response_key_id or "", row.id.bytes)
                 return Stored(row.response_status or 200, row.response_headers,
                               body.encode(), row.expires_at)
-            if row.locked_until > now:  # still running (perhaps committed, not yet answered)
+            # In flight, or committed and not yet answered: still running unless its lease ran
+            # out or the process holding it is gone.
+            gone = row.locked_until <= now
+            if not gone and liveness is not None:
+                gone = await liveness.alive(session, row.holder) is False
+            if not gone:
                 wait = max(1, int((row.locked_until - now).total_seconds()))
                 return Refused(409, "idempotency_key_in_flight",
                                "A request with this Idempotency-Key is still being processed; "
                                "retry later.", retry_after=min(wait, 5))
+            created = None
             if row.state == "committed":  # applied, then the process died before answering
-                return Refused(409, "idempotency_outcome_unknown",
-                               "The first request with this Idempotency-Key was applied but its "
-                               "response was lost; look the resource up instead of retrying.")
-            # The earlier attempt died before writing anything: this one takes the key over.
-            row.owner, row.locked_until = owner, now + lease
+                if rebuilds is None or row.result_type != rebuilds or row.result_id is None:
+                    return Refused(409, "idempotency_outcome_unknown",
+                                   "The first request with this Idempotency-Key was applied but "
+                                   "its response was lost; look the resource up instead of "
+                                   "retrying.")
+                created = (row.result_type, row.result_id)
+            # The earlier attempt died: this one takes the key over, to run the request (it
+            # wrote nothing) or to answer from what it created.
+            row.owner, row.holder, row.locked_until = owner, holder, now + lease
             await session.commit()
-            return Claim(row.id, owner, row.expires_at)
+            return Claim(row.id, owner, row.expires_at, created)
     # Runs in middleware, outside the error handlers: answer, never raise.
     return Refused(409, "idempotency_key_in_flight",
                    "A request with this Idempotency-Key is still being processed; retry later.",
                    retry_after=1)
 
 
-async def mark_committed(session: AsyncSession, current: Claim | None) -> None:
-    """Called by Writer.commit inside the business transaction. Refuses (and so rolls the
-    change back) when this attempt no longer owns its key."""
+def _created(entries: Iterable[AuditEntry]) -> dict[str, str]:
+    """What a write created: the record of its first `<type>.create` audit entry."""
+    for e in entries:
+        if e.action.endswith(".create") and e.entity_type and e.entity_id:
+            return {"result_type": e.entity_type[:40], "result_id": e.entity_id[:64]}
+    return {}
+
+
+async def mark_committed(session: AsyncSession, current: Claim | None,
+                         entries: Iterable[AuditEntry] = ()) -> None:
+    """Called by Writer.commit inside the business transaction, with the write's audit
+    entries: the claim records what the write created, so that a retry whose answer was lost
+    can be answered from it. Refuses (and so rolls the change back) when this attempt no longer
+    owns its key."""
     if current is None:
         return
     result = await session.execute(
         update(Row).where(Row.id == current.id, Row.owner == current.owner,
                           Row.state.in_(("in_flight", "committed")))
-        .values(state="committed").execution_options(synchronize_session=False))
+        .values(state="committed", **_created(entries))
+        .execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict("Another request took over this Idempotency-Key.",
                        code="idempotency_key_in_flight")
@@ -171,6 +320,16 @@ async def release(maker: async_sessionmaker[AsyncSession], claim_: Claim) -> Non
     async with maker() as session:
         await session.execute(delete(Row).where(Row.id == claim_.id, Row.owner == claim_.owner,
                                                 Row.state == "in_flight"))
+        await session.commit()
+
+
+async def give_back(maker: async_sessionmaker[AsyncSession], claim_: Claim) -> None:
+    """A taken-over committed key whose answer could not be rebuilt (the record is gone from
+    the caller's sight): free it for the next retry, which will try again."""
+    async with maker() as session:
+        await session.execute(update(Row).where(Row.id == claim_.id, Row.owner == claim_.owner)
+                              .values(holder=None, locked_until=utcnow())
+                              .execution_options(synchronize_session=False))
         await session.commit()
 
 

@@ -89,7 +89,8 @@ class Writer:
             # webhook fan-out never sees id n+1 while n is still in flight (and skips n).
             await audit.lock_chain(self.session)
         await insert_rows(self.session, OutboxEvent.__table__, self._events)
-        await idempotency.mark_committed(self.session, self.claim)
+        # The claim also learns what this write created (its `<type>.create` audit entry).
+        await idempotency.mark_committed(self.session, self.claim, self._audit)
         p = self.principal
         await audit.append(
             self.session, self._audit,
