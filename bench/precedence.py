@@ -229,7 +229,9 @@ class LockSampler(threading.Thread):
                 rows = conn.execute(
                     "SELECT (l.classid::bigint << 32) | l.objid::bigint, l.granted, a.state "
                     "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND a.pid <> pg_backend_pid()").fetchall()
+                    "WHERE l.locktype = 'advisory' AND a.pid <> pg_backend_pid() "
+                    "AND l.database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())").fetchall()
                 self.samples += 1
                 waits: dict[int, int] = {}
                 for key, granted, state in rows:
