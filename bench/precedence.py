@@ -86,13 +86,16 @@ def prepare(url: str) -> People:
         except psycopg.Error:
             return False
 
+    from app.migrations import upgrade
+
     if os.environ.get("BENCH_RESEED") == "1" or not seeded():
-        from app.migrations import upgrade
         from bench.seed import recreate_database, seed
 
         recreate_database(url)
         upgrade(url)
         seed(url, int(os.environ.get("BENCH_PARTICIPANTS", "100000")))
+    else:
+        upgrade(url)  # a database an older checkout left behind
     with psycopg.connect(_conninfo(url)) as conn:
         fid, = conn.execute("SELECT id FROM facility WHERE code = %s",
                             (FACILITY_CODE,)).fetchone()  # type: ignore[misc]

@@ -86,54 +86,78 @@ def _scope(method: str, path: str) -> dict[str, Any]:
     return {"type": "http", "method": method, "path": path, "headers": []}
 
 
+class _Stage:
+    """The middleware in front of a stand-in app whose requests each wait for a gate: which
+    requests got in, in which order."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.entered: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.mw = AdmissionMiddleware(self.inner, limit=limit,
+                                      crisis=marked(api_routes(app.routes), crisis_workflow))
+
+    async def inner(self, scope: Any, receive: Any, send: Any) -> None:
+        self.entered.append(scope["name"])
+        self.gates[scope["name"]] = asyncio.Event()
+        await self.gates[scope["name"]].wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def arrive(self, name: str, method: str, path: str) -> None:
+        async def noop(_: Any = None) -> Any:
+            return None
+
+        self.tasks[name] = asyncio.ensure_future(
+            self.mw(_scope(method, path) | {"name": name}, noop, noop))
+        await self.settle()
+
+    async def answer(self, *names: str) -> None:
+        for name in names:
+            self.gates[name].set()
+        await self.settle()
+
+    @staticmethod
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
+def test_while_crisis_work_runs_no_new_routine_work_starts_beside_it(app):
+    async def scenario() -> None:
+        st = _Stage(app, limit=3)
+        await st.arrive("a", "PUT", "/v1/participants/by-external-id/jms/1")
+        await st.arrive("b", "GET", f"/v1/participants/{uuid.uuid4()}")
+        await st.arrive("raise", "POST", "/v1/escalations")
+        await st.arrive("c", "GET", f"/v1/participants/{uuid.uuid4()}")
+        assert st.entered == ["a", "b", "raise"]  # c waits: the raise is in flight
+        await st.answer("a")
+        assert st.entered == ["a", "b", "raise"]  # one routine request runs beside a raise
+        await st.answer("raise")
+        assert st.entered == ["a", "b", "raise", "c"]  # back to the full limit
+        await st.answer("b", "c")
+        assert st.mw.running == 0 and st.mw.crises == 0 and not st.mw.waiting
+
+    asyncio.run(scenario())
+
+
 def test_routine_requests_take_their_turn_in_arrival_order(app):
     """The queueing itself, with a stand-in for the app behind the middleware: first come,
     first served; a crisis request never waits; a waiter that goes away hands its turn on."""
 
-    async def scenario() -> list[str]:
-        entered: list[str] = []
-        gates: dict[str, asyncio.Event] = {}
-
-        async def inner(scope: Any, receive: Any, send: Any) -> None:
-            name = scope["name"]
-            entered.append(name)
-            gates[name] = asyncio.Event()
-            await gates[name].wait()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-
-        mw = AdmissionMiddleware(inner, limit=1,
-                                 crisis=marked(api_routes(app.routes), crisis_workflow))
-
-        async def noop(_: Any) -> None:
-            return None
-
-        def request(name: str, method: str, path: str) -> asyncio.Task[None]:
-            return asyncio.ensure_future(mw(_scope(method, path) | {"name": name}, noop, noop))
-
-        async def settle() -> None:
-            for _ in range(5):
-                await asyncio.sleep(0)
-
-        tasks = {"a": request("a", "PUT", "/v1/participants/by-external-id/jms/1")}
-        await settle()
+    async def scenario() -> None:
+        st = _Stage(app, limit=1)
+        await st.arrive("a", "PUT", "/v1/participants/by-external-id/jms/1")
         for name in ("b", "c", "d"):
-            tasks[name] = request(name, "GET", f"/v1/participants/{uuid.uuid4()}")
-            await settle()
-        tasks["raise"] = request("raise", "POST", "/v1/escalations")
-        await settle()
-        assert entered == ["a", "raise"]  # b, c, d wait; the raise did not
-        tasks["c"].cancel()  # c's client went away
-        gates["raise"].set()
-        gates["a"].set()
-        await settle()
-        assert entered == ["a", "raise", "b"]
-        gates["b"].set()
-        await settle()
-        assert entered == ["a", "raise", "b", "d"]  # c's turn went to d
-        gates["d"].set()
-        await settle()
-        assert mw.running == 0 and not mw.waiting
-        return entered
+            await st.arrive(name, "GET", f"/v1/participants/{uuid.uuid4()}")
+        await st.arrive("raise", "POST", "/v1/escalations")
+        assert st.entered == ["a", "raise"]  # b, c, d wait; the raise did not
+        st.tasks["c"].cancel()  # c's client went away
+        await st.answer("raise", "a")
+        assert st.entered == ["a", "raise", "b"]
+        await st.answer("b")
+        assert st.entered == ["a", "raise", "b", "d"]  # c's turn went to d
+        await st.answer("d")
+        assert st.mw.running == 0 and not st.mw.waiting
 
     asyncio.run(scenario())
