@@ -47,6 +47,7 @@ contract-check: $(CONTRACT_TOOLS)  ## fail on an unannounced breaking change in 
 
 bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local postgres)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.precedence
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = 10
+    # Crisis first (app/admission.py): routine requests in flight per API process; more wait
+    # their turn, crisis routes never do. Below db_pool_size, so crisis work finds a connection.
+    admission_routine_limit: int = Field(6, ge=1)
 
     # Tokens
     issuer: str = "peerlink"
@@ -115,6 +118,13 @@ class Settings(BaseSettings):
     rate_limit_anonymous: str = "300/minute"
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _crisis_keeps_connections(self) -> Settings:
+        if self.admission_routine_limit >= self.db_pool_size:
+            raise ValueError("admission_routine_limit must be below db_pool_size: routine "
+                             "requests must leave connections for crisis work")
+        return self
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:

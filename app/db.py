@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,6 +145,10 @@ def make_read_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
 
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
+
+# Set while a request of the crisis workflow runs (app/admission.py, from the routes' marks):
+# its writes go to the audit chain's lock ahead of routine ones (services/audit.py).
+crisis_work: ContextVar[bool] = ContextVar("crisis_work", default=False)
 
 
 class _LazySession:

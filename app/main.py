@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from app import worker
+from app.admission import AdmissionMiddleware
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
@@ -157,6 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID",
                                           "RateLimit", "RateLimit-Policy",
                                           "Idempotent-Replayed", "Idempotency-Key-Expires"])
+    # Crisis first: routine requests queue here, crisis routes go straight through.
+    app.add_middleware(AdmissionMiddleware, limit=settings.admission_routine_limit,
+                       crisis=marked(routes, crisis_workflow))
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
 

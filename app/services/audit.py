@@ -1,9 +1,17 @@
 """The tamper-evident audit trail: every write, every confidential read, every denial.
 
-Each row's hash covers its fields and the previous row's hash, so a row changed or removed
-behind the service's back breaks the chain (`peerlink audit verify`). Appends are serialised
-(PostgreSQL: a transaction-scoped advisory lock; SQLite: write transactions begin IMMEDIATE),
-and UNIQUE(hash) forbids a fork.
+Each row's hash covers its fields and the previous row's hash, so a row changed, removed or
+inserted behind the service's back breaks the chain (`peerlink audit verify`).
+
+`commit()` ends a write: its outbox events and audit rows go in with the COMMIT. On PostgreSQL
+the chain is extended under a transaction-scoped advisory lock taken as late as it can be: one
+statement (`audit_chain_append`, a migration's function) takes it, draws the outbox ids, reads
+the tail, hashes and inserts the rows, and COMMIT follows in the same query string, so the lock
+is never held while the API process is busy elsewhere. Outbox ids are drawn under that lock, so
+they become visible in commit order (a feed cursor never skips a late commit). Routine writers
+queue for a gate lock before the chain's; crisis work (`db.crisis_work`) goes straight to the
+chain's, behind at most one routine writer. SQLite: write transactions begin IMMEDIATE (one
+writer at a time) and the rows are chained here.
 """
 
 from __future__ import annotations
@@ -17,20 +25,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from asgi_correlation_id import correlation_id
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from app.db import insert_rows, utcnow
-from app.models import AuditEvent
+from app.db import crisis_work, insert_rows, utcnow
+from app.models import AuditEvent, OutboxEvent
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.pagination import keyset_page
 
 log = logging.getLogger("peerlink.audit")
 GENESIS = "0" * 64
-_LOCK_KEY = 0x70656572  # "peer"
+_LOCK_KEY = 0x70656572  # "peer": the chain's lock
+_GATE_KEY = 0x70656571  # routine writers queue here before the chain's lock
 
 
 @dataclass(frozen=True)
@@ -42,9 +53,13 @@ class AuditEntry:
     facility_id: uuid.UUID | None = None
 
 
+def _payload(fields: dict[str, Any]) -> str:
+    """A row's canonical JSON (ASCII): what its hash covers after the previous row's hash."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _digest(prev_hash: str, row: dict[str, Any]) -> str:
-    payload = json.dumps(row, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
+    return hashlib.sha256((prev_hash + _payload(row)).encode()).hexdigest()
 
 
 def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
@@ -61,40 +76,124 @@ def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def lock_chain(session: AsyncSession) -> None:
-    """PostgreSQL: serialises appends until this transaction ends (re-entrant)."""
-    if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-
-
 async def _last_hash(session: AsyncSession) -> str:
-    await lock_chain(session)
+    """SQLite: the tail, read under the write lock the transaction began with."""
     last = (await session.execute(
         select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)  # type: ignore[union-attr]
     )).scalar()
     return last or GENESIS
 
 
-async def append(session: AsyncSession, entries: Iterable[AuditEntry], *, actor_type: str,
-                 actor_id: str | None, role: str | None, client_id: str | None) -> None:
-    entries = list(entries)
-    if not entries:
-        return
-    prev = await _last_hash(session)
+@dataclass(frozen=True)
+class Actor:
+    actor_type: str
+    actor_id: str | None = None
+    role: str | None = None
+    client_id: str | None = None
+
+    @classmethod
+    def of(cls, principal: Principal | None, anonymous: str = "system") -> Actor:
+        if principal is None:
+            return cls(anonymous)
+        return cls(principal.kind, str(principal.id), principal.role.value,
+                   principal.name if principal.kind == "client" else None)
+
+
+def _rows(entries: Iterable[AuditEntry], actor: Actor) -> list[dict[str, Any]]:
     now = utcnow()
     request_id = correlation_id.get()
-    rows = []
-    for entry in entries:
-        row: dict[str, Any] = {
-            "occurred_at": now, "actor_type": actor_type, "actor_id": actor_id, "role": role,
-            "client_id": client_id, "facility_id": entry.facility_id, "action": entry.action,
-            "entity_type": entry.entity_type, "entity_id": entry.entity_id,
-            "outcome": entry.outcome, "request_id": request_id, "prev_hash": prev,
-        }
+    return [{"occurred_at": now, "actor_type": actor.actor_type, "actor_id": actor.actor_id,
+             "role": actor.role, "client_id": actor.client_id, "facility_id": e.facility_id,
+             "action": e.action, "entity_type": e.entity_type, "entity_id": e.entity_id,
+             "outcome": e.outcome, "request_id": request_id} for e in entries]
+
+
+async def commit(session: AsyncSession, entries: Iterable[AuditEntry],
+                 events: list[dict[str, Any]], actor: Actor, *,
+                 notify: str | None = None) -> int | None:
+    """Commits the session's transaction with `events` (outbox rows) and `entries` (audit rows,
+    appended to the chain): all of it or nothing. With events, the channel `notify` is told the
+    newest outbox id: on PostgreSQL by NOTIFY inside the transaction (None is returned); on
+    SQLite the id is returned for the caller to tell after the commit."""
+    rows = _rows(entries, actor)
+    if not rows and not events:
+        await session.commit()
+        return None
+    newest = None
+    if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        await session.flush()  # everything else is written before the lock is taken
+        await _append_and_commit(session, rows, events, notify if events else None)
+    else:
+        await insert_rows(session, OutboxEvent.__table__, events)
+        await _chain_here(session, rows)
+        if events and notify:
+            newest = (await session.execute(select(func.max(OutboxEvent.id)))).scalar()
+    await session.commit()
+    return newest
+
+
+async def append(session: AsyncSession, entries: Iterable[AuditEntry], *, actor_type: str,
+                 actor_id: str | None, role: str | None, client_id: str | None) -> None:
+    """Appends `entries` to the chain in the session's transaction, which the caller commits
+    at once (an audited read or sign-in in a transaction of its own): on PostgreSQL the
+    chain's lock is held from here to that COMMIT. A write ends with commit() instead."""
+    rows = _rows(entries, Actor(actor_type, actor_id, role, client_id))
+    if not rows:
+        return
+    if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        await session.flush()
+        await session.execute(text(
+            "SELECT audit_chain_append(:gate, :chain, CAST(:entries AS jsonb), "
+            "CAST(:payloads AS text[]), CAST('[]' AS jsonb))"), _arguments(rows))
+        return
+    await _chain_here(session, rows)
+
+
+async def _chain_here(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """SQLite: the rows hashed here, after the tail, read under the write lock the transaction
+    began with."""
+    if not rows:
+        return
+    prev = await _last_hash(session)
+    for row in rows:
+        row["prev_hash"] = prev
         row["hash"] = prev = _digest(prev, _hashed_fields(row))
-        rows.append(row)
     # Together, in chain order (ids follow the rows' order).
     await insert_rows(session, AuditEvent.__table__, rows)
+
+
+def _arguments(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """audit_chain_append's: the gate (none for crisis work), the chain's lock, the rows and
+    the canonical JSON each one's hash covers."""
+    return {"gate": None if crisis_work.get() else _GATE_KEY, "chain": _LOCK_KEY,
+            "entries": orjson.dumps(rows).decode(),
+            "payloads": [_payload(_hashed_fields(r)) for r in rows]}
+
+
+_APPEND = ("SELECT audit_chain_append(%(gate)s::bigint, %(chain)s::bigint, "
+           "%(entries)s::jsonb, %(payloads)s::text[], %(events)s::jsonb); ")
+# Our outbox ids are the newest: drawn under the chain's lock, which is held to this COMMIT.
+_NOTIFY = "SELECT pg_notify(%(channel)s, (SELECT max(id) FROM outbox_event)::text); "
+
+
+async def _append_and_commit(session: AsyncSession, rows: list[dict[str, Any]],
+                             events: list[dict[str, Any]], notify: str | None) -> None:
+    """PostgreSQL: one query string, so no round trip to this process (and its event loop)
+    falls between taking the lock and COMMIT. The parameters are bound client-side (a query
+    of two statements cannot use server-side binding). The session's own commit() after it
+    finds the transaction over and sends nothing."""
+    import psycopg
+
+    conn = await session.connection()
+    raw = (await conn.get_raw_connection()).driver_connection
+    try:
+        async with psycopg.AsyncClientCursor(raw) as cur:
+            await cur.execute(_APPEND + (_NOTIFY if notify else "") + "COMMIT",
+                              _arguments(rows) | {"events": orjson.dumps(events).decode(),
+                                                  "channel": notify})
+    except psycopg.errors.IntegrityError as exc:
+        # Raised as SQLAlchemy's, as insert_rows does, so callers handle it the same way.
+        raise IntegrityError("audit_chain_append", None, exc) from None
 
 
 async def record_denial(maker: async_sessionmaker[AsyncSession], *, principal: Principal | None,
@@ -106,14 +205,7 @@ async def record_denial(maker: async_sessionmaker[AsyncSession], *, principal: P
                        outcome={404: "not_found", 422: "refused"}.get(status, "denied"),
                        entity_type=entity_type, entity_id=entity_id)
     async with maker() as session:
-        await append(
-            session, [entry],
-            actor_type=principal.kind if principal else "anonymous",
-            actor_id=str(principal.id) if principal else None,
-            role=principal.role.value if principal else None,
-            client_id=principal.name if principal and principal.kind == "client" else None,
-        )
-        await session.commit()
+        await commit(session, [entry], [], Actor.of(principal, anonymous="anonymous"))
 
 
 def verify_chain(session: Session, batch: int = 5000) -> tuple[int, list[int]]:

@@ -1,7 +1,9 @@
 """One transaction per write: the change, its audit rows and its domain events, all or nothing.
 
 A service collects audit entries and events on a Writer while it works, then calls commit():
-events go to the outbox, audit rows join the chain, and the transaction commits once.
+its follow-up steps run, then events go to the outbox and audit rows join the chain with the
+COMMIT itself (audit.commit: under the chain's lock, taken last), and the transaction commits
+once.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_rows, utcnow, uuid7
+from app.db import utcnow, uuid7
 from app.models import OutboxEvent
 from app.security.principal import PRINCIPALS, Principal
 from app.services import audit, idempotency
@@ -83,35 +85,18 @@ class Writer:
     async def commit(self) -> None:
         while self._pending:
             await self._pending.pop(0)()
-        if self._events and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-            # Outbox ids are drawn at the flush below, under the lock the audit chain also takes
-            # and held to COMMIT: ids become visible in commit order, so a feed reader or the
-            # webhook fan-out never sees id n+1 while n is still in flight (and skips n).
-            await audit.lock_chain(self.session)
-        await insert_rows(self.session, OutboxEvent.__table__, self._events)
         # The claim also learns what this write created (its `<type>.create` audit entry).
         await idempotency.mark_committed(self.session, self.claim, self._audit)
-        p = self.principal
-        await audit.append(
-            self.session, self._audit,
-            actor_type=p.kind if p else "system", actor_id=str(p.id) if p else None,
-            role=p.role.value if p else None,
-            client_id=p.name if p and p.kind == "client" else None,
-        )
-        postgres = self.session.bind.dialect.name == "postgresql"  # type: ignore[union-attr]
-        if self._auth_changes and postgres:
+        if self._auth_changes and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
             for message in self._auth_changes:
                 await self.session.execute(text("SELECT pg_notify(:c, :m)"),
                                            {"c": "peerlink_auth", "m": message})
-        newest = None
-        if self._events and postgres:
-            # Our ids are the newest: drawn under the chain lock, which is held to COMMIT.
-            await self.session.execute(text(
-                "SELECT pg_notify(:c, (SELECT max(id) FROM outbox_event)::text)"),
-                {"c": EVENTS_CHANNEL})
-        elif self._events:
-            newest = (await self.session.execute(select(func.max(OutboxEvent.id)))).scalar()
-        await self.session.commit()
+        # Last: the outbox events and the audit rows join the chain with the COMMIT, under the
+        # chain's lock (services/audit.py): ids and hashes in commit order, all or nothing. The
+        # live stream is woken with the newest outbox id: NOTIFY in that same last query on
+        # PostgreSQL, the in-process hub after the commit on SQLite.
+        newest = await audit.commit(self.session, self._audit, self._events,
+                                    audit.Actor.of(self.principal), notify=EVENTS_CHANNEL)
         if newest is not None:
             for told in list(COMMITTED):
                 told(newest)
