@@ -160,8 +160,10 @@ def test_a_board_sees_a_raise_live_and_resumes_after_last_event_id(live_server, 
     raiser = factory.headers(factory.user(Role.coordinator, [a]))
     board = _open(streams, live_server, officer)
     assert board.headers["content-type"].startswith("text/event-stream")
-    first = _raise(live_server, raiser, person)
-    second = _raise(live_server, raiser, person)
+    # Moderate: a high or imminent raise also pages the facility's (here empty) roster, whose
+    # unstaffed-level alerts would come between the two.
+    first = _raise(live_server, raiser, person, tier="moderate")
+    second = _raise(live_server, raiser, person, tier="moderate")
     got = board.events(2)
     assert [e["data"]["data"]["id"] for e in got] == [first, second]
     ev = got[0]
