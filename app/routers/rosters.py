@@ -21,6 +21,7 @@ from app.models.roster import (
     ShiftRead,
     ShiftUpdate,
 )
+from app.routemarks import CrisisWorkflow
 from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
 from app.services.escalations import paging
 from app.services.rosters import on_call, use_cases
@@ -156,7 +157,7 @@ async def get_escalation_notification(notification_id: uuid.UUID, session: Sessi
 
 
 @pages.post("/{notification_id}/acknowledge", response_model=NotificationRead,
-            responses=problems(404, 409, 412))
+            responses=problems(404, 409, 412), dependencies=[CrisisWorkflow])
 async def acknowledge_escalation_notification(
     notification_id: uuid.UUID, session: SessionDep, response: Response,
     if_match: IfMatch = None, principal: Principal = require("notifications:acknowledge"),
