@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 CONTRACT_TOOLS := contract/node_modules/.installed
 
-.PHONY: run test demo lint openapi bench install clean contract-tools contract-check
+.PHONY: run test demo lint openapi bench install clean contract-tools contract-check lock
 
-$(STAMP): pyproject.toml
+# Installs come from the hashed lock (requirements-dev.lock: the runtime, the dev extra and the
+# build backend), then the project itself without resolving anything: nothing floats.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -48,5 +50,18 @@ contract-check: $(CONTRACT_TOOLS)  ## fail on an unannounced breaking change in 
 bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local postgres)
 	$(BIN)/python -m bench.run
 
+# The locks: uv (pinned below, in a venv of its own) resolves pyproject.toml for every platform
+# and Python >= 3.11, with the hash of every file. Versions already in a lock are kept; add
+# UPGRADE=1 to move everything to the newest release that pyproject.toml allows.
+UV_VERSION := 0.13.8
+LOCK_VENV ?= .venv-lock
+LOCK_ARGS = pyproject.toml requirements-build.in --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade)
+
+lock:  ## regenerate requirements.lock and requirements-dev.lock from pyproject.toml
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet uv==$(UV_VERSION); }
+	$(LOCK_VENV)/bin/uv pip compile $(LOCK_ARGS) -o requirements.lock
+	$(LOCK_VENV)/bin/uv pip compile $(LOCK_ARGS) --extra dev -o requirements-dev.lock
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache
