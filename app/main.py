@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from app import worker
+from app.apidocs import install_docs
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="peerlink", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+        openapi_url="/openapi.json", docs_url=None, redoc_url=None,  # app/apidocs.py
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    imports.router):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
+    install_docs(app)  # /docs and /redoc, with their assets served from here
     # What middleware and handlers treat apart, from the routes' own marks (app/routemarks.py).
     routes = api_routes(app.routes)
     install_handlers(app, session_maker=app.state.sessionmaker,
