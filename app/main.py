@@ -23,6 +23,7 @@ from app.handlers import install_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
+from app.proxies import ClientAddressMiddleware
 from app.ratelimit import CRISIS_METHODS, EXEMPT_PATHS, RateLimitMiddleware
 from app.routemarks import (
     RouteSet,
@@ -147,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                           "Idempotent-Replayed", "Idempotency-Key-Expires"])
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    # Outermost: the client address everything else sees (X-Forwarded-For from trusted proxies).
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

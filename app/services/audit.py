@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.db import insert_rows, utcnow
 from app.models import AuditEvent
+from app.proxies import CLIENT_ADDRESS
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.pagination import keyset_page
@@ -50,7 +51,7 @@ def _digest(prev_hash: str, row: dict[str, Any]) -> str:
 def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
     get = e.get if isinstance(e, dict) else e.__getattribute__
     facility_id = get("facility_id")
-    return {
+    fields: dict[str, Any] = {
         "occurred_at": get("occurred_at").isoformat(timespec="microseconds"),
         "actor_type": get("actor_type"), "actor_id": get("actor_id"), "role": get("role"),
         "client_id": get("client_id"),
@@ -59,6 +60,10 @@ def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
         "entity_id": get("entity_id"), "outcome": get("outcome"),
         "request_id": get("request_id"),
     }
+    # Hashed only when present, so rows written before the column existed verify unchanged.
+    if get("client_address") is not None:
+        fields["client_address"] = get("client_address")
+    return fields
 
 
 async def lock_chain(session: AsyncSession) -> None:
@@ -83,13 +88,15 @@ async def append(session: AsyncSession, entries: Iterable[AuditEntry], *, actor_
     prev = await _last_hash(session)
     now = utcnow()
     request_id = correlation_id.get()
+    client_address = CLIENT_ADDRESS.get()
     rows = []
     for entry in entries:
         row: dict[str, Any] = {
             "occurred_at": now, "actor_type": actor_type, "actor_id": actor_id, "role": role,
             "client_id": client_id, "facility_id": entry.facility_id, "action": entry.action,
             "entity_type": entry.entity_type, "entity_id": entry.entity_id,
-            "outcome": entry.outcome, "request_id": request_id, "prev_hash": prev,
+            "outcome": entry.outcome, "request_id": request_id,
+            "client_address": client_address, "prev_hash": prev,
         }
         row["hash"] = prev = _digest(prev, _hashed_fields(row))
         rows.append(row)
