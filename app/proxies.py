@@ -11,6 +11,7 @@ trail) reads the one answer from `scope["client"]`, and the audit trail from CLI
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -22,7 +23,8 @@ CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("peerlink_client_address", d
 class ClientAddressMiddleware:
     def __init__(self, app: ASGIApp, trusted_proxies: list[str]) -> None:
         self.app = app
-        self.proxies: ASGIApp | None = (
+        # uvicorn types ASGI apps its own way; at run time they are the same callables.
+        self.proxies: Any = (
             ProxyHeadersMiddleware(self._recorded, trusted_hosts=list(trusted_proxies))  # type: ignore[arg-type]
             if trusted_proxies else None)
 
