@@ -53,10 +53,13 @@ bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local post
 # The locks: uv (pinned below, in a venv of its own) resolves pyproject.toml for every platform
 # and Python >= 3.11, with the hash of every file. Versions already in a lock are kept; add
 # UPGRADE=1 to move everything to the newest release that pyproject.toml allows.
+# The extras production runs with (the image installs requirements.lock) go into both locks,
+# once pyproject.toml declares them: `redis`, the client for PEERLINK_RATE_LIMIT_STORAGE=redis://.
 UV_VERSION := 0.13.8
 LOCK_VENV ?= .venv-lock
-LOCK_ARGS = pyproject.toml requirements-build.in --generate-hashes --universal --python-version 3.11 \
-	--custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade)
+PROD_EXTRAS := $(foreach x,redis,$(if $(shell grep -E '^$(x) *= *\[' pyproject.toml),--extra $(x)))
+LOCK_ARGS = pyproject.toml requirements-build.in $(PROD_EXTRAS) --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade)
 
 lock:  ## regenerate requirements.lock and requirements-dev.lock from pyproject.toml
 	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet uv==$(UV_VERSION); }

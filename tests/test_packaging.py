@@ -8,6 +8,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +49,17 @@ def test_the_dev_lock_covers_the_dev_extra_and_agrees_with_the_runtime_lock():
     wanted = {_norm(_name(r)) for r in _pyproject()["project"]["optional-dependencies"]["dev"]}
     assert wanted - set(dev) == set(), "run `make lock`"
     assert {n: v for n, v in dev.items() if n in runtime} == runtime
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_the_production_extras_are_locked_once_declared(lock):
+    """`make lock` adds the extras production runs with (redis: shared counters) to both locks
+    when pyproject.toml declares them; a merge that adds one without re-locking fails here."""
+    extras = _pyproject()["project"].get("optional-dependencies", {})
+    locked = _locked(lock)
+    for extra in ("redis",):
+        missing = {_norm(_name(r)) for r in extras.get(extra, [])} - set(locked)
+        assert missing == set(), f"{lock} lacks the {extra} extra's {missing}: run `make lock`"
 
 
 def test_make_installs_from_the_lock():
