@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     certification_sweep_minutes: float = Field(60, gt=0)
     # How often the worker looks for escalations past their acknowledgement deadline.
     escalation_sweep_seconds: float = Field(5, gt=0, le=60)
+    # The watch log: how far ahead of the server's clock an observation may be dated (a
+    # handheld's clock runs a little fast), and how long after the observation an entry may be
+    # written before it is marked late (a late entry never counts toward the staff cadence).
+    observation_clock_skew_seconds: float = Field(120, ge=0, le=900)
+    observation_late_minutes: float = Field(15, gt=0, le=24 * 60)
 
     # Idempotency-Key: how long a key and its stored response are kept, and how long a request
     # holds its key before a retry may take it over (only if that request wrote nothing).

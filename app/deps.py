@@ -76,6 +76,7 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ImportRunnerDep = Annotated[ImportRunner, Depends(get_import_runner)]
 
 
+
 def require(*scopes: str) -> Any:
     """A route's declared scopes: `principal: Principal = require("participants:read")`."""
     return Security(get_principal, scopes=list(scopes))

@@ -23,6 +23,7 @@ from app.handlers import install_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
+from app.models.account import OAuthProblem
 from app.proxies import ClientAddressMiddleware
 from app.ratelimit import CRISIS_METHODS, EXEMPT_PATHS, RateLimitMiddleware
 from app.routemarks import (
@@ -58,7 +59,7 @@ from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 from app.services.import_runner import ImportRunner
 
-API_VERSION = "1.7.0"
+API_VERSION = "1.9.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
@@ -220,6 +221,14 @@ def _document_body_limits(schema: dict[str, Any]) -> None:
                 op.setdefault("responses", {}).setdefault(status_, _problem(text))
 
 
+def _document_public(schema: dict[str, Any]) -> None:
+    """An operation that requires no token says so (`security: []`), so that every operation
+    states its security explicitly."""
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            op.setdefault("security", [])
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -229,6 +238,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     components["Problem"].pop("$defs", None)
     components["FieldError"] = FieldError.model_json_schema()
+    components["OAuthProblem"] = OAuthProblem.model_json_schema(
+        ref_template="#/components/schemas/{model}")
+    components["OAuthProblem"].pop("$defs", None)
     # Drop FastAPI's default 422 (HTTPValidationError): ours is problem+json, declared per route.
     for path in schema.get("paths", {}).values():
         for op in path.values():
@@ -242,5 +254,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     _document_idempotency(schema, required, marked(routes, no_idempotency_key))
     _document_rate_limits(schema, crisis_actions(routes))
     _document_body_limits(schema)
+    _document_public(schema)
     app.openapi_schema = schema
     return schema

@@ -175,8 +175,10 @@ class Factory:
 
     def support_session(self, pairing: Pairing | None = None, *, facility: Facility | None = None,
                         network: str = "incarcerated",
-                        facilitator: Participant | None = None) -> SupportSession:
-        """A scheduled one-to-one (with the pairing's two people) or group session."""
+                        facilitator: Participant | None = None,
+                        status: str = "scheduled") -> SupportSession:
+        """A one-to-one (with the pairing's two people) or group session, scheduled unless
+        `status` says otherwise (closed now, by the test)."""
         if pairing is not None:
             s = SupportSession(kind="one_to_one", pairing_id=pairing.id,
                                facilitator_id=pairing.supporter_id,
@@ -189,17 +191,25 @@ class Factory:
                                facility_id=facility.id, network=network,
                                scheduled_at=datetime.now(UTC), scheduled_by="test")
             people = [facilitator.id] if facilitator else []
+        if status != "scheduled":
+            s.status, s.closed_at, s.closed_by = status, datetime.now(UTC), "test"
         self._save(s)
         self._save(*[SessionAttendee(session_id=s.id, participant_id=p) for p in people])
         return s
 
-    def escalation(self, person: Participant, *, tier: str = "low", status: str = "open",
-                   raised_by: str = "test") -> Escalation:
+    def escalation(self, person: Participant | None, *, tier: str = "low", status: str = "open",
+                   raised_by: str = "test", facility: Facility | None = None,
+                   network: str | None = None, raised_blind: bool = False) -> Escalation:
+        """About `person` (at their facility, unless `facility`), or about a place alone
+        (`person` None: `facility` and `network` given)."""
         now = datetime.now(UTC)
-        e = Escalation(participant_id=person.id, facility_id=person.facility_id,
-                       network=person.network, category="self_harm", description="seen",
+        e = Escalation(participant_id=person.id if person else None,
+                       facility_id=facility.id if facility else person.facility_id,  # type: ignore[union-attr]
+                       network=network or person.network,  # type: ignore[union-attr]
+                       category="self_harm", description="seen",
                        tier=tier, status=status, ack_deadline=now + timedelta(hours=1),
-                       raised_by=raised_by, raised_at=now, screener=None)
+                       raised_by=raised_by, raised_at=now, screener=None,
+                       raised_blind=raised_blind, reported={"location_text": "seen here"})
         self._save(e)
         return e
 

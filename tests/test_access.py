@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -244,7 +245,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/support-sessions",                               (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions",                              (403, 201, 201, 403, 403, 201, 403, 403)),
     ("GET", "/v1/support-sessions/{session_id}",                  (403, 200, 200, 403, 403, 200, 403, 403)),
-    ("POST", "/v1/support-sessions/{session_id}/attendees",       (403, 200, 200, 403, 403, 404, 403, 403)),
+    ("POST", "/v1/support-sessions/{session_id}/attendees",       (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions/{session_id}/complete",        (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions/{session_id}/cancel",          (403, 200, 200, 403, 403, 200, 403, 403)),
     ("POST", "/v1/support-sessions/{session_id}/no-show",         (403, 200, 200, 403, 403, 200, 403, 403)),
@@ -262,6 +263,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/escalations/{escalation_id}/reopen",            (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/tier",              (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/assign",            (403, 200, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/v1/escalations/{escalation_id}/subject",           (403, 200, 200, 200, 403, 403, 403, 403)),
     ("POST", "/v1/escalations/{escalation_id}/observations",      (403, 201, 201, 201, 201, 404, 403, 403)),
     ("GET", "/v1/escalations/{escalation_id}/watch",              (403, 200, 200, 200, 200, 404, 403, 403)),
     ("GET", "/v1/webhook-endpoints",                              (200, 403, 403, 403, 403, 403, 403, 200)),
@@ -357,8 +359,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         supporter = ctx.own or f.certified_supporter(a, ctx.network)
         if template.endswith("/attendees"):
             ss = f.support_session(facility=a, network=ctx.network, facilitator=supporter)
-        else:
-            ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)))
+        else:  # a disclosure comes from a session that was held
+            ss = f.support_session(f.pairing(supporter, f.recipient(a, ctx.network)),
+                                   status="completed" if template.endswith("/disclosures")
+                                   else "scheduled")
         subs["session_id"] = ss.id
         ctx.session = ss
     if "{escalation_id}" in template:
@@ -422,9 +426,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "kind": "one_to_one", "scheduled_at": "2030-01-01T10:00:00Z",
             "pairing_id": str(f.pairing(ctx.own or f.certified_supporter(a, ctx.network),
                                         f.recipient(a, ctx.network)).id)},
-        # A peer facilitator cannot see other people, so only coordinators fill groups.
+        # A peer facilitator adds someone they support (an active pairing).
         ("POST", "/v1/support-sessions/{session_id}/attendees"): lambda: {
-            "participant_id": str(f.recipient(a, ctx.network).id)},
+            "participant_id": str(f.pairing(ctx.own, f.recipient(a, ctx.network)).recipient_id
+                                  if ctx.own else f.recipient(a, ctx.network).id)},
         ("POST", "/v1/support-sessions/{session_id}/complete"): lambda: {
             "actual_start": "2030-01-01T10:00:00Z", "duration_minutes": 30},
         ("POST", "/v1/support-sessions/{session_id}/cancel"): lambda: {},
@@ -443,8 +448,10 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
                                                                   "reason": "worse"},
         ("POST", "/v1/escalations/{escalation_id}/assign"): lambda: {
             "user_id": str(f.user(Role.clinician, [a]).id)},
+        ("POST", "/v1/escalations/{escalation_id}/subject"): lambda: {
+            "participant_id": str(ctx.person().id)},
         ("POST", "/v1/escalations/{escalation_id}/observations"): lambda: {
-            "observed_at": "2020-01-01T10:00:00Z", "seen": "resting"},
+            "observed_at": datetime.now(UTC).isoformat(), "seen": "resting"},  # as it happens
         ("POST", "/v1/webhook-endpoints"): lambda: {
             "url": "http://127.0.0.1:9/hook", "event_types": ["webhook_endpoint.disabled"]},
         ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): lambda: {"description": "Renamed"},

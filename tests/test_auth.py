@@ -358,7 +358,9 @@ def test_token_lifetime_over_15_minutes_is_refused(client, factory, settings, ap
 @pytest.mark.parametrize("over", [
     {"sub": "not-a-uuid"}, {"sub_kind": DROP}, {"sub_kind": "robot"},
     {"sub": "00000000-0000-0000-0000-000000000000"}, {"scope": ["participants:read"]},
-], ids=["sub_not_uuid", "no_sub_kind", "bad_sub_kind", "unknown_sub", "scope_not_string"])
+    {"sid": "not-a-uuid"}, {"sid": 7},
+], ids=["sub_not_uuid", "no_sub_kind", "bad_sub_kind", "unknown_sub", "scope_not_string",
+        "sid_not_uuid", "sid_not_string"])
 def test_signed_token_for_no_valid_account_is_refused(client, factory, settings, app, over):
     user = factory.user(Role.coordinator)
     token = forge(app, valid_claims(settings, user, **over))
@@ -494,6 +496,56 @@ def test_refresh_rotation_and_reuse_revokes_the_family(client, factory):
     assert refresh(client, other_family["refresh_token"]).status_code == 200
 
 
+def test_a_replayed_refresh_token_kills_the_live_access_tokens_of_its_family(client, factory):
+    """Reuse detection ends the session, not only its refresh tokens: the access tokens already
+    issued from the family answer 401 at once, although they are cached and unexpired."""
+    user = factory.user(Role.coordinator)
+    other = tokens_for(client, user)  # another sign-in: another family
+    first = tokens_for(client, user)
+    a1 = first["access_token"]
+    assert client.get(ME, headers=bearer(a1)).status_code == 200  # verified and cached
+    r = refresh(client, first["refresh_token"])
+    assert r.status_code == 200, r.text
+    a2, r2 = r.json()["access_token"], r.json()["refresh_token"]
+    assert client.get(ME, headers=bearer(a2)).status_code == 200
+
+    assert_oauth_error(refresh(client, first["refresh_token"]), 400, "invalid_grant")  # replay
+
+    assert_unauthorized(client, client.get(ME, headers=bearer(a1)))
+    assert_unauthorized(client, client.get(ME, headers=bearer(a2)))
+    assert_unauthorized(client, client.get("/v1/participants", headers=bearer(a2)))
+    assert_oauth_error(refresh(client, r2), 400, "invalid_grant")
+    # The account's other session lives on.
+    assert client.get(ME, headers=bearer(other["access_token"])).status_code == 200
+    assert refresh(client, other["refresh_token"]).status_code == 200
+
+
+def test_a_family_revocation_reaches_other_processes(client, factory, settings, is_pg):
+    """Other API processes drop their cached principals of the family's account on NOTIFY,
+    sent in the transaction that revokes the family (replay, or RFC 7009 revocation)."""
+    if not is_pg:
+        pytest.skip("SQLite is embedded in one process; nothing to notify")
+    import psycopg
+
+    from app.security.invalidation import CHANNEL, _conninfo
+
+    user = factory.user(Role.coordinator)
+    with psycopg.connect(_conninfo(settings), autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        first = tokens_for(client, user)
+        assert refresh(client, first["refresh_token"]).status_code == 200
+        assert_oauth_error(refresh(client, first["refresh_token"]), 400, "invalid_grant")
+        got = [n.payload for n in listener.notifies(timeout=3, stop_after=1)]
+        assert got == [f"sub:{user.id}"]
+        second = tokens_for(client, user)
+        r = client.post("/v1/auth/revoke", data={"token": second["refresh_token"]})
+        assert r.status_code == 200, r.text
+        got = [n.payload for n in listener.notifies(timeout=3, stop_after=1)]
+        assert got == [f"sub:{user.id}"]
+    assert_unauthorized(client, client.get(ME, headers=bearer(first["access_token"])))
+    assert_unauthorized(client, client.get(ME, headers=bearer(second["access_token"])))
+
+
 def test_unknown_refresh_token_is_invalid_grant(client):
     assert_oauth_error(refresh(client, "plr_not-a-real-token"), 400, "invalid_grant")
 
@@ -506,9 +558,14 @@ def test_revoking_a_refresh_token_kills_its_family(client, factory, which):
     assert r.status_code == 200, r.text
     current = r.json()["refresh_token"]
     target = current if which == "current" else first["refresh_token"]
+    live = r.json()["access_token"]
+    assert client.get(ME, headers=bearer(live)).status_code == 200
     r = client.post("/v1/auth/revoke", data={"token": target, "token_type_hint": "refresh_token"})
     assert r.status_code == 200, r.text
     assert_oauth_error(refresh(client, current), 400, "invalid_grant")
+    # RFC 7009 2.1: the access tokens of the same grant are invalidated too.
+    assert_unauthorized(client, client.get(ME, headers=bearer(first["access_token"])))
+    assert_unauthorized(client, client.get(ME, headers=bearer(live)))
 
 
 def test_revoke_answers_200_for_unknown_tokens(client):
@@ -588,6 +645,111 @@ def test_client_credentials_without_basic_is_401(client, factory, authorization)
     assert r.headers["www-authenticate"].startswith("Basic")
 
 
+def _client_post(client, data: dict[str, str], **kw: Any):
+    return client.post(TOKEN_URL, data={"grant_type": "client_credentials", **data}, **kw)
+
+
+def test_client_credentials_in_the_body(client, factory):
+    """RFC 6749 2.3.1 client_secret_post: client_id and client_secret as form fields."""
+    api = factory.api_client(["participants:read", "facilities:read"])
+    r = _client_post(client, {"client_id": api.client_id, "client_secret": PASSWORD,
+                              "scope": "facilities:read"})
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert body["scope"] == "facilities:read" and body.get("refresh_token") is None
+    assert jose_jwt.get_unverified_claims(body["access_token"])["sub"] == str(api.id)
+    assert client.get("/v1/facilities", headers=bearer(body["access_token"])).status_code == 200
+
+    wrong = _client_post(client, {"client_id": api.client_id, "client_secret": "wrong-secret"})
+    unknown = _client_post(client, {"client_id": "plc_nobody", "client_secret": PASSWORD})
+    no_secret = _client_post(client, {"client_id": api.client_id})
+    for r in (wrong, unknown, no_secret):
+        assert_oauth_error(r, 401, "invalid_client")
+        assert "access_token" not in r.json()
+    assert without_request_id(wrong.json()) == without_request_id(unknown.json())
+    # The secret is never taken from the query string (RFC 6749 2.3.1).
+    r = client.post(f"{TOKEN_URL}?client_id={api.client_id}&client_secret={PASSWORD}",
+                    data={"grant_type": "client_credentials"})
+    assert_oauth_error(r, 401, "invalid_client")
+
+
+@pytest.mark.parametrize("body", [
+    {"client_secret": PASSWORD},
+    {"client_id": "SAME", "client_secret": PASSWORD},
+    {"client_id": "plc_someone_else"},
+], ids=["secret_in_body", "both_in_body", "other_client_id_in_body"])
+def test_client_authentication_two_ways_at_once_is_invalid_request(client, factory, body):
+    """RFC 6749 2.3: one authentication method per request (HTTP Basic or the body)."""
+    api = factory.api_client(["participants:read"])
+    data = {k: api.client_id if v == "SAME" else v for k, v in body.items()}
+    r = _client_post(client, data, auth=(api.client_id, PASSWORD))
+    assert_oauth_error(r, 400, "invalid_request")
+    assert r.json()["error"] == "invalid_request"
+    assert "access_token" not in r.json()
+
+
+def test_basic_with_the_same_client_id_in_the_body_is_one_method(client, factory):
+    """client_id alone in the body is not a second authentication method."""
+    api = factory.api_client(["participants:read"])
+    r = _client_post(client, {"client_id": api.client_id}, auth=(api.client_id, PASSWORD))
+    assert r.status_code == 200, r.text
+
+
+def test_token_errors_carry_error_and_error_description(client, factory):
+    """RFC 6749 5.2, inside the problem+json body: `error` (the existing codes) and a
+    human-readable `error_description`."""
+    user = factory.user(Role.coordinator)
+    api = factory.api_client(["participants:read"])
+    cases = [
+        (login(client, user.username, "wrong-password-123"), 400, "invalid_grant"),
+        (login(client, user.username, scope="users:write"), 400, "invalid_scope"),
+        (client.post(TOKEN_URL, data={"grant_type": "password", "username": "x"}), 400,
+         "invalid_request"),
+        (refresh(client, "plr_not-a-real-token"), 400, "invalid_grant"),
+        (_client_post(client, {}, auth=(api.client_id, "wrong-secret")), 401, "invalid_client"),
+        (_client_post(client, {"client_secret": "x"}, auth=(api.client_id, PASSWORD)), 400,
+         "invalid_request"),
+    ]
+    for r, status, error in cases:
+        assert_oauth_error(r, status, error)
+        body = r.json()
+        assert body["error"] == error
+        assert isinstance(body["error_description"], str) and body["error_description"]
+        assert body["error_description"] == body["detail"]
+        assert user.username not in body["error_description"]
+
+
+def test_the_contract_declares_both_flows_and_the_public_routes(app):
+    spec = app.openapi()
+    scheme = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+    assert scheme["type"] == "oauth2"
+    flows = scheme["flows"]
+    assert flows["password"]["tokenUrl"] == TOKEN_URL
+    assert set(flows["password"]["scopes"]) >= ROLE_SCOPES[Role.admin]
+    assert flows["clientCredentials"]["tokenUrl"] == TOKEN_URL
+    assert set(flows["clientCredentials"]["scopes"]) == ROLE_SCOPES[Role.integration]
+    public = {(path, method) for path, item in spec["paths"].items()
+              for method, op in item.items() if op.get("security") == []}
+    assert public == {("/v1/auth/token", "post"), ("/v1/auth/revoke", "post"),
+                      ("/.well-known/jwks.json", "get"), ("/livez", "get"), ("/readyz", "get")}
+    for item in spec["paths"].values():
+        for op in item.values():
+            assert "security" in op, op["operationId"]  # public or not, each one says so
+    token = spec["paths"]["/v1/auth/token"]["post"]
+    form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    props = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert {"client_id", "client_secret"} <= props.keys()
+    for status in ("400", "401"):
+        schema = token["responses"][status]["content"]["application/problem+json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/OAuthProblem"}
+    oauth_problem = spec["components"]["schemas"]["OAuthProblem"]
+    problem = spec["components"]["schemas"]["Problem"]
+    assert set(oauth_problem["required"]) == set(problem["required"]) | {"error",
+                                                                         "error_description"}
+    assert oauth_problem["properties"].keys() >= problem["properties"].keys()
+
+
 # --- 5. throttling ---------------------------------------------------------------------------
 
 def _assert_throttled(r) -> None:
@@ -621,6 +783,64 @@ def test_login_throttled_per_address(client, factory, settings):
     # A fresh username, and a real account with the right password: both refused now.
     _assert_throttled(login(client, "yet-another-name", "wrong-password-123"))
     _assert_throttled(login(client, user.username))
+
+
+def test_correct_sign_ins_do_not_count_toward_the_throttle(client, factory):
+    """Only failures count: an account that signs in correctly again and again is never
+    throttled for it, and its failures still lock it after five."""
+    user = factory.user(Role.coordinator)
+    for _ in range(8):
+        assert login(client, user.username).status_code == 200
+    for _ in range(5):
+        assert_oauth_error(login(client, user.username, "wrong-password-123"), 400, "invalid_grant")
+    _assert_throttled(login(client, user.username))
+
+
+def test_a_facility_behind_one_address_can_sign_in_at_shift_change(client, factory):
+    """One NAT, a whole shift signing in (several times each): more than 20 correct sign-ins
+    from one address in a minute all succeed."""
+    officers = [factory.user(Role.officer) for _ in range(6)]
+    statuses = [login(client, o.username).status_code for _ in range(4) for o in officers]
+    assert statuses == [200] * 24, statuses
+
+
+def test_a_success_does_not_reset_the_address_failures(client, factory):
+    """An attacker holding one valid account must not wipe the address's failures by signing
+    in between guesses at other accounts."""
+    mine = factory.user(Role.officer)
+    for i in range(19):
+        r = login(client, f"victim{i}-{uuid.uuid4().hex[:6]}", "guess-123456789")
+        assert_oauth_error(r, 400, "invalid_grant")
+        assert login(client, mine.username).status_code == 200
+    assert_oauth_error(login(client, "victim-last", "guess-123456789"), 400, "invalid_grant")
+    _assert_throttled(login(client, "victim-more", "guess-123456789"))
+    _assert_throttled(login(client, mine.username))
+
+
+def test_the_owners_success_does_not_reset_an_accounts_failures(client, factory):
+    """Someone guessing at an account gets no fresh budget when its owner signs in."""
+    user = factory.user(Role.coordinator)
+    for _ in range(4):
+        assert_oauth_error(login(client, user.username, "wrong-password-123"), 400, "invalid_grant")
+    assert login(client, user.username).status_code == 200
+    assert_oauth_error(login(client, user.username, "wrong-password-123"), 400, "invalid_grant")
+    _assert_throttled(login(client, user.username, "wrong-password-123"))
+    _assert_throttled(login(client, user.username))
+
+
+def test_a_client_fetching_tokens_often_is_not_throttled(client, factory):
+    api = factory.api_client(["participants:read"])
+    for _ in range(8):
+        r = client.post(TOKEN_URL, data={"grant_type": "client_credentials"},
+                        auth=(api.client_id, PASSWORD))
+        assert r.status_code == 200, r.text
+    for _ in range(5):
+        r = client.post(TOKEN_URL, data={"grant_type": "client_credentials"},
+                        auth=(api.client_id, "wrong-secret"))
+        assert_oauth_error(r, 401, "invalid_client")
+    r = client.post(TOKEN_URL, data={"grant_type": "client_credentials"},
+                    auth=(api.client_id, PASSWORD))
+    _assert_throttled(r)
 
 
 # --- 6. denied attempts are audited -------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_group_attendance_checks(client, factory, ctx):
     r = client.post(url, headers=ctx["h"], json={"participant_id": str(b.id)})
     assert r.status_code == 422 and r.json()["code"] == "keep_apart"
     r = client.post(url, headers=ctx["peer"], json={"participant_id": str(b.id)})
-    assert r.status_code == 404  # the peer cannot see b at all
+    assert r.status_code == 422 and r.json()["code"] == "not_eligible"  # b is not theirs to add
     staff = factory.participant(f, "staff")
     assert client.post(url, headers=ctx["h"], json={"participant_id": str(staff.id)}).status_code \
         == 404
@@ -176,7 +176,12 @@ def test_peer_facilitator_sees_keep_apart_only_as_not_eligible(client, factory, 
         "kind": "group", "facility_id": str(f.id), "scheduled_at": _when()}).json()["id"]
     a = factory.recipient(f)
     factory.keep_apart(a, ctx["sup"])
-    # The peer cannot see `a`; a coordinator adding `a` to the peer's group gets the reason.
+    factory.pairing(ctx["sup"], a)  # the peer supports `a`, and may add them, but for this
+    r = client.post(f"/v1/support-sessions/{gid}/attendees", headers=ctx["peer"],
+                    json={"participant_id": str(a.id)})
+    assert r.status_code == 422 and r.json()["code"] == "not_eligible"
+    assert "keep" not in r.text.lower() and "apart" not in r.text.lower()
+    # A coordinator adding `a` to the peer's group gets the reason.
     r = client.post(f"/v1/support-sessions/{gid}/attendees", headers=ctx["h"],
                     json={"participant_id": str(a.id)})
     assert r.status_code == 422 and r.json()["code"] == "keep_apart"
@@ -219,6 +224,7 @@ def test_unknown_topics_refused_and_admins_extend(client, factory, ctx):
 
 def test_disclosure_ledger_visibility(client, factory, ctx):
     s = _one_to_one(client, ctx)
+    assert _complete(client, ctx, s["id"], note=None).status_code == 200
     r = client.post(f"/v1/support-sessions/{s['id']}/disclosures", headers=ctx["peer"], json={
         "participant_id": str(ctx["rec"].id), "category": "harm_to_others",
         "passed_to": "Shift supervisor", "passed_at": _when(0)})

@@ -75,7 +75,11 @@ def test_a_wall_prebuilt_and_bound_are_one_text() -> None:
     bound = select(Escalation.id).where(*wall.clauses())
     unbound = select(Escalation.id).where(*wall.clauses(bound=False))
     assert str(bound.compile()) == str(unbound.compile())
-    assert wall.shape == frozenset({"nets", "facs", "unresolved"})
+    assert wall.shape == frozenset({"nets", "facs", "unresolved", "my_blind_raises"})
+    work = scoping.escalation_wall(officer, to_work=True)
+    assert work.shape == frozenset({"nets", "facs", "unresolved", "not_my_blind_raises"})
+    assert str(select(Escalation.id).where(*work.clauses()).compile()) == str(
+        select(Escalation.id).where(*work.clauses(bound=False)).compile())
 
 
 # --- 1. list and single read agree ------------------------------------------------------------
@@ -119,13 +123,21 @@ def world(factory: Any) -> dict[str, Any]:
             ["incarcerated", "staff"]),
     }
     peer_actor = f"user:{accounts['peer_supporter'].id}"
+    officer_actor = f"user:{accounts['officer'].id}"
     escalations = [factory.escalation(people["inc_a"]),
                    factory.escalation(people["inc_a2"], status="resolved"),
                    factory.escalation(people["staff_a"], tier="high"),
                    factory.escalation(people["inc_b"]),
                    factory.escalation(people["staff_a"], raised_by=peer_actor),
                    factory.escalation(people["inc_a2"], raised_by=peer_actor),
-                   factory.escalation(people["staff_b"], raised_by=peer_actor)]
+                   factory.escalation(people["staff_b"], raised_by=peer_actor),
+                   # subjects can be missing, and raisers blind to them (7-10):
+                   factory.escalation(None, facility=a, network="incarcerated",
+                                      raised_by=officer_actor, raised_blind=True),
+                   factory.escalation(people["inc_b"], raised_by=peer_actor, raised_blind=True),
+                   factory.escalation(people["staff_a"], raised_by=officer_actor,
+                                      raised_blind=True),
+                   factory.escalation(None, facility=b, network="staff")]
     everyone = [sup, staff_sup, sup_b, *people.values()]
     return {
         "accounts": accounts,
@@ -193,11 +205,19 @@ def test_the_walls_cut_where_the_domain_says(client: Any, factory: Any,
     assert listed("peer_supporter", "/v1/pairings") == {str(i) for i in ids["/v1/pairings"][:2]}
     assert listed("peer_supporter", "/v1/support-sessions") == {
         str(ids["/v1/support-sessions"][i]) for i in (0, 1, 4)}
+    # and those they raised blind wherever they are now (8: about someone at B)
     assert listed("peer_supporter", "/v1/escalations") == {
-        str(i) for i in ids["/v1/escalations"][4:6]}
-    # the officer: open incarcerated escalations of their facility only
+        str(ids["/v1/escalations"][i]) for i in (4, 5, 8)}
+    # the officer: open incarcerated escalations of their facility, and their blind raises,
+    # even one about a staff member (9)
     assert listed("officer", "/v1/escalations") == {
-        str(ids["/v1/escalations"][i]) for i in (0, 5)}
+        str(ids["/v1/escalations"][i]) for i in (0, 5, 7, 9)}
+    # that one is the staff network's to see and work, not the custody side's
+    assert str(ids["/v1/escalations"][9]) in listed("staff_coordinator", "/v1/escalations")
+    assert str(ids["/v1/escalations"][9]) not in listed("coordinator", "/v1/escalations")
+    # a place alone sits behind the facility and network walls like any other
+    assert str(ids["/v1/escalations"][10]) not in listed("staff_coordinator", "/v1/escalations")
+    assert str(ids["/v1/escalations"][7]) in listed("coordinator", "/v1/escalations")
     # the staff coordinator never sees the incarcerated network, the coordinator never staff
     staff = listed("staff_coordinator", "/v1/pairings")
     assert staff == {str(ids["/v1/pairings"][2])}

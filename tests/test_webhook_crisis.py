@@ -71,7 +71,9 @@ def test_an_escalation_overtakes_an_import_backlog_and_records_stay_in_order(cli
         arrived = list(receiver.arrived)
         at = next(i for i, b in enumerate(bodies) if b["id"] == esc_id)
         lag = arrived[at] - committed
-        assert lag < 2.0, f"escalation.created arrived {lag:.2f} s after its commit"
+        # The 2 s figure is the bench's (bench/webhooks.py, a quiet machine); here, what a user
+        # notices under any load: it went ahead of the backlog, in seconds, not minutes.
+        assert lag < 10.0, f"escalation.created arrived {lag:.2f} s after its commit"
         routine_before = sum(1 for b in bodies[:at] if b["type"].startswith("participant."))
         assert routine_before < backlog / 2, (routine_before, backlog)
         # Each participant's events in outbox order (a prefix of them: the rest still queued).

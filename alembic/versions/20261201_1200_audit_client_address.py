@@ -1,7 +1,7 @@
 """the audit trail records the client's address
 
 Revision ID: 3f9a1c7e2d58
-Revises: 7c1e5d2a9b40
+Revises: c7e3a91d4b20
 Create Date: 2026-12-01 12:00:00
 
 `audit_event.client_address`: the request's client (behind a trusted proxy, the forwarded
@@ -15,7 +15,7 @@ import sqlmodel  # noqa: F401
 from alembic import op
 
 revision: str = '3f9a1c7e2d58'
-down_revision: str | None = '7c1e5d2a9b40'
+down_revision: str | None = 'c7e3a91d4b20'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -10,6 +10,7 @@ from pydantic import Field as PField
 from sqlmodel import Field, SQLModel
 
 from app.db import uuid7
+from app.errors import Problem
 from app.models.common import InputModel, Network, Role, json_field, ts_field
 from app.models.participant import Code
 
@@ -148,6 +149,16 @@ class TokenResponse(BaseModel):
     expires_in: int
     scope: str
     refresh_token: str | None = None
+
+
+class OAuthProblem(Problem):
+    """A token endpoint error: problem+json carrying RFC 6749 section 5.2's members too."""
+
+    error: str = PField(description="RFC 6749 5.2 error code, the same as `code`: "
+                                    "invalid_request, invalid_client, invalid_grant or "
+                                    "invalid_scope")
+    error_description: str = PField(description="Human-readable explanation, the same as "
+                                                "`detail`")
 
 
 class MeRead(BaseModel):

@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from app.db import uuid7
 from app.models.common import InputModel, Network, json_field, ts_field
+from app.models.participant import ExternalId, ExternalIdRead
 
 
 class Tier(StrEnum):
@@ -54,10 +55,13 @@ class Escalation(SQLModel, table=True):
         Index("ix_escalation_status_deadline", "status", "ack_deadline"),
         Index("ix_escalation_facility_network_id", "facility_id", "network", "id"),
         Index("ix_escalation_participant_id", "participant_id"),
+        Index("ix_escalation_raised_by", "raised_by"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
-    participant_id: uuid.UUID = Field(foreign_key="participant.id")
+    # The person at risk; None while only the place is known (raised about a place, or the
+    # identifier given matched nobody) until a coordinator or clinician links them.
+    participant_id: uuid.UUID | None = Field(default=None, foreign_key="participant.id")
     facility_id: uuid.UUID = Field(foreign_key="facility.id")
     network: str = Field(max_length=16)
     category: str = Field(max_length=32)
@@ -73,6 +77,11 @@ class Escalation(SQLModel, table=True):
     assigned_to: uuid.UUID | None = Field(default=None, foreign_key="app_user.id")
     raised_by: str = Field(max_length=64)
     raised_at: datetime = ts_field(default_now=True)
+    # The raiser did not name a person they can see: they hold a receipt of it (views.py), never
+    # what the server found or was linked later (scoping.escalation_wall).
+    raised_blind: bool = False
+    # What the raiser gave about the person and the place, as given (EscalationReport).
+    reported: dict | None = json_field(default_factory=lambda: None, nullable=True)
     acknowledged_at: datetime | None = ts_field(nullable=True)
     acknowledged_by: str | None = Field(default=None, max_length=64)
     resolved_at: datetime | None = ts_field(nullable=True)
@@ -116,7 +125,10 @@ class Observation(SQLModel, table=True):
     recorded_by: str = Field(max_length=64)
     observer_kind: str = Field(max_length=8)  # staff | peer
     seen: str = Field(max_length=2000)
-    recorded_at: datetime = ts_field(default_now=True)
+    recorded_at: datetime = ts_field(default_now=True)  # server time, when it was written
+    # Written more than `observation_late_minutes` after the observation: shown as late, never
+    # counted toward the staff cadence. Decided once, when the entry is written.
+    late: bool = False
 
 
 class ObservationCreate(InputModel):
@@ -132,10 +144,15 @@ class ObservationCreate(InputModel):
 
 class ObservationRead(BaseModel):
     id: uuid.UUID
-    observed_at: datetime
-    recorded_by: str
+    observed_at: datetime = PField(description="When the person was seen (as the observer "
+                                               "says)")
+    recorded_by: str = PField(description="Who wrote the entry (`user:<id>`)")
     observer_kind: str
     seen: str
+    recorded_at: datetime = PField(description="When the entry was written (server time)")
+    late: bool = PField(description="Written more than the late threshold (default 15 minutes) "
+                                    "after `observed_at`: it is shown, but never counts toward "
+                                    "the staff cadence")
 
     model_config = {"from_attributes": True}
 
@@ -144,14 +161,18 @@ class WatchGap(BaseModel):
     start: datetime
     end: datetime
     minutes: int
+    late_observations: list[uuid.UUID] = PField(
+        default_factory=list, description="Staff observations dated inside the gap but written "
+                                          "late: shown here, they do not close the gap")
 
 
 class WatchLog(BaseModel):
     escalation_id: uuid.UUID
     cadence_minutes: int | None
     observations: list[ObservationRead]
-    gaps: list[WatchGap] = PField(description="Intervals without a STAFF observation longer "
-                                              "than the cadence; peer observations never close one")
+    gaps: list[WatchGap] = PField(description="Intervals without a STAFF observation written "
+                                              "on time longer than the cadence; peer "
+                                              "observations and late entries never close one")
 
 
 class Screener(InputModel):
@@ -167,7 +188,15 @@ class Screener(InputModel):
 
 
 class EscalationCreate(InputModel):
-    participant_id: uuid.UUID
+    """About a person (by `participant_id`, or `external_id` such as a booking number: one at
+    most), or only a place when the person is unknown. The place is `facility_id` (one of the
+    raiser's facilities; implied by `location_unit_id`, or the raiser's only facility, when not
+    given), a housing unit of it and free text such as a cell."""
+
+    participant_id: uuid.UUID | None = None
+    external_id: ExternalId | None = PField(None, description="Another system's id for the "
+                                                               "person, e.g. a booking number")
+    facility_id: uuid.UUID | None = PField(None, description="Where the risk was seen")
     category: Category
     description: str = PField(min_length=1, max_length=4000)
     location_unit_id: uuid.UUID | None = None
@@ -179,7 +208,14 @@ class EscalationCreate(InputModel):
     def _one_of(self) -> EscalationCreate:
         if (self.tier is None) == (self.screener is None):
             raise ValueError("give either tier or screener answers")
+        if self.participant_id is not None and self.external_id is not None:
+            raise ValueError("identify the person by participant_id or external_id, not both")
         return self
+
+
+class SubjectLink(InputModel):
+    participant_id: uuid.UUID = PField(description="A person the caller can see: the facility "
+                                                   "and network of the escalation follow them")
 
 
 class Acknowledge(InputModel):
@@ -205,11 +241,24 @@ class TierChange(InputModel):
     reason: str = PField(min_length=1, max_length=500)
 
 
+class EscalationReport(BaseModel):
+    """What the raiser gave about the person and the place, as given."""
+
+    participant_id: uuid.UUID | None = None
+    external_id: ExternalIdRead | None = None
+    facility_id: uuid.UUID | None = None
+    location_unit_id: uuid.UUID | None = None
+    location_text: str | None = None
+
+
 class EscalationRead(BaseModel):
-    """The full record: clinicians only."""
+    """An escalation as those who work it or watch over it see it: everything for clinicians,
+    without the clinical detail for the others."""
 
     id: uuid.UUID
-    participant_id: uuid.UUID
+    participant_id: uuid.UUID | None = PField(description=(
+        "The person at risk; null while only the place is known (raised about a place, or the "
+        "identifier given matched nobody) until a coordinator or clinician links them"))
     facility_id: uuid.UUID
     network: Network
     category: Category
@@ -219,10 +268,21 @@ class EscalationRead(BaseModel):
     tier: Tier
     screener: dict | None
     status: EscalationStatus
-    ack_deadline: datetime
-    seconds_remaining: int | None
-    breached: bool
-    chain_level: int
+    ack_deadline: datetime = PField(description="The current acknowledgement deadline: after a "
+                                                "breach, the next level's")
+    seconds_remaining: int | None = PField(description=(
+        "Seconds to the current acknowledgement deadline (rounded up) while the escalation waits "
+        "for acknowledgement (open or reopened): zero or negative once it has passed; null once "
+        "acknowledged or resolved"))
+    breached: bool = PField(description=(
+        "The current acknowledgement deadline has passed unacknowledged: exactly "
+        "`seconds_remaining` is not null and <= 0. When the worker moves a breached escalation "
+        "up the chain it gets the next level's deadline, and this is false again until that one "
+        "passes; past breaches are counted by `chain_level`"))
+    chain_level: int = PField(description=(
+        "How many acknowledgement deadlines have passed unacknowledged since the escalation was "
+        "raised or last reopened: each breach moves it one level up the facility's escalation "
+        "chain (0: no breach)"))
     assigned_to: uuid.UUID | None
     raised_by: str
     raised_at: datetime
@@ -234,6 +294,22 @@ class EscalationRead(BaseModel):
     follow_up_plan: str | None
     review_date: date | None
     version: int
+    reported: EscalationReport | None = PField(None, description=(
+        "What the raiser gave about the person and the place, as given (null for escalations "
+        "raised before 1.9.0)"))
+
+
+class EscalationReceipt(BaseModel):
+    """What the raiser of a blind raise (one that named no person they can see) holds: no more
+    than they gave. The same whether the server found the person, someone they cannot see, or
+    nobody, and whoever is linked later."""
+
+    id: uuid.UUID
+    status: EscalationStatus
+    raised_at: datetime
+    ack_deadline: datetime = PField(description="The current acknowledgement deadline")
+    category: Category
+    reported: EscalationReport
 
 
 class EscalationStatusView(BaseModel):
@@ -247,7 +323,15 @@ class EscalationStatusView(BaseModel):
 class TimelineEntry(BaseModel):
     kind: str
     at: datetime
-    by: str
-    detail: dict
+    by: str = PField(description="The actor's stable id: `user:<id>`, `client:<id>`, or "
+                                 "`system` (the worker)")
+    by_name: str | None = PField(None, description="The actor's display name: a user's "
+                                                   "username, an API client's name, `system`")
+    detail: dict = PField(description=(
+        "What the entry records, by kind: `acknowledged` {note}, `resolved` {outcome, "
+        "follow_up_plan, review_date}, `reopened` {reason}, `tier_changed` {from, to, reason}, "
+        "`breached` {level, notify}, `assigned` {user_id}, `observation` {observer_kind, late}. "
+        "Free text (note, outcome, follow_up_plan, review_date, reason) is clinical: its value "
+        "is null for callers who are not clinicians"))
 
     model_config = {"from_attributes": True}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Form, Request, Response
 
 from app.deps import KeyRingDep, Principal, SessionDep, SettingsDep, ThrottleDep, require
+from app.errors import PROBLEM
 from app.models.account import MeRead, TokenResponse
 from app.routemarks import AuditsOwnDenials, FormBody, NoIdempotencyKey
 from app.routers.common import problems
@@ -21,8 +22,6 @@ router = APIRouter(tags=["auth"])
 
 def _basic(request: Request) -> tuple[str, str] | None:
     header = request.headers.get("authorization", "")
-    if not header.lower().startswith("basic "):
-        return None
     try:
         raw = base64.b64decode(header[6:].strip(), validate=True).decode()
         cid, _, secret = raw.partition(":")
@@ -31,10 +30,40 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return unquote(cid), unquote(secret)
 
 
+def _client_credentials(request: Request, client_id: str | None,
+                        client_secret: str | None) -> tuple[str, str]:
+    """RFC 6749 2.3.1: HTTP Basic (client_secret_basic) or client_id and client_secret in the
+    body (client_secret_post), never both (2.3: one method per request). A client_id alone in
+    the body beside Basic is not a second method, but it must name the same client."""
+    if request.headers.get("authorization", "").lower().startswith("basic "):
+        if client_secret is not None:
+            raise OAuthError("invalid_request", "Authenticate the client one way only: HTTP "
+                             "Basic, or client_id and client_secret in the body.")
+        creds = _basic(request)
+        if creds is not None:
+            if client_id is not None and client_id != creds[0]:
+                raise OAuthError("invalid_request",
+                                 "The client_id in the body is not the HTTP Basic client.")
+            return creds
+    elif client_id and client_secret:
+        return client_id, client_secret
+    raise OAuthError("invalid_client", "Client authentication failed: use HTTP Basic, or "
+                     "client_id and client_secret in the body.", status=401,
+                     headers={"WWW-Authenticate": 'Basic realm="peerlink"'})
+
+
+def _oauth_problem(description: str) -> dict[str, Any]:
+    """A token error: problem+json with RFC 6749 5.2 `error` and `error_description`
+    (schema OAuthProblem, registered by main.build_openapi)."""
+    return {"description": description,
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/OAuthProblem"}}}}
+
+
 @router.post("/v1/auth/token", response_model=TokenResponse,
              dependencies=[FormBody, NoIdempotencyKey, AuditsOwnDenials],
-             responses=problems(401, 422, 429, 500) | {400: problems(422)[422] | {
-                 "description": "OAuth2 error (invalid_grant, invalid_scope, ...)"}})
+             responses={401: _oauth_problem("Client authentication failed (invalid_client)")}
+             | problems(422, 429, 500) | {400: _oauth_problem(
+                 "OAuth2 error (invalid_request, invalid_grant, invalid_scope)")})
 async def issue_token(
     request: Request,
     response: Response,
@@ -47,9 +76,13 @@ async def issue_token(
     password: Annotated[str | None, Form(max_length=256)] = None,
     refresh_token: Annotated[str | None, Form(max_length=256)] = None,
     scope: Annotated[str | None, Form(max_length=2000)] = None,
+    client_id: Annotated[str | None, Form(max_length=64)] = None,
+    client_secret: Annotated[str | None, Form(max_length=256)] = None,
 ) -> TokenResponse:
     """OAuth2 token endpoint (RFC 6749): `password` for people, `client_credentials` for
-    machines (HTTP Basic client authentication), `refresh_token` (rotated on every use)."""
+    machines (client authentication with HTTP Basic, or `client_id` and `client_secret` in the
+    body; not both), `refresh_token` (rotated on every use). Errors carry RFC 6749 `error` and
+    `error_description`."""
     response.headers["Cache-Control"] = "no-store"
     address = request.client.host if request.client else "unknown"
     common = {"session": session, "settings": settings, "keyring": keyring}
@@ -62,10 +95,7 @@ async def issue_token(
         if not refresh_token:
             raise OAuthError("invalid_request", "refresh_token is required.")
         return await svc.refresh_grant(**common, refresh_token=refresh_token, scope=scope)
-    creds = _basic(request)
-    if creds is None:
-        raise OAuthError("invalid_client", "Authenticate the client with HTTP Basic.", status=401,
-                         headers={"WWW-Authenticate": 'Basic realm="peerlink"'})
+    creds = _client_credentials(request, client_id, client_secret)
     return await svc.client_credentials_grant(
         **common, throttle=throttle, client_id=creds[0], client_secret=creds[1],
         scope=scope, address=address)

@@ -9,19 +9,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.deps import IdempotencyKeyRequired, Principal, SessionDep, require
+from app.deps import IdempotencyKeyRequired, Principal, SessionDep, SettingsDep, require
 from app.models.common import Page
 from app.models.escalation import (
     Acknowledge,
     Assign,
     EscalationCreate,
     EscalationRead,
+    EscalationReceipt,
     EscalationStatus,
     EscalationStatusView,
     ObservationCreate,
     ObservationRead,
     Reopen,
     Resolve,
+    SubjectLink,
     TierChange,
     TimelineEntry,
     WatchLog,
@@ -43,11 +45,13 @@ from app.services import escalations as svc
 router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED,
                    dependencies=[CrisisWorkflow])
 _MOVE = problems(404, 409, 412)
-View = EscalationRead | EscalationStatusView
+View = EscalationRead | EscalationStatusView | EscalationReceipt
 
 
 def _one(principal: Principal, response: Response, e: Any) -> Any:
-    set_etag(response, e.version)
+    version = svc.etag_version(principal, e)
+    if version is not None:
+        set_etag(response, version)
     return svc.view(principal, e)
 
 
@@ -61,7 +65,20 @@ async def raise_escalation(
     """Never rate-limited. Give a `tier`, or the C-SSRS `screener` answers from which the tier
     is derived (answers and derivation are stored). The `Idempotency-Key` is required: a
     retried request (a lost answer, a flaky radio link) returns the escalation the first one
-    raised instead of raising it twice."""
+    raised instead of raising it twice.
+
+    Anyone who sees a risk raises it. About a person you can see (`participant_id`, or
+    `external_id` such as `{"source": "booking", "value": "..."}`): your view of the escalation,
+    as always. About anyone else, or only a place (`facility_id`, `location_unit_id`,
+    `location_text`; the facility may be left out when the unit implies it or you have one
+    facility): a blind raise. It is recorded at that place against the person the server finds,
+    or nobody yet (a coordinator or clinician links them later), and answers with an
+    `EscalationReceipt` (no ETag) that is the same whatever was found: you learn nothing more
+    than you gave, now or later. You may add observations to it; the people of the place work
+    it. A place outside your facilities is refused (422 `unknown_facility`,
+    `unknown_housing_unit`); a blind raise with no place you can name is 422 `place_required`.
+    The network of an escalation about a place alone is yours when you hold one, else
+    incarcerated."""
     esc = await svc.raise_(session=session, principal=principal, data=body)
     response.headers["Location"] = f"/v1/escalations/{esc.id}"
     return _one(principal, response, esc)
@@ -91,7 +108,9 @@ async def get_escalation(escalation_id: uuid.UUID, session: SessionDep, response
 async def get_escalation_timeline(escalation_id: uuid.UUID, session: SessionDep,
                                   principal: Principal = require("escalations:write"),
                                   ) -> list[TimelineEntry]:
-    """Every transition, tier change and breach, in order."""
+    """Every transition (with its note, outcome and plan, or reason), tier change (with its
+    reason), assignment, breach and observation, in order; each actor by stable id and display
+    name. Free text is clinical: its value is null for callers who are not clinicians."""
     rows = await svc.timeline(session=session, principal=principal, escalation_id=escalation_id)
     return [TimelineEntry.model_validate(r) for r in rows]
 
@@ -146,16 +165,34 @@ async def change_escalation_tier(escalation_id: uuid.UUID, body: TierChange,
         reason=body.reason, if_match=if_match))
 
 
+@router.post("/{escalation_id}/subject", response_model=View, responses=_MOVE)
+async def link_escalation_subject(escalation_id: uuid.UUID, body: SubjectLink,
+                                  session: SessionDep, response: Response,
+                                  if_match: IfMatch = None,
+                                  principal: Principal = require("escalations:write")) -> View:
+    """Names, or corrects, the person an escalation is about: a coordinator or clinician, with
+    someone they can see (422 `unknown_participant` otherwise). The escalation's facility and
+    network follow the person; the timeline keeps the change (`subject_linked`)."""
+    return _one(principal, response, await svc.link_subject(
+        session=session, principal=principal, escalation_id=escalation_id,
+        participant_id=body.participant_id, if_match=if_match))
+
+
 @router.post("/{escalation_id}/observations", status_code=status.HTTP_201_CREATED,
              response_model=ObservationRead, responses=problems(404, 409))
 async def record_observation(escalation_id: uuid.UUID, body: ObservationCreate,
-                             session: SessionDep,
+                             session: SessionDep, settings: SettingsDep,
                              principal: Principal = require("escalations:observe"),
                              ) -> ObservationRead:
     """Staff or peer (by the caller's role). Peer observations never count toward the staff
-    cadence."""
-    obs = await svc.observe(session=session, principal=principal, escalation_id=escalation_id,
-                            observed_at=body.observed_at, seen=body.seen)
+    cadence. `observed_at` may not be before the raise (422 `observed_before_raise`) nor ahead of
+    the server's clock by more than the allowed skew (default 2 minutes; 422
+    `observed_in_future`). The entry is stamped with when it was written (`recorded_at`) and by
+    whom; written more than the late threshold (default 15 minutes) after `observed_at`, it is
+    `late`: shown, never counted toward the cadence."""
+    obs = await svc.observe(session=session, settings=settings, principal=principal,
+                            escalation_id=escalation_id, observed_at=body.observed_at,
+                            seen=body.seen)
     return ObservationRead.model_validate(obs)
 
 
@@ -164,5 +201,6 @@ async def get_escalation_watch(escalation_id: uuid.UUID, session: SessionDep,
                                principal: Principal = require("escalations:observe"),
                                ) -> WatchLog:
     """The watch log and every gap longer than the tier's cadence (imminent 5 min, high 15,
-    moderate 30, low none) without a staff observation."""
+    moderate 30, low none) without a staff observation written on time; late entries dated
+    inside a gap are listed on it."""
     return await svc.watch(session=session, principal=principal, escalation_id=escalation_id)

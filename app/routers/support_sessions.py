@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 from pydantic import AwareDatetime
 
+from app.config import Settings
 from app.deps import NoteCipherDep, Principal, SessionDep, SessionMakerDep, SettingsDep, require
 from app.models.common import Page
 from app.models.support_session import (
@@ -77,6 +78,13 @@ async def schedule_support_session(body: SessionCreate, settings: SettingsDep, s
                                    response: Response,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
+    """A one-to-one session needs an active pairing (422 `pairing_not_active`: proposed,
+    paused or ended). A group's facilitator is a staff member (the caller, when `facilitator_id` is omitted)
+    or a supporter who meets rule 2 as a pairing's supporter does: certified, `active`, in
+    custody (or employed), at the group's facility, no open high or imminent escalation about
+    them, record not archived (422 `facilitator_not_eligible`; the detail names the first
+    rule broken, except to a peer, who is told only that they cannot lead a group now). The
+    facilitator is checked again when the group is completed."""
     s = await svc.schedule(session=session, settings=settings,
                            principal=principal, data=body)
     response.headers["Location"] = f"/v1/support-sessions/{s.id}"
@@ -94,16 +102,23 @@ async def get_support_session(session_id: uuid.UUID, session: SessionDep, respon
 async def add_session_attendee(session_id: uuid.UUID, body: AttendeeAdd, session: SessionDep,
                                response: Response,
                                principal: Principal = require("sessions:write")) -> SessionRead:
-    """Checks the network rule and open keep-apart orders against everyone in the group."""
+    """Checks the network rule and open keep-apart orders against everyone in the group.
+
+    A coordinator adds anyone of the group's network and facility (else 404, or 422
+    `network_mismatch` / `different_facility`; 422 `keep_apart`). A peer who leads the group
+    adds the people they support in an active pairing, and the people a coordinator has put in
+    one of the groups they lead, unless the peer has a paused or ended pairing with them (a
+    coordinator can still add those). To a peer, anyone else, an unknown id, someone of another
+    facility or network, and a keep-apart are all the same 422 `not_eligible`."""
     s = await svc.add_attendee(session=session, principal=principal, session_id=session_id,
                                participant_id=body.participant_id)
     return await _one(session, response, s)
 
 
-async def _move(cipher: NoteCipher, session: Any, response: Response, principal: Principal,
-                session_id: uuid.UUID, action: str, if_match: str | None,
+async def _move(cipher: NoteCipher, settings: Settings, session: Any, response: Response,
+                principal: Principal, session_id: uuid.UUID, action: str, if_match: str | None,
                 **kw: Any) -> SessionRead:
-    s = await svc.transition(session=session, cipher=cipher,
+    s = await svc.transition(session=session, settings=settings, cipher=cipher,
                              principal=principal, session_id=session_id, action=action,
                              if_match=if_match, **kw)
     return await _one(session, response, s)
@@ -111,34 +126,42 @@ async def _move(cipher: NoteCipher, session: Any, response: Response, principal:
 
 @router.post("/{session_id}/complete", response_model=SessionRead, responses=_MOVE)
 async def complete_support_session(session_id: uuid.UUID, body: SessionComplete,
-                                   cipher: NoteCipherDep, session: SessionDep, response: Response,
+                                   cipher: NoteCipherDep, settings: SettingsDep,
+                                   session: SessionDep, response: Response,
                                    if_match: IfMatch = None,
                                    principal: Principal = require("sessions:write"),
                                    ) -> SessionRead:
     """Actual start, duration, location, topics, wellbeing (1-5 before/after), group
-    attendance, and an optional confidential note (encrypted; never returned here)."""
-    return await _move(cipher, session, response, principal, session_id, "complete", if_match,
-                       complete=body)
+    attendance, and an optional confidential note (encrypted; never returned here).
+
+    The people must still be able to meet: a one-to-one session's pairing is active (422
+    `pairing_not_active`: a paused pairing's sessions stay scheduled and are completed once it
+    resumes, or cancelled); a group's facilitator still meets rule 2 (422
+    `facilitator_not_eligible`); no open keep-apart order stands between two of them (422
+    `keep_apart`, or `not_eligible` to a peer)."""
+    return await _move(cipher, settings, session, response, principal, session_id, "complete",
+                       if_match, complete=body)
 
 
 @router.post("/{session_id}/cancel", response_model=SessionRead, responses=_MOVE)
 async def cancel_support_session(session_id: uuid.UUID, body: SessionClose, cipher: NoteCipherDep,
-                                 session: SessionDep, response: Response,
+                                 settings: SettingsDep, session: SessionDep, response: Response,
                                  if_match: IfMatch = None,
                                  principal: Principal = require("sessions:write"),
                                  ) -> SessionRead:
-    return await _move(cipher, session, response, principal, session_id, "cancel", if_match,
-                       reason=body.reason)
+    return await _move(cipher, settings, session, response, principal, session_id, "cancel",
+                       if_match, reason=body.reason)
 
 
 @router.post("/{session_id}/no-show", response_model=SessionRead, responses=_MOVE)
 async def mark_support_session_no_show(session_id: uuid.UUID, body: SessionClose,
-                                       cipher: NoteCipherDep, session: SessionDep,
-                                       response: Response, if_match: IfMatch = None,
+                                       cipher: NoteCipherDep, settings: SettingsDep,
+                                       session: SessionDep, response: Response,
+                                       if_match: IfMatch = None,
                                        principal: Principal = require("sessions:write"),
                                        ) -> SessionRead:
-    return await _move(cipher, session, response, principal, session_id, "no_show", if_match,
-                       reason=body.reason)
+    return await _move(cipher, settings, session, response, principal, session_id, "no_show",
+                       if_match, reason=body.reason)
 
 
 @router.get("/{session_id}/note", response_model=NoteRead, responses=problems(404))
@@ -158,6 +181,11 @@ async def read_session_note(session_id: uuid.UUID, session: SessionDep, response
 async def record_disclosure(session_id: uuid.UUID, body: DisclosureCreate, session: SessionDep,
                             principal: Principal = require("disclosures:write"),
                             ) -> DisclosureRead:
+    """What was said in a session that must be reported, about someone in it (422
+    `not_an_attendee`), to whom it was passed and when. Only from a session that was held: a
+    scheduled, cancelled or no-show session is 409 `session_not_held` (complete it first; a
+    risk seen now is raised at `POST /v1/escalations`, which needs no session). A suicide,
+    self-harm or harm-to-others disclosure opens a high-tier crisis escalation."""
     d = await svc.record_disclosure(session=session, principal=principal, session_id=session_id,
                                     data=body)
     return DisclosureRead.model_validate(d)

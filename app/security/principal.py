@@ -15,17 +15,44 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
+from fastapi.openapi.models import OAuth2 as OAuth2Model
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword
+from fastapi.openapi.models import OAuthFlows as OAuthFlowsModel
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Forbidden, Unauthorized
-from app.models import ApiClient, Participant, RevokedAccessToken, User
+from app.models import ApiClient, Participant, RefreshToken, RevokedAccessToken, User
 from app.models.common import Network, Role
 from app.security.scopes import COORDINATORS, ROLE_NETWORKS, ROLE_SCOPES, SCOPES, scopes_for
 from app.security.tokens import InvalidToken
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", scopes=SCOPES, auto_error=False)
+TOKEN_URL = "/v1/auth/token"
+
+
+class OAuth2Bearer(OAuth2PasswordBearer):
+    """The bearer access token, and how to get one at the token endpoint: the password flow
+    (people) and the client_credentials flow (machines: HTTP Basic or client_secret_post),
+    each with the scopes it can grant. Keeps the contract's scheme name, which every
+    operation's security requirement refers to."""
+
+    def __init__(self) -> None:
+        super().__init__(tokenUrl=TOKEN_URL, scopes=SCOPES, auto_error=False,
+                         scheme_name="OAuth2PasswordBearer")
+        clients = ROLE_SCOPES[Role.integration]
+        self.model = OAuth2Model(
+            description="Access tokens from `POST /v1/auth/token`: the `password` grant for "
+                        "people (with `refresh_token` rotation), `client_credentials` for "
+                        "machines. Send `Authorization: Bearer <access_token>`.",
+            flows=OAuthFlowsModel(
+                password=OAuthFlowPassword(tokenUrl=TOKEN_URL, scopes=SCOPES),
+                clientCredentials=OAuthFlowClientCredentials(
+                    tokenUrl=TOKEN_URL,
+                    scopes={k: v for k, v in SCOPES.items() if k in clients})))
+
+
+oauth2_scheme = OAuth2Bearer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +181,20 @@ async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Princ
         )
     if claims.get("sub_kind") != "user":
         raise InvalidToken("unknown subject kind")
+    dead: ColumnElement[bool] = revoked
+    if "sid" in claims:
+        # Issued from a refresh family (a sign-in): dead once the family is revoked (a replayed
+        # refresh token, RFC 7009 revocation, a password or role change, deactivation).
+        try:
+            family = uuid.UUID(claims["sid"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidToken("bad sid") from exc
+        dead = or_(revoked, exists().where(
+            RefreshToken.family_id == family,
+            RefreshToken.revoked_at.is_not(None)))  # type: ignore[union-attr]
     row = (await session.execute(
         select(User.username, User.active, User.role, User.all_facilities, User.facility_ids,
-               User.participant_id, Participant.network, revoked.label("revoked"))
+               User.participant_id, Participant.network, dead.label("revoked"))
         .outerjoin(Participant, Participant.id == User.participant_id)
         .where(User.id == subject)
     )).first()

@@ -227,3 +227,31 @@ async def rotate_client_secret(*, session: AsyncSession, principal: Principal,
     w.audit("client.rotate_secret", "api_client", client.id)
     await w.commit()
     return client, secret
+
+
+async def display_names(session: AsyncSession, actors: set[str]) -> dict[str, str]:
+    """Readable names for actor strings (`Principal.actor`: `user:<id>`, `client:<id>`): a user's
+    username, a client's name; any other actor (the worker's `system`) is its own name. Actors
+    whose account cannot be found are left out."""
+    ids: dict[str, dict[uuid.UUID, str]] = {"user": {}, "client": {}}
+    names: dict[str, str] = {}
+    for actor in actors:
+        kind, _, value = actor.partition(":")
+        if kind in ids and value:
+            try:
+                ids[kind][uuid.UUID(value)] = actor
+            except ValueError:
+                continue
+        elif not value:
+            names[actor] = actor
+    if ids["user"]:
+        users = User.__table__.c
+        for id_, username in await session.execute(
+                select(users.id, users.username).where(users.id.in_(ids["user"]))):
+            names[ids["user"][id_]] = username
+    if ids["client"]:
+        clients = ApiClient.__table__.c
+        for id_, name in await session.execute(
+                select(clients.id, clients.name).where(clients.id.in_(ids["client"]))):
+            names[ids["client"][id_]] = name
+    return names

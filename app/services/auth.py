@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,36 +29,70 @@ from app.services.writer import Writer
 
 
 class OAuthError(DomainError):
-    """RFC 6749 section 5.2 errors, as problem+json with the `error` member kept."""
+    """RFC 6749 section 5.2 errors, as problem+json with the `error` and `error_description`
+    members kept."""
 
     status, code, title = 400, "invalid_request", "Token request refused"
 
     def __init__(self, code: str, detail: str, status: int = 400,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail, code=code, headers=headers, error=code)
+        super().__init__(detail, code=code, headers=headers, error=code, error_description=detail)
         self.status = status
 
 
 class Throttle:
-    """Counts sign-in attempts in a moving window, per username and per client address."""
+    """Counts failed sign-ins in a moving window, per account (username, or client id) and
+    per client address; a correct sign-in does not count.
+
+    An attempt takes a place in both windows before its secret is checked, so concurrent
+    guesses cannot all slip through between a test and a hit (places held by attempts still
+    in flight count too). An attempt that turns out not to be a failure (a correct sign-in,
+    or one refused by the other window before any check) gives its own place back: it adds
+    an entry to that key's "ok" window, and each key's allowance is its limit plus its ok
+    entries, so attempts - ok = failures (+ attempts in flight) stays under the limit.
+    Giving back never removes anyone else's failures: a success resets nothing, so someone
+    holding one valid account cannot wipe an address's failures by signing in between
+    guesses, and an owner's sign-in gives no fresh budget to someone guessing at the account.
+    Only the `limits` storage API is used (memory, or redis shared by several processes)."""
+
+    OK_CEILING = 10_000  # ok entries looked at per key and window
 
     def __init__(self, settings: Settings) -> None:
         uri = settings.rate_limit_storage
-        self._limiter = MovingWindowRateLimiter(storage_from_string(
-            uri if uri.startswith("async+") else f"async+{uri}"))
+        self._storage: Any = storage_from_string(uri if uri.startswith("async+") else
+                                                 f"async+{uri}")
         self._per_user: RateLimitItem = parse(settings.login_limit_per_username)
         self._per_addr: RateLimitItem = parse(settings.login_limit_per_address)
 
-    async def check(self, username: str, address: str) -> None:
-        """Counts the attempt before the password is checked, so concurrent guesses cannot
-        all slip through between a test and a hit."""
-        for item, key in ((self._per_user, f"u:{username}"), (self._per_addr, f"a:{address}")):
-            if not await self._limiter.hit(item, "login", key):
-                stats = await self._limiter.get_window_stats(item, "login", key)
-                wait = max(1, math.ceil(stats.reset_time - time.time()))
+    def _windows(self, account: str, address: str) -> list[tuple[RateLimitItem, str]]:
+        return [(self._per_user, f"u:{account}"), (self._per_addr, f"a:{address}")]
+
+    async def check(self, account: str, address: str) -> list[tuple[RateLimitItem, str]]:
+        """Takes this attempt's place in each window (429 when one is full); returns the
+        places, to give back with `not_a_failure` when the attempt turns out correct."""
+        taken: list[tuple[RateLimitItem, str]] = []
+        for item, key in self._windows(account, address):
+            expiry = item.get_expiry()
+            # The ok window is a second shorter: a success's entry leaves before its attempt's,
+            # never after (which would briefly allow one failure too many).
+            _, ok = await self._storage.get_moving_window(
+                item.key_for("login-ok", key), self.OK_CEILING, expiry - min(1.0, expiry / 60))
+            allowance = item.amount + ok
+            if not await self._storage.acquire_entry(item.key_for("login", key), allowance,
+                                                     expiry):
+                await self.not_a_failure(taken)
+                start, _ = await self._storage.get_moving_window(item.key_for("login", key),
+                                                                 allowance, expiry)
+                wait = min(expiry, max(1, math.ceil(start + expiry - time.time())))
                 raise TooManyRequests("Too many failed sign-ins; wait before trying again.",
                                       code="login_throttled", headers={"Retry-After": str(wait)})
+            taken.append((item, key))
+        return taken
 
+    async def not_a_failure(self, taken: list[tuple[RateLimitItem, str]]) -> None:
+        for item, key in taken:
+            await self._storage.acquire_entry(item.key_for("login-ok", key), self.OK_CEILING,
+                                              item.get_expiry())
 
 
 def _granted_scopes(requested: str | None, allowed: frozenset[str]) -> str:
@@ -82,9 +115,15 @@ def _user_principal(user: User, network: str | None, scopes: str) -> Principal:
                      networks=networks, participant_id=user.participant_id)
 
 
-def _access_claims(p: Principal) -> dict[str, Any]:
-    return {"sub_kind": p.kind, "role": p.role.value,
-            "facilities": "all" if p.all_facilities else sorted(str(f) for f in p.facility_ids)}
+def _access_claims(p: Principal, family: uuid.UUID | None = None) -> dict[str, Any]:
+    """`sid` (a registered JWT claim: the session) names the refresh family a user's access
+    token comes from, so revoking the family revokes its access tokens too
+    (principal.load_principal); client tokens have no family."""
+    claims = {"sub_kind": p.kind, "role": p.role.value,
+              "facilities": "all" if p.all_facilities else sorted(str(f) for f in p.facility_ids)}
+    if family is not None:
+        claims["sid"] = str(family)
+    return claims
 
 
 async def _audit_anonymous(session: AsyncSession, action: str, outcome: str,
@@ -105,11 +144,23 @@ async def _issue_refresh(session: AsyncSession, settings: Settings, user_id: uui
     return token
 
 
+async def _revoke_family(session: AsyncSession, family: uuid.UUID, user_id: uuid.UUID,
+                         w: Writer) -> None:
+    """Every refresh token of the family, and with them the access tokens issued from it:
+    those carry the family as `sid`, and the cached principals of the account are dropped
+    in every process when this commits (a cache miss re-checks the family)."""
+    await session.execute(update(RefreshToken)
+                          .where(RefreshToken.family_id == family,
+                                 RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                          .values(revoked_at=utcnow()))
+    w.invalidate_auth(subject=user_id)
+
+
 async def password_grant(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
                          throttle: Throttle, username: str, password: str, scope: str | None,
                          address: str) -> TokenResponse:
     username = username.strip().lower()
-    await throttle.check(username, address)
+    places = await throttle.check(username, address)
     row = (await session.execute(
         select(User, Participant.network).outerjoin(Participant,
                                                     Participant.id == User.participant_id)
@@ -120,11 +171,13 @@ async def password_grant(*, session: AsyncSession, settings: Settings, keyring: 
         await _audit_anonymous(session, "auth.password", "denied",
                                str(user.id) if user is not None else None)
         raise OAuthError("invalid_grant", "Wrong username or password.")
+    await throttle.not_a_failure(places)
     granted = _granted_scopes(scope, scopes_for(Role(user.role), user.all_facilities))
     principal = _user_principal(user, network, granted)
+    family = uuid.uuid4()
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
-                                           extra=_access_claims(principal))
-    refresh = await _issue_refresh(session, settings, user.id, uuid.uuid4(), granted)
+                                           extra=_access_claims(principal, family))
+    refresh = await _issue_refresh(session, settings, user.id, family, granted)
     w = Writer(session, principal)
     w.audit("auth.password", "user", user.id)
     await w.commit()
@@ -142,11 +195,9 @@ async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: K
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     if stored.used_at is not None or stored.revoked_at is not None:
         # A rotated token came back: someone holds a copy. The whole family dies.
-        await session.execute(update(RefreshToken)
-                              .where(RefreshToken.family_id == stored.family_id,
-                                     RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
-                              .values(revoked_at=now))
-        await session.commit()
+        w = Writer(session, None)
+        await _revoke_family(session, stored.family_id, stored.user_id, w)
+        await w.commit()
         await _audit_anonymous(session, "auth.refresh_reuse", "denied", str(stored.user_id))
         raise OAuthError("invalid_grant", "The refresh token is not valid.")
     if stored.expires_at <= now:
@@ -165,7 +216,7 @@ async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: K
     stored.used_at = now
     principal = _user_principal(user, network, granted)
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
-                                           extra=_access_claims(principal))
+                                           extra=_access_claims(principal, stored.family_id))
     new_refresh = await _issue_refresh(session, settings, user.id, stored.family_id, granted)
     w = Writer(session, principal)
     w.audit("auth.refresh", "user", user.id)
@@ -178,7 +229,7 @@ async def client_credentials_grant(*, session: AsyncSession, settings: Settings,
                                    keyring: KeyRing, throttle: Throttle, client_id: str,
                                    client_secret: str, scope: str | None,
                                    address: str) -> TokenResponse:
-    await throttle.check(f"client:{client_id}", address)
+    places = await throttle.check(f"client:{client_id}", address)
     client = (await session.execute(select(ApiClient).where(ApiClient.client_id == client_id))
               ).scalar_one_or_none()
     ok = verify_password(client_secret, client.secret_hash if client is not None else None)
@@ -187,6 +238,7 @@ async def client_credentials_grant(*, session: AsyncSession, settings: Settings,
                                str(client.id) if client is not None else None)
         raise OAuthError("invalid_client", "Client authentication failed.", status=401,
                          headers={"WWW-Authenticate": 'Basic realm="peerlink"'})
+    await throttle.not_a_failure(places)
     granted = _granted_scopes(scope, frozenset(client.scopes) & ROLE_SCOPES[Role.integration])
     principal = Principal(kind="client", id=client.id, name=client.client_id,
                           role=Role.integration, scopes=frozenset(granted.split()),
@@ -225,10 +277,7 @@ async def revoke(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
         RefreshToken.token_hash == token_digest(token)))).scalar_one_or_none()
     if stored is None:
         return
-    await session.execute(update(RefreshToken)
-                          .where(RefreshToken.family_id == stored.family_id,
-                                 RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
-                          .values(revoked_at=utcnow()))
     w = Writer(session, None)
+    await _revoke_family(session, stored.family_id, stored.user_id, w)
     w.audit("auth.revoke_refresh", "user", stored.user_id)
     await w.commit()

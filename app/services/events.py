@@ -51,7 +51,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "pairing.proposed", "pairing.activated", "pairing.paused", "pairing.resumed", "pairing.ended",
     "escalation.created", "escalation.acknowledged", "escalation.resolved",
     "escalation.reopened", "escalation.assigned", "escalation.tier_changed",
-    "escalation.breached", "observation.missed",
+    "escalation.breached", "escalation.subject_linked", "observation.missed",
     "support_session.scheduled", "support_session.completed", "support_session.cancelled",
     "support_session.no_show", "disclosure.recorded",
     "enrollment.completed", "certification.granted", "certification.lapsed",

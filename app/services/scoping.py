@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import false, or_, select
+from sqlalchemy import and_, false, not_, or_, select
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import BindParameter
 
@@ -214,18 +214,26 @@ def support_sessions(principal: Principal, *columns: Any) -> Select[Any]:
 
 # --- escalations ------------------------------------------------------------------------------
 
-def escalation_wall(principal: Principal) -> Wall:
+def escalation_wall(principal: Principal, *, to_work: bool = False) -> Wall:
     """The caller's facilities; a peer supporter: the escalations they raised (of any
-    network); others: their networks, and an officer only those not yet resolved."""
+    network); others: their networks, and an officer only those not yet resolved. And, to read
+    (not `to_work`), a user's own blind raises wherever they are now: whatever the server found
+    or was linked later, the raiser holds their receipt (views.py), so nothing they see depends
+    on it. `to_work` (work it, read its timeline or watch log): never one's own blind raise,
+    even inside the walls, for the same reason."""
     if principal.is_peer:
         found = _caller(principal, networks=False)
         if found is not None:
             found[0].add("raised_by_me")
-            found[1]["actor"] = principal.actor
-        return _wall("escalation", found)
-    found = _caller(principal)
-    if found is not None and principal.is_officer:
-        found[0].add("unresolved")
+    else:
+        found = _caller(principal)
+        if found is not None and principal.is_officer:
+            found[0].add("unresolved")
+    if found is not None and principal.kind == "user":
+        found[0].add("not_my_blind_raises" if to_work else "my_blind_raises")
+    if found is not None and found[0] & {"raised_by_me", "not_my_blind_raises",
+                                         "my_blind_raises"}:
+        found[1]["actor"] = principal.actor
     return _wall("escalation", found)
 
 
@@ -233,16 +241,21 @@ def escalation_wall(principal: Principal) -> Wall:
 def _escalation_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
     out = _facs(shape, b, E.facility_id)
     if "raised_by_me" in shape:
-        return [*out, E.raised_by == b("actor")]
-    out.append(E.network.in_(b("nets", expanding=True)))
+        out.append(E.raised_by == b("actor"))
+    else:
+        out.append(E.network.in_(b("nets", expanding=True)))
     if "unresolved" in shape:
         out.append(E.status.in_(UNRESOLVED))
+    if "not_my_blind_raises" in shape:
+        out.append(not_(and_(E.raised_by == b("actor"), E.raised_blind.is_(True))))
+    if "my_blind_raises" in shape:
+        return [or_(and_(*out), and_(E.raised_by == b("actor"), E.raised_blind.is_(True)))]
     return out
 
 
-def escalations(principal: Principal, *columns: Any) -> Select[Any]:
+def escalations(principal: Principal, *columns: Any, to_work: bool = False) -> Select[Any]:
     stmt = select(*columns) if columns else select(Escalation)
-    return stmt.where(*escalation_wall(principal).clauses())
+    return stmt.where(*escalation_wall(principal, to_work=to_work).clauses())
 
 
 # --- facilities, housing units, keep-apart orders, the audit trail ----------------------------

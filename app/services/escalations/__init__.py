@@ -3,12 +3,21 @@ the reads. Other modules use them as `escalations.<name>`: the names are re-expo
 
 from app.services.escalations.sweeps import breach_sweep, watch_sweep
 from app.services.escalations.triage import triage
-from app.services.escalations.views import VIEW_FIELDS, get, list_, timeline, view, views
+from app.services.escalations.views import (
+    VIEW_FIELDS,
+    etag_version,
+    get,
+    list_,
+    timeline,
+    view,
+    views,
+)
 from app.services.escalations.watch import gaps, observe, watch
 from app.services.escalations.workflow import (
     ESCALATION_FLOW,
     assign,
     change_tier,
+    link_subject,
     raise_,
     transition,
 )
@@ -19,8 +28,10 @@ __all__ = [
     "assign",
     "breach_sweep",
     "change_tier",
+    "etag_version",
     "gaps",
     "get",
+    "link_subject",
     "list_",
     "observe",
     "raise_",

@@ -18,7 +18,7 @@ from app.db import utcnow
 from app.models import Escalation, Facility, Observation
 from app.models.escalation import CADENCE_MINUTES, UNRESOLVED, WAITING
 from app.services.escalations.triage import ack_deadline
-from app.services.escalations.watch import ObserverKind
+from app.services.escalations.watch import COUNTS_TOWARD_CADENCE
 from app.services.escalations.workflow import emit, timeline_entry
 from app.services.facilities import settings_from
 from app.services.writer import Writer
@@ -69,11 +69,11 @@ async def breach_sweep(session: AsyncSession, settings: Settings,
 async def watch_sweep(session: AsyncSession, settings: Settings,
                       now: datetime | None = None) -> dict[str, int]:
     """Emits `observation.missed` once per lapse: an escalation whose required staff cadence
-    has run out since its last staff observation (or since it was raised)."""
+    has run out since its last staff observation written on time (or since it was raised)."""
     now = now or utcnow()
     last_staff = (select(OBSERVATIONS.escalation_id,
                          func.max(OBSERVATIONS.observed_at).label("last_staff_observation"))
-                  .where(OBSERVATIONS.observer_kind == ObserverKind.staff.value)
+                  .where(*COUNTS_TOWARD_CADENCE)
                   .group_by(OBSERVATIONS.escalation_id).subquery())
     rows = (await session.execute(
         select(Escalation, last_staff.c.last_staff_observation)

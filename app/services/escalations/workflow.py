@@ -8,19 +8,18 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
-from app.errors import Conflict, Forbidden, NotFound, RuleViolation
-from app.models import Escalation, EscalationEvent, HousingUnit, Pairing, Participant, User
+from app.errors import Conflict, Forbidden, RuleViolation
+from app.models import Escalation, EscalationEvent, User
 from app.models.common import Role
 from app.models.escalation import TIER_ORDER, WAITING, EscalationCreate, EscalationStatus, Tier
-from app.models.pairing import HOLDING
 from app.security.principal import Principal
 from app.security.scopes import ESCALATION_WORKERS
 from app.services import scoping
 from app.services.common import check_version
+from app.services.escalations import subjects
 from app.services.escalations.triage import ack_deadline, triage
 from app.services.escalations.views import get
 from app.services.facilities import settings_of
@@ -28,7 +27,6 @@ from app.services.workflow import Transition, step, table
 from app.services.writer import Writer
 
 PEOPLE = scoping.P
-PAIRINGS = Pairing.__table__.c
 
 
 class EscalationAction(StrEnum):
@@ -51,28 +49,34 @@ ESCALATION_FLOW = table(
 CLINICIAN_TIERS = frozenset({Tier.high, Tier.imminent})
 
 
-async def _subject(session: AsyncSession, principal: Principal,
-                   participant_id: uuid.UUID) -> Participant:
-    """Anyone may raise about a person they can see; a peer supporter also about the people
-    they support."""
-    person = (await session.execute(scoping.participants(principal).where(
-        PEOPLE.id == participant_id))).scalar_one_or_none()
-    if person is None and principal.is_peer and principal.participant_id:
-        supported = select(PAIRINGS.recipient_id).where(
-            PAIRINGS.supporter_id == principal.participant_id, PAIRINGS.status.in_(HOLDING))
-        person = (await session.execute(select(Participant).where(
-            PEOPLE.id == participant_id, PEOPLE.id.in_(supported)))).scalar_one_or_none()
-    if person is None:
-        raise NotFound("No such participant.")
-    return person
-
-
 async def raise_(*, session: AsyncSession, principal: Principal, data: EscalationCreate,
                  w: Writer | None = None, commit: bool = True) -> Escalation:
     """Opens an escalation (a retried POST is made safe by its Idempotency-Key, handled for
     every POST by app.idempotency). `w` and `commit=False`: inside a caller's transaction (a
-    risk disclosure)."""
-    person = await _subject(session, principal, data.participant_id)
+    risk disclosure).
+
+    About a person the raiser can see: as it always was (at the person's facility unless a
+    place is given). Otherwise the raise is blind (`subjects`): it needs a place (the raiser's
+    facilities bound it), is recorded there against the person the server finds across the
+    walls, or nobody, and the raiser holds a receipt; nothing that fails depends on the lookup.
+    """
+    place, unit = await subjects.place_of(session, principal, data)
+    person = await subjects.lookup(session, data)
+    blind = person is None or not await subjects.seen_by(session, principal, person)
+    if not blind:
+        assert person is not None
+        facility_id, network = place if data.facility_id else person.facility_id, person.network
+        if unit is not None and unit.facility_id != facility_id:
+            raise RuleViolation("The location is not a unit of the person's facility.",
+                                code="unknown_housing_unit")
+    elif place is None:
+        raise RuleViolation("Say where: a facility (or housing unit) of yours.",
+                            code="place_required",
+                            errors=[{"field": "facility_id", "message": "required",
+                                     "type": "place_required"}])
+    else:  # where it was seen; the person's network keeps it behind the right wall
+        facility_id = place
+        network = person.network if person is not None else subjects.network_of_place(principal)
     screener = None
     if data.screener is not None:
         tier, rule = triage(data.screener)
@@ -80,20 +84,19 @@ async def raise_(*, session: AsyncSession, principal: Principal, data: Escalatio
                     "rule": rule}
     else:
         tier = data.tier  # type: ignore[assignment]  # EscalationCreate: tier or screener
-    if data.location_unit_id:
-        unit = await session.get(HousingUnit, data.location_unit_id)
-        if unit is None or unit.facility_id != person.facility_id:
-            raise RuleViolation("The location is not a unit of the person's facility.",
-                                code="unknown_housing_unit")
-    facility_settings = await settings_of(session, person.facility_id)
+    facility_settings = await settings_of(session, facility_id)
     now = utcnow()
+    at_persons_place = person is not None and person.facility_id == facility_id
     esc = Escalation(
-        participant_id=person.id, facility_id=person.facility_id, network=person.network,
-        category=data.category.value, description=data.description,
-        location_unit_id=data.location_unit_id or person.housing_unit_id,
+        participant_id=person.id if person is not None else None, facility_id=facility_id,
+        network=network, category=data.category.value, description=data.description,
+        location_unit_id=data.location_unit_id or (
+            person.housing_unit_id if person is not None and at_persons_place else None),
         location_text=data.location_text, tier=tier.value, screener=screener,
         ack_deadline=ack_deadline(facility_settings, tier.value, now),
-        raised_by=principal.actor, raised_at=now)
+        raised_by=principal.actor, raised_at=now, raised_blind=blind,
+        reported=data.model_dump(mode="json", include={
+            "participant_id", "external_id", "facility_id", "location_unit_id", "location_text"}))
     session.add(esc)
     await session.flush()
     writer = w or Writer(session, principal)
@@ -121,7 +124,7 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
                      action: str, body: Any = None, if_match: str | None = None) -> Escalation:
     """One step of ESCALATION_FLOW; `body`: the action's input (Acknowledge, Resolve, Reopen)."""
     esc = await get(session=session, principal=principal, escalation_id=escalation_id,
-                    for_update=True)
+                    for_update=True, to_work=True)
     check_version(esc.version, if_match)
     target = step(ESCALATION_FLOW, action, esc.status, principal.role)
     now = utcnow()
@@ -135,7 +138,8 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
             if not body.follow_up_plan or not body.review_date:
                 raise RuleViolation("A follow-up plan and a review date are required.",
                                     code="follow_up_required")
-        esc.resolved_at, esc.resolved_by = now, principal.actor
+        if esc.resolved_at is None:  # stamped once; a later resolution is in the timeline
+            esc.resolved_at, esc.resolved_by = now, principal.actor
         esc.outcome, esc.follow_up_plan, esc.review_date = (body.outcome, body.follow_up_plan,
                                                             body.review_date)
     if action == EscalationAction.reopen:
@@ -146,17 +150,31 @@ async def transition(*, session: AsyncSession, principal: Principal, escalation_
     esc.version += 1
     esc.updated_at = now
     writer = Writer(session, principal)
-    timeline_entry(session, esc, target, principal.actor)  # named after the state reached
+    # Named after the state reached, with what the caller said (clinical text: views.py).
+    timeline_entry(session, esc, target, principal.actor, _said(action, body))
     writer.audit(f"escalation.{action}", "escalation", esc.id, esc.facility_id)
     emit(writer, f"escalation.{target}", esc)
     await writer.commit()
     return esc
 
 
+def _said(action: str, body: Any) -> dict[str, Any]:
+    """What a transition's caller said, for its timeline entry: the acknowledgement note, the
+    resolution's outcome, plan and review date, the reopen reason."""
+    if action == EscalationAction.acknowledge:
+        return {"note": body.note if body is not None else None}
+    if action == EscalationAction.resolve:
+        return {"outcome": body.outcome, "follow_up_plan": body.follow_up_plan,
+                "review_date": body.review_date.isoformat() if body.review_date else None}
+    if action == EscalationAction.reopen:
+        return {"reason": body.reason}
+    return {}
+
+
 async def assign(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
                  user_id: uuid.UUID, if_match: str | None) -> Escalation:
     esc = await get(session=session, principal=principal, escalation_id=escalation_id,
-                    for_update=True)
+                    for_update=True, to_work=True)
     check_version(esc.version, if_match)
     if esc.status == EscalationStatus.resolved:
         raise Conflict("A resolved escalation is not assigned; reopen it first.",
@@ -185,7 +203,7 @@ async def change_tier(*, session: AsyncSession, principal: Principal, escalation
     if principal.role not in ESCALATION_WORKERS:
         raise Forbidden("Your role may not change the tier.", code="transition_not_allowed")
     esc = await get(session=session, principal=principal, escalation_id=escalation_id,
-                    for_update=True)
+                    for_update=True, to_work=True)
     check_version(esc.version, if_match)
     old = Tier(esc.tier)
     if tier == old:
@@ -206,8 +224,48 @@ async def change_tier(*, session: AsyncSession, principal: Principal, escalation
     esc.updated_at = now
     writer = Writer(session, principal)
     timeline_entry(session, esc, "tier_changed", principal.actor,
-                   {"from": old.value, "to": tier.value})
+                   {"from": old.value, "to": tier.value, "reason": reason})
     writer.audit("escalation.tier_change", "escalation", esc.id, esc.facility_id)
     emit(writer, "escalation.tier_changed", esc)  # thin: the tier is read with the reader's rights
+    await writer.commit()
+    return esc
+
+
+async def link_subject(*, session: AsyncSession, principal: Principal, escalation_id: uuid.UUID,
+                       participant_id: uuid.UUID, if_match: str | None) -> Escalation:
+    """Names (or corrects) the person an escalation is about: one the caller can see. The
+    escalation's facility and network follow the person (a unit of another facility gives way to
+    the person's own; what the raiser reported stays in `reported`); the deadline runs on."""
+    if principal.role not in ESCALATION_WORKERS:
+        raise Forbidden("Your role may not link the person.", code="transition_not_allowed")
+    esc = await get(session=session, principal=principal, escalation_id=escalation_id,
+                    for_update=True, to_work=True)
+    check_version(esc.version, if_match)
+    if esc.status == EscalationStatus.resolved:
+        raise Conflict("A resolved escalation's person is final; reopen it first.",
+                       code="invalid_transition")
+    person = (await session.execute(scoping.participants(principal).where(
+        PEOPLE.id == participant_id))).scalar_one_or_none()
+    if person is None:
+        raise RuleViolation("No such participant within your scope.", code="unknown_participant",
+                            errors=[{"field": "participant_id", "message": "unknown participant",
+                                     "type": "unknown_participant"}])
+    if person.id == esc.participant_id:
+        return esc
+    before = {"from_participant_id": str(esc.participant_id) if esc.participant_id else None,
+              "from_facility_id": str(esc.facility_id), "from_network": esc.network}
+    if esc.facility_id != person.facility_id or esc.location_unit_id is None:
+        esc.location_unit_id = person.housing_unit_id
+    esc.participant_id, esc.facility_id, esc.network = (person.id, person.facility_id,
+                                                        person.network)
+    esc.version += 1
+    esc.updated_at = utcnow()
+    writer = Writer(session, principal)
+    timeline_entry(session, esc, "subject_linked", principal.actor, {
+        "participant_id": str(person.id), "from_participant_id": before["from_participant_id"],
+        "facility_id": str(person.facility_id), "from_facility_id": before["from_facility_id"],
+        "network": person.network, "from_network": before["from_network"]})
+    writer.audit("escalation.link_subject", "escalation", esc.id, esc.facility_id)
+    emit(writer, "escalation.subject_linked", esc)
     await writer.commit()
     return esc

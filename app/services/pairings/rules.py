@@ -1,6 +1,7 @@
 """The pairing rules: the workflow table, the eligibility rules as one pure function over a
 pair's facts (`refusals`, shared by propose/activate/resume, the certification sweep and the
-candidates ranking), and the gathering of one pair's facts."""
+candidates ranking), their supporter half for a peer who leads a group (`facilitator_refusals`,
+DOMAIN rule 2, used by support sessions), and the gathering of the facts."""
 
 from __future__ import annotations
 
@@ -100,8 +101,7 @@ def refusals(facts: Facts, *, override: bool) -> list[Refusal]:
     out: list[Refusal] = []
     if supporter.id == recipient.id:
         out.append(("self_pairing", "A person cannot support themselves.", 422))
-    if not supporter.is_supporter:
-        out.append(("not_a_supporter", "The supporter does not hold the supporter role.", 422))
+    out += _role("supporter", supporter)
     if not recipient.is_recipient:
         out.append(("not_a_recipient", "The recipient does not hold the recipient role.", 422))
     if supporter.network != recipient.network:
@@ -110,20 +110,9 @@ def refusals(facts: Facts, *, override: bool) -> list[Refusal]:
     if supporter.facility_id != recipient.facility_id:
         out.append(("different_facility", "Supporter and recipient are at different facilities.",
                     422))
-    for who, person in (("supporter", supporter), ("recipient", recipient)):
-        if person.archived_at is not None:
-            out.append(("archived", f"The {who}'s record is archived.", 422))
-        elif person.network == _INCARCERATED and person.custody_status != _IN_CUSTODY:
-            out.append(("not_in_custody", f"The {who} is not in custody.", 422))
-        elif person.network == _STAFF and person.employment_status != _EMPLOYED:
-            out.append(("not_employed", f"The {who} is not currently employed.", 422))
-    if supporter.supporter_availability != _AVAILABLE:
-        out.append(("supporter_unavailable", "The supporter is not available.", 422))
-    if not facts.certified:
-        out.append(("supporter_not_certified", "The supporter is not certified.", 422))
-    if facts.in_crisis:
-        out.append(("supporter_escalation",
-                    "An open high or imminent escalation concerns the supporter.", 422))
+    out += _standing("supporter", supporter) + _standing("recipient", recipient)
+    out += _readiness("supporter", supporter, certified=facts.certified,
+                      in_crisis=facts.in_crisis)
     if facts.keep_apart:
         out.append(("keep_apart", "An open keep-apart order stands between the two.", 422))
     if facts.caseload >= facts.cap:
@@ -132,6 +121,59 @@ def refusals(facts: Facts, *, override: bool) -> list[Refusal]:
         out.append(("recipient_already_paired",
                     "The recipient already has an active pairing; a coordinator may override "
                     "with a written reason.", 409))
+    return out
+
+
+@dataclass(slots=True)
+class FacilitatorFacts:
+    facilitator: Any
+    facility_id: uuid.UUID  # where the group meets
+    certified: bool
+    in_crisis: bool = False  # an open high/imminent escalation about the facilitator
+
+
+def facilitator_refusals(facts: FacilitatorFacts) -> list[Refusal]:
+    """Every rule 2 check a peer who leads a group breaks, in order. Pure. The supporter's own
+    checks of `refusals` (role, standing, availability, certification, crisis) and the group's
+    facility; a group has no recipient or caseload, and its attendees' keep-aparts are checked
+    as they join."""
+    person = facts.facilitator
+    out = _role("facilitator", person)
+    if person.facility_id != facts.facility_id:
+        out.append(("different_facility", "The facilitator is at another facility.", 422))
+    out += _standing("facilitator", person)
+    out += _readiness("facilitator", person, certified=facts.certified, in_crisis=facts.in_crisis)
+    return out
+
+
+# The checks `refusals` and `facilitator_refusals` share, each written once.
+def _role(who: str, person: Any) -> list[Refusal]:
+    if not person.is_supporter:
+        return [("not_a_supporter", f"The {who} does not hold the supporter role.", 422)]
+    return []
+
+
+def _standing(who: str, person: Any) -> list[Refusal]:
+    """Still in the program: not archived, in custody (or employed)."""
+    if person.archived_at is not None:
+        return [("archived", f"The {who}'s record is archived.", 422)]
+    if person.network == _INCARCERATED and person.custody_status != _IN_CUSTODY:
+        return [("not_in_custody", f"The {who} is not in custody.", 422)]
+    if person.network == _STAFF and person.employment_status != _EMPLOYED:
+        return [("not_employed", f"The {who} is not currently employed.", 422)]
+    return []
+
+
+def _readiness(who: str, person: Any, *, certified: bool, in_crisis: bool) -> list[Refusal]:
+    """Fit to support someone now: available, certified, not in crisis themselves."""
+    out: list[Refusal] = []
+    if person.supporter_availability != _AVAILABLE:
+        out.append(("supporter_unavailable", f"The {who} is not available.", 422))
+    if not certified:
+        out.append(("supporter_not_certified", f"The {who} is not certified.", 422))
+    if in_crisis:
+        out.append(("supporter_escalation",
+                    f"An open high or imminent escalation concerns the {who}.", 422))
     return out
 
 
@@ -181,6 +223,16 @@ async def gather_facts(session: AsyncSession, settings: Settings, supporter: Par
                  caseload=await holding(PAIRINGS.supporter_id, supporter.id), cap=cap,
                  recipient_holding=await holding(PAIRINGS.recipient_id, recipient.id),
                  in_crisis=supporter.id in crisis)
+
+
+async def gather_facilitator_facts(session: AsyncSession, settings: Settings,
+                                   facilitator: Participant,
+                                   facility_id: uuid.UUID) -> FacilitatorFacts:
+    """A group facilitator's facts, for `facilitator_refusals`."""
+    cert = await certification.state_of(session, settings, facilitator)
+    crisis = await in_crisis(session, select(PEOPLE.id).where(PEOPLE.id == facilitator.id))
+    return FacilitatorFacts(facilitator=facilitator, facility_id=facility_id,
+                            certified=cert.certified, in_crisis=facilitator.id in crisis)
 
 
 async def in_crisis(session: AsyncSession, among: Any) -> set[uuid.UUID]:

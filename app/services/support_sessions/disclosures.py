@@ -1,6 +1,7 @@
 """Disclosures: what left a confidential session (risk to self or others, abuse) and to
-whom; a risk disclosure opens a crisis escalation in the same transaction. A participant's
-ledger is read by their supporter, their coordinators and clinicians."""
+whom, recorded from a session that was held (completed); a risk disclosure opens a crisis
+escalation in the same transaction. A participant's ledger is read by their supporter, their
+coordinators and clinicians."""
 
 from __future__ import annotations
 
@@ -9,19 +10,19 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound, RuleViolation
+from app.errors import Conflict, NotFound, RuleViolation
 from app.models import Disclosure, Pairing
 from app.models.escalation import Category, EscalationCreate, Tier
-from app.models.support_session import DisclosureCategory, DisclosureCreate
+from app.models.support_session import DisclosureCategory, DisclosureCreate, SessionStatus
 from app.security.principal import Principal
 from app.services import escalations, scoping
 from app.services.support_sessions.reads import get
 from app.services.support_sessions.tables import (
     ATTENDEES,
     DISCLOSURES,
-    MEETING,
     PAIRINGS,
     PEOPLE,
+    SUPPORTING,
 )
 from app.services.writer import Writer
 
@@ -36,6 +37,12 @@ _RISK: dict[DisclosureCategory, tuple[Category, Tier]] = {
 async def record_disclosure(*, session: AsyncSession, principal: Principal,
                             session_id: uuid.UUID, data: DisclosureCreate) -> Disclosure:
     s = await get(session=session, principal=principal, session_id=session_id, for_update=True)
+    if s.status != SessionStatus.completed.value:
+        # Said in a session that took place: a scheduled one may yet be cancelled or missed.
+        # A risk seen now is raised as an escalation, which needs no session.
+        raise Conflict("A disclosure is recorded from a completed session; complete it first, "
+                       "or raise a crisis escalation (POST /v1/escalations) for a risk now.",
+                       code="session_not_held")
     present = set((await session.execute(select(ATTENDEES.participant_id).where(
         ATTENDEES.session_id == s.id))).scalars())
     if data.participant_id not in present:
@@ -73,7 +80,7 @@ async def disclosures_of(*, session: AsyncSession, principal: Principal,
         supports = (await session.execute(select(func.count()).select_from(Pairing.__table__)
                                           .where(PAIRINGS.supporter_id == principal.participant_id,
                                                  PAIRINGS.recipient_id == participant_id,
-                                                 PAIRINGS.status.in_(MEETING)))
+                                                 PAIRINGS.status.in_(SUPPORTING)))
                     ).scalar_one()
         if not supports:
             raise NotFound("No such participant.")

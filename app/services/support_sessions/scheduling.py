@@ -1,9 +1,11 @@
-"""Scheduling and closing support sessions: one-to-one within a pairing or a group, group
-attendance (the network and keep-apart checks), completion with wellbeing, topics and the
-confidential note, and the cancel of ended pairings' sessions (asked for by pairings).
+"""Scheduling and closing support sessions: one-to-one within a pairing or a group (a peer
+facilitator meets rule 2 through the pairing rules' own checks), group attendance (the network
+and keep-apart checks), completion with wellbeing, topics and the confidential note, and the
+cancel of ended pairings' sessions (asked for by pairings).
 
 Who may act: a peer supporter on their own pairings' sessions and the groups they
-facilitate; coordinators for their network and facilities (`SESSION_KEEPERS`).
+facilitate (filling them only with the people `_addable_by` names); coordinators for their
+network and facilities (`SESSION_KEEPERS`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, Forbidden, NotFound, RuleViolation
-from app.models import Facility, KeepApartOrder, Pairing, SessionAttendee, SupportSession
+from app.models import (
+    Facility,
+    KeepApartOrder,
+    Pairing,
+    Participant,
+    SessionAttendee,
+    SupportSession,
+)
 from app.models.common import Network
 from app.models.keep_apart import KeepApartStatus
+from app.models.pairing import PairingStatus
 from app.models.support_session import (
     Attendance,
     SessionComplete,
@@ -31,13 +41,13 @@ from app.models.support_session import (
 from app.security.notes import NoteCipher
 from app.security.principal import Principal
 from app.security.scopes import SESSION_KEEPERS
-from app.services import certification, scoping, secrecy
+from app.services import scoping, secrecy
 from app.services.common import check_version, flush_unique
 from app.services.facilities import settings_of
+from app.services.pairings.rules import facilitator_refusals, gather_facilitator_facts
 from app.services.support_sessions.reads import get
 from app.services.support_sessions.tables import (
     ATTENDEES,
-    MEETING,
     ORDERS,
     PAIRINGS,
     PEOPLE,
@@ -94,11 +104,7 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
                 PEOPLE.id == facilitator_id))).scalar_one_or_none()
             if facilitator is None:
                 raise NotFound("No such participant.")
-            state = await certification.state_of(session, settings, facilitator)
-            if not facilitator.is_supporter or not state.certified \
-                    or facilitator.facility_id != facility.id:
-                raise RuleViolation("A group's facilitator is a certified supporter of this "
-                                    "facility, or a staff member.", code="facilitator_not_eligible")
+            await _may_lead(session, settings, principal, facilitator, facility.id)
             network = facilitator.network
         if network is None:
             raise RuleViolation("You hold no network to run a group in.", code="network_not_allowed")
@@ -145,6 +151,22 @@ def _close(s: SupportSession, status: SessionStatus, by: str, reason: str | None
 
 # --- who may meet -----------------------------------------------------------------------------
 
+async def _may_lead(session: AsyncSession, settings: Settings, principal: Principal,
+                    facilitator: Participant, facility_id: uuid.UUID) -> None:
+    """DOMAIN rule 2 for a peer who leads a group, through the pairing rules' own checks. The
+    first broken rule is named to those who run the program; a peer (who leads only their own
+    groups) learns only that they cannot lead one now: an escalation about them is not theirs
+    to read, and naming every other rule would name that one by elimination."""
+    found = facilitator_refusals(await gather_facilitator_facts(session, settings, facilitator,
+                                                                facility_id))
+    if found:
+        detail = (_CANNOT_LEAD if principal.is_peer
+                  else f"A group's facilitator is a supporter who meets every rule. {found[0][1]}")
+        raise RuleViolation(detail, code="facilitator_not_eligible")
+
+
+_CANNOT_LEAD = "You cannot lead a group at the moment; your coordinator can tell you why."
+
 async def _open_orders(session: AsyncSession, *where: Any) -> int:
     return (await session.execute(select(func.count()).select_from(KeepApartOrder.__table__)
                                   .where(ORDERS.status == KeepApartStatus.open.value, *where))
@@ -167,15 +189,60 @@ async def _apart_from(session: AsyncSession, person: uuid.UUID,
         and_(ORDERS.participant_b_id == person, ORDERS.participant_a_id.in_(others)))))
 
 
+# What a peer is told when people cannot meet, whatever the reason (DOMAIN rule 3).
+_CANNOT_MEET = "These people cannot meet."
+
+
 def _refuse_apart(principal: Principal, detail: str) -> None:
-    raise secrecy.refusal(principal, secrecy.KEEP_APART, detail,
-                          hidden="These people cannot meet.")
+    raise secrecy.refusal(principal, secrecy.KEEP_APART, detail, hidden=_CANNOT_MEET)
+
+
+# A peer's pairings that were interrupted: their recipient was perhaps added to the peer's
+# groups through the pairing, so that attendance does not make them addable any longer.
+_INTERRUPTED = (PairingStatus.paused.value, PairingStatus.ended.value)
+
+
+def _addable_by(me: uuid.UUID) -> Any:
+    """Whom a peer may add to a group they lead: the people they support in an active
+    pairing, and the people a coordinator has put in one of the groups they lead (a peer adds
+    no one else, so such an attendee who has no paused or ended pairing with the peer was put
+    there by a coordinator; one who has could have been added by the peer through that
+    pairing, and is not addable by the peer again until a pairing is active)."""
+    supported = select(PAIRINGS.recipient_id).where(
+        PAIRINGS.supporter_id == me, PAIRINGS.status == PairingStatus.active.value)
+    interrupted = select(PAIRINGS.recipient_id).where(
+        PAIRINGS.supporter_id == me, PAIRINGS.status.in_(_INTERRUPTED))
+    led = select(SESSIONS.id).where(SESSIONS.facilitator_id == me,
+                                    SESSIONS.kind == SessionKind.group.value)
+    placed = select(ATTENDEES.participant_id).where(
+        ATTENDEES.session_id.in_(led), ATTENDEES.participant_id.not_in(interrupted))
+    return or_(PEOPLE.id == me, PEOPLE.id.in_(supported), PEOPLE.id.in_(placed))
+
+
+async def _peer_may_add(session: AsyncSession, principal: Principal, s: SupportSession,
+                        participant_id: uuid.UUID) -> None:
+    """A peer adds to the group they lead (the session wall lets them reach no other) only
+    someone addable by them, of the group's network and facility. Anything else, an unknown
+    id included, is `not_eligible` in the words a keep-apart refusal uses, so the peer cannot
+    tell which it was."""
+    me = principal.participant_id
+    found = me is not None and (await session.execute(select(PEOPLE.id).where(
+        PEOPLE.id == participant_id, PEOPLE.network == s.network,
+        PEOPLE.facility_id == s.facility_id, PEOPLE.archived_at.is_(None),
+        _addable_by(me)))).first() is not None
+    if not found:
+        raise secrecy.NotEligible(_CANNOT_MEET)
 
 
 async def _pair_may_meet(session: AsyncSession, principal: Principal, pairing: Pairing) -> None:
-    if pairing.status not in MEETING:
-        raise RuleViolation("A one-to-one session needs an active or paused pairing.",
-                            code="pairing_not_active")
+    """A one-to-one session is scheduled and held only in an active pairing. A pause (leave,
+    unavailability, a lapsed certificate, a keep-apart under review) leaves the pairing's
+    scheduled sessions as they are, since a short pause should not lose the schedule, but none
+    is completed until the pairing resumes; they may be cancelled. An ended pairing's are
+    cancelled (`cancel_for_ended_pairings`)."""
+    if pairing.status != PairingStatus.active.value:
+        raise RuleViolation("A one-to-one session is scheduled and held only in an active "
+                            "pairing.", code="pairing_not_active")
     if await _apart_among(session, [pairing.supporter_id, pairing.recipient_id]):
         _refuse_apart(principal, "An open keep-apart order stands between the two.")
 
@@ -192,14 +259,17 @@ async def add_attendee(*, session: AsyncSession, principal: Principal, session_i
         raise RuleViolation("Only group sessions take attendees.", code="not_a_group")
     if s.status != SessionStatus.scheduled.value:
         raise Conflict("Attendees join a scheduled session.", code="invalid_transition")
-    person = (await session.execute(scoping.participants(principal).where(
-        PEOPLE.id == participant_id))).scalar_one_or_none()
-    if person is None:
-        raise NotFound("No such participant.")
-    if person.network != s.network:
-        raise RuleViolation("A group never mixes the two networks.", code="network_mismatch")
-    if person.facility_id != s.facility_id:
-        raise RuleViolation("The person is at another facility.", code="different_facility")
+    if principal.is_peer:
+        await _peer_may_add(session, principal, s, participant_id)
+    else:
+        person = (await session.execute(scoping.participants(principal).where(
+            PEOPLE.id == participant_id))).scalar_one_or_none()
+        if person is None:
+            raise NotFound("No such participant.")
+        if person.network != s.network:
+            raise RuleViolation("A group never mixes the two networks.", code="network_mismatch")
+        if person.facility_id != s.facility_id:
+            raise RuleViolation("The person is at another facility.", code="different_facility")
     present = await _attendee_ids(session, s)
     if participant_id in present:
         raise Conflict("Already an attendee.", code="already_attending")
@@ -233,8 +303,9 @@ async def _topics_known(session: AsyncSession, topics: list[str]) -> None:
 
 # --- closing ----------------------------------------------------------------------------------
 
-async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Principal,
-                     session_id: uuid.UUID, action: str, complete: SessionComplete | None = None,
+async def transition(*, session: AsyncSession, settings: Settings, cipher: NoteCipher,
+                     principal: Principal, session_id: uuid.UUID, action: str,
+                     complete: SessionComplete | None = None,
                      reason: str | None = None, if_match: str | None = None) -> SupportSession:
     s = await get(session=session, principal=principal, session_id=session_id, for_update=True)
     check_version(s.version, if_match)
@@ -242,7 +313,7 @@ async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Pr
     now = utcnow()
     w = Writer(session, principal)
     if complete is not None:
-        await _complete(session, cipher, principal, w, s, complete, now)
+        await _complete(session, settings, cipher, principal, w, s, complete, now)
     _close(s, SessionStatus(target), principal.actor, reason, now)
     w.audit(f"support_session.{action}", "support_session", s.id, s.facility_id)
     _event(w, f"support_session.{target}", s)
@@ -250,17 +321,23 @@ async def transition(*, session: AsyncSession, cipher: NoteCipher, principal: Pr
     return s
 
 
-async def _complete(session: AsyncSession, cipher: NoteCipher, principal: Principal, w: Writer,
-                    s: SupportSession, complete: SessionComplete, now: datetime) -> None:
+async def _complete(session: AsyncSession, settings: Settings, cipher: NoteCipher,
+                    principal: Principal, w: Writer, s: SupportSession, complete: SessionComplete,
+                    now: datetime) -> None:
     """What a completion records: attendance, wellbeing, topics and the note (encrypted),
-    once the people may still meet."""
+    once the people may still meet and the facilitator may still lead."""
     await _topics_known(session, complete.topics)
     # Re-checked at completion: things change between scheduling and meeting.
     if s.pairing_id is not None:
         pairing = await session.get(Pairing, s.pairing_id)
         await _pair_may_meet(session, principal, pairing)  # type: ignore[arg-type]
-    elif await _apart_among(session, await _attendee_ids(session, s)):
-        _refuse_apart(principal, "An open keep-apart order stands between two attendees.")
+    else:
+        if s.facilitator_id is not None:
+            facilitator = await session.get(Participant, s.facilitator_id)
+            await _may_lead(session, settings, principal, facilitator,  # type: ignore[arg-type]
+                            s.facility_id)
+        if await _apart_among(session, await _attendee_ids(session, s)):
+            _refuse_apart(principal, "An open keep-apart order stands between two attendees.")
     attendees = {a.participant_id: a for a in (await session.execute(
         select(SessionAttendee).where(ATTENDEES.session_id == s.id))).scalars()}
     for mark in complete.attendance:

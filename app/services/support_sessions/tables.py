@@ -1,5 +1,5 @@
 """The columns the support sessions package's queries name, and the pairing states in which
-a pairing's two people meet."""
+a supporter reads their recipient's disclosure ledger."""
 
 from __future__ import annotations
 
@@ -22,5 +22,6 @@ DISCLOSURES = Disclosure.__table__.c
 TOPICS = SessionTopic.__table__.c
 PEOPLE = scoping.P
 
-# A pairing whose two people may meet, and whose supporter reads the recipient's ledger.
-MEETING = (PairingStatus.active.value, PairingStatus.paused.value)
+# A pairing whose supporter reads the recipient's ledger (a pause does not take it away; the
+# two meet in a session only while it is active: scheduling._pair_may_meet).
+SUPPORTING = (PairingStatus.active.value, PairingStatus.paused.value)
