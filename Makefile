@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 CONTRACT_TOOLS := contract/node_modules/.installed
 
-.PHONY: run test demo lint openapi bench install clean contract-tools contract-check
+.PHONY: run test demo lint openapi bench install clean contract-tools contract-check lock
 
-$(STAMP): pyproject.toml
+# Installs come from the hashed lock (requirements-dev.lock: the runtime, the dev extra and the
+# build backend), then the project itself without resolving anything: nothing floats.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -49,5 +51,21 @@ bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local post
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.precedence
 
+# The locks: uv (pinned below, in a venv of its own) resolves pyproject.toml for every platform
+# and Python >= 3.11, with the hash of every file. Versions already in a lock are kept; add
+# UPGRADE=1 to move everything to the newest release that pyproject.toml allows.
+# The extras production runs with (the image installs requirements.lock) go into both locks,
+# once pyproject.toml declares them: `redis`, the client for PEERLINK_RATE_LIMIT_STORAGE=redis://.
+UV_VERSION := 0.13.8
+LOCK_VENV ?= .venv-lock
+PROD_EXTRAS := $(foreach x,redis,$(if $(shell grep -E '^$(x) *= *\[' pyproject.toml),--extra $(x)))
+LOCK_ARGS = pyproject.toml requirements-build.in $(PROD_EXTRAS) --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade)
+
+lock:  ## regenerate requirements.lock and requirements-dev.lock from pyproject.toml
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet uv==$(UV_VERSION); }
+	$(LOCK_VENV)/bin/uv pip compile $(LOCK_ARGS) -o requirements.lock
+	$(LOCK_VENV)/bin/uv pip compile $(LOCK_ARGS) --extra dev -o requirements-dev.lock
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache

@@ -60,7 +60,9 @@ def serve(host: Annotated[str | None, typer.Option()] = None,
     _say_if_no_admin()
     uvicorn.run("app.main:create_app", factory=True, host=host or settings.host,
                 port=port or settings.port, workers=workers, log_config=None,
-                proxy_headers=True, access_log=False)
+                # The app reads proxy headers itself, from PEERLINK_TRUSTED_PROXIES only
+                # (app/proxies.py); uvicorn's own default would trust 127.0.0.1.
+                proxy_headers=False, access_log=False)
 
 
 def _say_if_no_admin() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
@@ -97,6 +99,11 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
+    # The reverse proxies (TLS terminators, load balancers) in front of the API: IPs or CIDRs,
+    # comma-separated (PEERLINK_TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16). Only a request whose
+    # direct peer is one of them has its X-Forwarded-For / X-Forwarded-Proto believed, for
+    # rate limits, sign-in throttling and the audit trail. Empty (the default): never.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Bulk imports (POST /v1/imports/...): their own body cap; files up to import_sync_max_rows
     # rows are answered in the request, larger ones become a job (202) run in chunks.
@@ -118,6 +125,22 @@ class Settings(BaseSettings):
     rate_limit_anonymous: str = "300/minute"
 
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else \
+                [part.strip() for part in text.split(",") if part.strip()]
+        if isinstance(value, list):
+            for item in value:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR "
+                                     "network") from None
+        return value
 
     @model_validator(mode="after")
     def _crisis_keeps_connections(self) -> Settings:

@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app import worker
 from app.admission import AdmissionMiddleware
+from app.apidocs import install_docs
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
@@ -24,6 +25,7 @@ from app.idempotency import IdempotencyMiddleware, Rebuild
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
 from app.models.account import OAuthProblem
+from app.proxies import ClientAddressMiddleware
 from app.ratelimit import CRISIS_METHODS, EXEMPT_PATHS, RateLimitMiddleware
 from app.routemarks import (
     RouteSet,
@@ -105,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="peerlink", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+        openapi_url="/openapi.json", docs_url=None, redoc_url=None,  # app/apidocs.py
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    rosters.pages, stream.router):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
+    install_docs(app)  # /docs and /redoc, with their assets served from here
     # What middleware and handlers treat apart, from the routes' own marks (app/routemarks.py).
     routes = api_routes(app.routes)
     install_handlers(app, session_maker=app.state.sessionmaker,
@@ -163,6 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        crisis=marked(routes, crisis_workflow))
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    # Outermost: the client address everything else sees (X-Forwarded-For from trusted proxies).
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

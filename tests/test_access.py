@@ -57,7 +57,7 @@ AUTH_ONLY = {("GET", "/v1/auth/me")}  # needs a valid token, but no scope
 
 
 def _is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith("/docs")
+    return path in PUBLIC_PATHS or path.startswith("/docs") or path == "/redoc"
 
 
 # What authenticates a caller: the bearer token (every route), or, for the live stream only,

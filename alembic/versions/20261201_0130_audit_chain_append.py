@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "7c4e2a91d0b3"
-down_revision: str | None = "7c1d2e3f4a5b"
+down_revision: str | None = "3f9a1c7e2d58"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -60,10 +60,11 @@ def upgrade() -> None:
                 END LOOP;
                 INSERT INTO audit_event (occurred_at, actor_type, actor_id, role, client_id,
                                          facility_id, action, entity_type, entity_id, outcome,
-                                         request_id, prev_hash, hash)
+                                         request_id, client_address, prev_hash, hash)
                 SELECT r.occurred_at, r.actor_type, r.actor_id, r.role, r.client_id,
                        r.facility_id, r.action, r.entity_type, r.entity_id, r.outcome,
-                       r.request_id, prevs[r.ordinality], hashes[r.ordinality]
+                       r.request_id, r.client_address, prevs[r.ordinality],
+                       hashes[r.ordinality]
                 FROM jsonb_populate_recordset(NULL::audit_event, entries) WITH ORDINALITY AS r
                 ORDER BY r.ordinality;
             END IF;

@@ -36,6 +36,8 @@ class AuditEvent(SQLModel, table=True):
     entity_id: str | None = Field(default=None, max_length=64)
     outcome: str = Field(max_length=16)
     request_id: str | None = Field(default=None, max_length=64)
+    # The client's address (behind trusted proxies, the forwarded one); None outside requests.
+    client_address: str | None = Field(default=None, max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64, unique=True)
 
@@ -53,6 +55,7 @@ class AuditEventRead(BaseModel):
     entity_id: str | None
     outcome: str
     request_id: str | None
+    client_address: str | None = None
     hash: str
 
     model_config = {"from_attributes": True}

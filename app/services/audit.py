@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from app.db import crisis_work, insert_rows, utcnow
 from app.models import AuditEvent, OutboxEvent
+from app.proxies import CLIENT_ADDRESS
 from app.security.principal import Principal
 from app.services import scoping
 from app.services.pagination import keyset_page
@@ -65,7 +66,7 @@ def _digest(prev_hash: str, row: dict[str, Any]) -> str:
 def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
     get = e.get if isinstance(e, dict) else e.__getattribute__
     facility_id = get("facility_id")
-    return {
+    fields: dict[str, Any] = {
         "occurred_at": get("occurred_at").isoformat(timespec="microseconds"),
         "actor_type": get("actor_type"), "actor_id": get("actor_id"), "role": get("role"),
         "client_id": get("client_id"),
@@ -74,6 +75,10 @@ def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
         "entity_id": get("entity_id"), "outcome": get("outcome"),
         "request_id": get("request_id"),
     }
+    # Hashed only when present, so rows written before the column existed verify unchanged.
+    if get("client_address") is not None:
+        fields["client_address"] = get("client_address")
+    return fields
 
 
 async def _last_hash(session: AsyncSession) -> str:
@@ -105,7 +110,8 @@ def _rows(entries: Iterable[AuditEntry], actor: Actor) -> list[dict[str, Any]]:
     return [{"occurred_at": now, "actor_type": actor.actor_type, "actor_id": actor.actor_id,
              "role": actor.role, "client_id": actor.client_id, "facility_id": e.facility_id,
              "action": e.action, "entity_type": e.entity_type, "entity_id": e.entity_id,
-             "outcome": e.outcome, "request_id": request_id} for e in entries]
+             "outcome": e.outcome, "request_id": request_id,
+             "client_address": CLIENT_ADDRESS.get()} for e in entries]
 
 
 async def commit(session: AsyncSession, entries: Iterable[AuditEntry],

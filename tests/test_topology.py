@@ -1,0 +1,189 @@
+"""The production topology of docker-compose.yml, as plain processes (CI has no Docker
+engine): on a fresh PostgreSQL database, migrate once (`peerlink db upgrade`), then 2 API
+processes (`peerlink serve --no-migrate`, as the `api` service runs) and 2 workers
+(`peerlink worker`), all in production mode with their keys from the environment. Both APIs
+are ready, a token one issues works on the other, and the workers keep the crisis clock: an
+escalation past its deadline is breached, once. Everything is stopped at the end.
+
+PostgreSQL only: on the embedded SQLite the worker runs inside the one service process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.models import Escalation
+from app.models.common import Role
+from app.security.tokens import KeyRing
+from tests.conftest import IS_PG, TEST_KEY, _create_pg_database, _drop_pg_database
+from tests.factories import PASSWORD, Factory
+
+pytestmark = pytest.mark.skipif(
+    not IS_PG, reason="the multi-process topology needs PostgreSQL (TEST_DATABASE_URL); on "
+                      "SQLite the worker is embedded in the one service process")
+
+ROOT = Path(__file__).resolve().parent.parent
+START_SECONDS = 180  # 4 Python processes starting on a busy 2-core machine (seen: 88 s)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Topology:
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir, self.env = workdir, env
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def run(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=self.workdir,
+                              env=self.env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=self.workdir,
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((name, proc))
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{(self.workdir / f'{name}.log').read_text()[-3000:]}"
+                         for name, _ in self.procs)
+
+    def alive(self) -> list[str]:
+        return [name for name, p in self.procs if p.poll() is None]
+
+    def stop(self) -> None:
+        for _, p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _, p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+
+
+@pytest.fixture()
+def fresh_db() -> Iterator[str]:
+    url = _create_pg_database()
+    yield url
+    _drop_pg_database(url)
+
+
+@pytest.fixture()
+def topology(fresh_db: str, tmp_path: Path) -> Iterator[Topology]:
+    key_file = tmp_path / "signing-key.pem"
+    key_file.write_text(TEST_KEY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEERLINK_", "PROMETHEUS_"))}
+    env.update({
+        "PYTHONPATH": str(ROOT),
+        "PEERLINK_MODE": "production",
+        "PEERLINK_DATABASE_URL": fresh_db,
+        "PEERLINK_JWT_PRIVATE_KEY_FILE": str(key_file),
+        "PEERLINK_NOTE_KEYS": json.dumps({"k1": base64.b64encode(os.urandom(32)).decode()}),
+        "PEERLINK_NOTE_KEY_ID": "k1",
+        # Per-process counters here; shared ones (redis://) are the Redis extra's business.
+        "PEERLINK_RATE_LIMIT_STORAGE": "memory://",
+        "PEERLINK_ESCALATION_SWEEP_SECONDS": "1",
+        "PEERLINK_LOG_LEVEL": "WARNING",
+    })
+    top = Topology(tmp_path, env)
+    try:
+        yield top
+    finally:
+        top.stop()
+
+
+def _wait_ready(urls: list[str], top: Topology) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    pending = set(urls)
+    while pending:
+        for url in sorted(pending):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    pending.discard(url)
+            except httpx.HTTPError:
+                pass
+        if len(top.alive()) < len(top.procs):
+            pytest.fail(f"a process exited while starting\n{top.logs()}")
+        if pending and time.monotonic() > deadline:
+            pytest.fail(f"not ready in {START_SECONDS} s: {sorted(pending)}\n{top.logs()}")
+        time.sleep(0.3)
+
+
+def test_migrate_then_two_apis_and_two_workers(topology: Topology, fresh_db: str):
+    started = time.monotonic()
+    migrated = topology.run("db", "upgrade", timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "latest migration" in migrated.stdout
+
+    ports = [_free_port(), _free_port()]
+    for n, port in enumerate(ports):
+        topology.start(f"api{n}", "serve", "--no-migrate", "--port", str(port))
+    for n in range(2):
+        topology.start(f"worker{n}", "worker")
+    apis = [f"http://127.0.0.1:{port}" for port in ports]
+    _wait_ready(apis, topology)
+    print(f"migrated and ready in {time.monotonic() - started:.1f} s")
+
+    # Seed through the database (as an admin's CLI would): a facility, a coordinator, a person.
+    seed = Settings(_env_file=None, database_url=fresh_db, jwt_private_key=TEST_KEY)
+    factory = Factory(seed, KeyRing.from_settings(seed))
+    try:
+        f = factory.facility("CCJ")
+        coordinator = factory.user(Role.coordinator, [f])
+        person = factory.recipient(f)
+
+        # A token issued by one API process works on the other.
+        r = httpx.post(f"{apis[0]}/v1/auth/token", timeout=30, data={
+            "grant_type": "password", "username": coordinator.username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        bearer = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        for api in apis:
+            me = httpx.get(f"{api}/v1/auth/me", headers=bearer, timeout=10)
+            assert me.status_code == 200 and me.json()["username"] == coordinator.username
+            assert httpx.get(f"{api}/v1/facilities", headers=bearer, timeout=10).status_code == 200
+
+        # The workers keep the crisis clock: past its deadline, an escalation is breached once.
+        esc = factory.escalation(person, tier="imminent")
+        with Session(factory.engine) as s, s.begin():
+            s.execute(update(Escalation).where(Escalation.id == esc.id).values(
+                ack_deadline=datetime.now(UTC) - timedelta(seconds=1)))
+        deadline = time.monotonic() + 30
+        while not factory.events("escalation.breached"):
+            assert time.monotonic() < deadline, f"no breach in 30 s\n{topology.logs()}"
+            time.sleep(0.25)
+        time.sleep(3)  # a second worker's rounds come and go: still one breach
+        assert len(factory.events("escalation.breached")) == 1
+        with Session(factory.engine) as s:
+            breached = s.get(Escalation, esc.id)
+            assert breached is not None and breached.breached
+            assert breached.chain_level == esc.chain_level + 1
+        assert sorted(topology.alive()) == ["api0", "api1", "worker0", "worker1"], \
+            topology.logs()
+    finally:
+        factory.close()
+
+    topology.stop()
+    assert topology.alive() == []
