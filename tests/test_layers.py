@@ -43,7 +43,13 @@ def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
                            for a in node.names]
             else:
                 continue
-            graph[name] |= {t for t in targets if t in modules and t != name}
+            found = {t for t in targets if t in modules and t != name}
+            # Importing a.b.c runs a/__init__ and a/b/__init__ first: those are imports too.
+            for t in list(found):
+                parts = t.split(".")
+                found |= {p for i in range(2, len(parts)) if (p := ".".join(parts[:i])) in modules
+                          and p != name and not name.startswith(p + ".")}
+            graph[name] |= found
     return graph
 
 

@@ -13,6 +13,7 @@ safe. The package's parts, each with one job:
 
 Other modules use the names re-exported here (`pairings.cascade`, `pairings.refusals`...)."""
 
+from app.services.pairing_rules import PAIRING_FLOW, Facts, SupporterRow, refusals
 from app.services.pairings.candidates import candidates
 from app.services.pairings.cascades import (
     cascade,
@@ -23,7 +24,6 @@ from app.services.pairings.cascades import (
     pause_keep_apart_conflicts,
 )
 from app.services.pairings.moves import apply
-from app.services.pairings.rules import PAIRING_FLOW, Facts, SupporterRow, refusals
 from app.services.pairings.use_cases import get, list_, propose, transition
 from app.services.pairings.views import one_seen_by, seen_by
 

@@ -16,7 +16,7 @@ from app.models.pairing import HOLDING, CandidateList, PairingStatus
 from app.security.principal import Principal
 from app.services import certification, scoping
 from app.services.facilities import settings_of
-from app.services.pairings.rules import (
+from app.services.pairing_rules import (
     ORDERS,
     PAIRINGS,
     PEOPLE,

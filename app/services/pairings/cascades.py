@@ -19,8 +19,8 @@ from app.models import KeepApartOrder, Pairing, Participant
 from app.models.keep_apart import KeepApartStatus
 from app.models.pairing import EndReason, PairingStatus
 from app.services import certification
+from app.services.pairing_rules import NOT_ENDED, ORDERS, PAIRINGS, PEOPLE, gather_facts, refusals
 from app.services.pairings.moves import apply
-from app.services.pairings.rules import NOT_ENDED, ORDERS, PAIRINGS, PEOPLE, gather_facts, refusals
 from app.services.writer import Writer
 
 _KEEP_APART = EndReason.keep_apart.value

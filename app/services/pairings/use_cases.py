@@ -17,8 +17,7 @@ from app.security.principal import Principal
 from app.services import scoping
 from app.services.common import check_version
 from app.services.pagination import keyset_page
-from app.services.pairings.moves import apply, emit, transition_row
-from app.services.pairings.rules import (
+from app.services.pairing_rules import (
     CHECKED,
     PAIRING_FLOW,
     PAIRINGS,
@@ -27,6 +26,7 @@ from app.services.pairings.rules import (
     refusals,
     refuse,
 )
+from app.services.pairings.moves import apply, emit, transition_row
 from app.services.workflow import step
 from app.services.writer import Writer
 

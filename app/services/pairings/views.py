@@ -13,7 +13,7 @@ from app.models import Pairing
 from app.models.pairing import EndReason, PairingRead, RecipientView
 from app.security.principal import Principal
 from app.services import secrecy
-from app.services.pairings.rules import PEOPLE
+from app.services.pairing_rules import PEOPLE
 
 # What a caller who may not know of a keep-apart reads instead.
 NEUTRAL_END = EndReason.other

@@ -44,7 +44,7 @@ from app.security.scopes import SESSION_KEEPERS
 from app.services import scoping, secrecy
 from app.services.common import check_version, flush_unique
 from app.services.facilities import settings_of
-from app.services.pairings.rules import facilitator_refusals, gather_facilitator_facts
+from app.services.pairing_rules import facilitator_refusals, gather_facilitator_facts
 from app.services.support_sessions.reads import get
 from app.services.support_sessions.tables import (
     ATTENDEES,

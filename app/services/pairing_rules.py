@@ -1,7 +1,11 @@
 """The pairing rules: the workflow table, the eligibility rules as one pure function over a
 pair's facts (`refusals`, shared by propose/activate/resume, the certification sweep and the
 candidates ranking), their supporter half for a peer who leads a group (`facilitator_refusals`,
-DOMAIN rule 2, used by support sessions), and the gathering of the facts."""
+DOMAIN rule 2, used by support sessions), and the gathering of the facts.
+
+A module beside the pairings package, not in it: support sessions apply rule 2 to a group's
+facilitator, and the pairings package asks support sessions to cancel, so the rules live where
+both can import them without a cycle (tests/test_layers.py counts package imports)."""
 
 from __future__ import annotations
 
