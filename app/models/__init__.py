@@ -36,3 +36,6 @@ __all__ += ["WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]
 from app.models.import_job import ImportJob  # noqa: E402
 
 __all__ += ["ImportJob"]
+from app.models.worker_job import WorkerJob  # noqa: E402
+
+__all__ += ["WorkerJob"]
