@@ -312,7 +312,11 @@ def webhooks_rewrap() -> None:
 
 
 @app.command("worker")
-def worker_cmd() -> None:
+def worker_cmd(
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve this process's Prometheus metrics on this port (off by default)")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port")] = "127.0.0.1",
+) -> None:
     """Run the background jobs (certification sweep, ...) until interrupted."""
     # A stop asked for while still starting (imports take a moment on a busy host) is kept
     # and honoured as soon as the loop runs, instead of killing the process.
@@ -325,6 +329,12 @@ def worker_cmd() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        # The default registry: rounds by job and outcome, this process's last successes,
+        # and the process collector. (The database-wide figures are the API's /metrics.)
+        start_http_server(metrics_port, addr=metrics_host)
 
     async def go() -> None:
         # SIGTERM (a deploy, a scale-down) lets the round in progress commit, then stops.
@@ -371,6 +381,41 @@ def openapi_text() -> str:
     from app.main import create_app
 
     return json.dumps(create_app().openapi(), indent=2, sort_keys=False) + "\n"
+
+
+@app.command()
+def backup(file: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist)")],
+           ) -> None:
+    """Copy the SQLite database to FILE, safely while the service runs (SQLite's online backup
+    API: a consistent snapshot, writers are not stopped). On PostgreSQL use pg_dump
+    (docs/operations.md)."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    settings = get_settings()
+    if not settings.is_sqlite:
+        _fail("this database is PostgreSQL: back it up with pg_dump -Fc (and WAL archiving for "
+              "point-in-time recovery), see docs/operations.md")
+    source = make_url(settings.sync_database_url).database
+    if not source or source == ":memory:" or not Path(source).exists():
+        _fail(f"no SQLite database file at {source!r}")
+    if file.exists():
+        _fail(f"{file} exists; choose a new file")
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    dst = sqlite3.connect(file)
+    try:
+        with dst:
+            # Copies in steps of 1,024 pages; a write in between restarts the copy from a
+            # consistent point, so the result is always one committed state.
+            src.backup(dst, pages=1024, sleep=0.01)
+        ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        dst.close()
+        src.close()
+    if ok != "ok":
+        _fail(f"the copy failed its integrity check: {ok}")
+    typer.echo(json.dumps({"backup": str(file), "bytes": file.stat().st_size}))
 
 
 @app.command()

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     observation_late_minutes: float = Field(15, gt=0, le=24 * 60)
     # A page nobody acknowledged is sent again this often (a new `escalation.paged`).
     page_repeat_minutes: float = Field(2, gt=0, le=60)
+    # /readyz answers 503 once the breach sweep's last successful round (any worker's) is older
+    # than this; a database where it never ran is ready for this long after the API process
+    # first checks (a fresh install, the worker still starting), then unready.
+    ready_max_sweep_age_seconds: float = Field(60, gt=0)
 
     # Idempotency-Key: how long a key and its stored response are kept, and how long a request
     # holds its key before a retry may take it over (only if that request wrote nothing).

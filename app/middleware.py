@@ -15,7 +15,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -133,10 +136,52 @@ class ObservabilityMiddleware:
                     "duration_ms": round(elapsed * 1000, 2)})
 
 
-def metrics_response() -> Response:
-    """Prometheus exposition; several worker processes share PROMETHEUS_MULTIPROC_DIR."""
+async def metrics_response(request: Request) -> Response:
+    """Prometheus exposition. The process's metrics (summed over every process sharing
+    PROMETHEUS_MULTIPROC_DIR when it is set), then the database's figures, computed at scrape
+    time by a few bounded queries (so they are counted once, whichever process is scraped)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    try:
+        body += await _database_metrics(request.app.state.engine)
+    except Exception:  # the database is down: /readyz says so; the process metrics still serve
+        logging.getLogger("peerlink.metrics").warning("database metrics unavailable",
+                                                      exc_info=True)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def _database_metrics(engine: Any) -> bytes:
+    from app.services.liveness import backlog, last_successes
+
+    async with engine.connect() as conn:
+        successes = await last_successes(conn)
+        figures = await backlog(conn)
+    # Metric families, not Gauge objects: in multiprocess mode a Gauge would write its value to
+    # the shared directory and be summed with every other process's.
+    last = GaugeMetricFamily("peerlink_job_last_success_timestamp_seconds",
+                             "When any worker last finished a round of the job (unix time)",
+                             labels=["job"])
+    for job, at in sorted(successes.items()):
+        if at is not None:
+            last.add_metric([job], at.timestamp())
+    families = [
+        last,
+        GaugeMetricFamily("peerlink_webhook_deliveries_pending",
+                          "Webhook deliveries waiting to be sent", value=figures.webhook_pending),
+        GaugeMetricFamily("peerlink_webhook_oldest_pending_age_seconds",
+                          "Age of the oldest pending webhook delivery (0: none)",
+                          value=figures.webhook_oldest_pending_age_seconds),
+        GaugeMetricFamily("peerlink_import_jobs_open", "Import jobs queued or running",
+                          value=figures.import_jobs_open)]
+
+    class _Scraped(Collector):
+        def collect(self) -> Any:
+            return iter(families)
+
+    registry = CollectorRegistry()
+    registry.register(_Scraped())
+    return generate_latest(registry)

@@ -11,17 +11,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 
 log = logging.getLogger("peerlink.worker")
+
+# This process's own view (served by `peerlink worker --metrics-port`); the database-wide
+# figures (every worker's last success, the backlogs) are the API's /metrics.
+ROUNDS = Counter("peerlink_worker_rounds_total", "Rounds of a background job run here",
+                 ["job", "outcome"])
+LAST_SUCCESS = Gauge("peerlink_worker_job_last_success_timestamp_seconds",
+                     "When this process last finished a round of the job", ["job"])
+
+# A job polling faster than this (webhook delivery) stamps `worker_job` at most this often,
+# adding up the rounds in between: liveness needs seconds, not a write per poll.
+RECORD_EVERY_SECONDS = 1.0
+_unrecorded: dict[str, tuple[int, float]] = {}  # job -> (rounds not yet stamped, last stamp)
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,36 @@ async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
                                          {"k": key})).scalar()
             if not got:
                 return None
-        return await job.run(session, settings)
+        result = await job.run(session, settings)
+        await _record(session, settings, job)
+        return result
+
+
+async def _record(session: AsyncSession, settings: Settings, job: Job) -> None:
+    """Stamps the successful round in `worker_job` (one statement, its own commit)."""
+    from app.services.liveness import record_success
+
+    pending, stamped = _unrecorded.get(job.name, (0, 0.0))
+    pending += 1
+    now = time.monotonic()
+    if job.every_seconds(settings) < RECORD_EVERY_SECONDS and now - stamped < RECORD_EVERY_SECONDS:
+        _unrecorded[job.name] = (pending, stamped)
+    else:
+        await record_success(session, job.name, pending)
+        _unrecorded[job.name] = (0, now)
+    ROUNDS.labels(job.name, "ok").inc()
+    LAST_SUCCESS.labels(job.name).set(time.time())
+
+
+async def _record_failure(maker: async_sessionmaker[AsyncSession], job: Job) -> None:
+    from app.services.liveness import record_failure
+
+    ROUNDS.labels(job.name, "error").inc()
+    try:
+        async with maker() as session:
+            await record_failure(session, job.name)
+    except Exception:  # the database may be what failed; the log has the round's error
+        log.debug("could not stamp the failure", exc_info=True)
 
 
 async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Settings,
@@ -86,6 +129,7 @@ async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, jo
                 log.info("job done", extra={"job": job.name, **result})
         except Exception:
             log.exception("job failed", extra={"job": job.name})
+            await _record_failure(maker, job)
         wait = max(0.5, started + job.every_seconds(settings) - loop.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -45,3 +45,6 @@ __all__ += ["EscalationNotification"]
 from app.models.stream_ticket import StreamTicket  # noqa: E402
 
 __all__ += ["StreamTicket"]
+from app.models.worker_job import WorkerJob  # noqa: E402
+
+__all__ += ["WorkerJob"]
