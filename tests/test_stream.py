@@ -137,7 +137,9 @@ def _open(opened: list[SSE], base: str, headers: dict[str, str] | None = None,
     return s
 
 
-def _raise(base: str, headers: dict[str, str], person: Any, tier: str = "imminent") -> str:
+def _raise(base: str, headers: dict[str, str], person: Any, tier: str = "moderate") -> str:
+    """Moderate by default: a high or imminent raise also pages the facility's roster (empty
+    here), whose unstaffed-level alerts are events of their own."""
     r = httpx.post(f"{base}/v1/escalations", headers=headers | {
         "Idempotency-Key": str(uuid.uuid4())}, json={
         "participant_id": str(person.id), "category": "self_harm", "description": "seen",
@@ -160,10 +162,8 @@ def test_a_board_sees_a_raise_live_and_resumes_after_last_event_id(live_server, 
     raiser = factory.headers(factory.user(Role.coordinator, [a]))
     board = _open(streams, live_server, officer)
     assert board.headers["content-type"].startswith("text/event-stream")
-    # Moderate: a high or imminent raise also pages the facility's (here empty) roster, whose
-    # unstaffed-level alerts would come between the two.
-    first = _raise(live_server, raiser, person, tier="moderate")
-    second = _raise(live_server, raiser, person, tier="moderate")
+    first = _raise(live_server, raiser, person)
+    second = _raise(live_server, raiser, person)
     got = board.events(2)
     assert [e["data"]["data"]["id"] for e in got] == [first, second]
     ev = got[0]
