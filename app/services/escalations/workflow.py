@@ -62,10 +62,11 @@ async def raise_(*, session: AsyncSession, principal: Principal, data: Escalatio
     """
     place, unit = await subjects.place_of(session, principal, data)
     person = await subjects.lookup(session, data)
-    blind = person is None or not await subjects.seen_by(session, principal, person)
-    if not blind:
-        assert person is not None
-        facility_id, network = place if data.facility_id else person.facility_id, person.network
+    seen = person if person is not None and await subjects.seen_by(session, principal,
+                                                                    person) else None
+    blind = seen is None
+    if seen is not None:
+        facility_id, network = place if data.facility_id else seen.facility_id, seen.network
         if unit is not None and unit.facility_id != facility_id:
             raise RuleViolation("The location is not a unit of the person's facility.",
                                 code="unknown_housing_unit")
