@@ -379,12 +379,16 @@ def test_a_subjectless_escalation_blocks_nothing_it_cannot_name(client, factory,
 
 
 def test_a_subjectless_escalation_breaches_up_the_chain(app, client, factory, w):
-    eid = _raise(client, w["h"]["peer"], location_text="Chapel", tier="imminent").json()["id"]
+    # Someone on call at each level (a moderate raise pages nobody; its breach, level 1).
+    for level, who in (("on_call_clinician", "clin"), ("duty_supervisor", "officer"),
+                       ("facility_commander", "coord")):
+        factory.shift(w["a"], w["users"][who], level)
+    eid = _raise(client, w["h"]["peer"], location_text="Chapel", tier="moderate").json()["id"]
 
     async def sweep() -> dict[str, int]:
         async with app.state.sessionmaker() as s:
             return await breach_sweep(s, app.state.settings,
-                                      datetime.now(UTC) + timedelta(minutes=6))
+                                      datetime.now(UTC) + timedelta(minutes=61))
     assert asyncio.run(sweep()) == {"breached": 1}
     seen = client.get(f"/v1/escalations/{eid}", headers=w["h"]["clin"]).json()
     assert seen["chain_level"] == 1 and seen["participant_id"] is None
