@@ -166,6 +166,12 @@ def test_migrate_then_two_apis_and_two_workers(topology: Topology, fresh_db: str
             assert httpx.get(f"{api}/v1/facilities", headers=bearer, timeout=10).status_code == 200
 
         # The workers keep the crisis clock: past its deadline, an escalation is breached once.
+        # Someone on call at every level of the default chain, so the breach climbs one level
+        # (an unstaffed level would move it on at once: tests/test_paging.py).
+        for level, role in (("on_call_clinician", Role.clinician),
+                            ("duty_supervisor", Role.officer),
+                            ("facility_commander", Role.coordinator)):
+            factory.shift(f, factory.user(role, [f]), level)
         esc = factory.escalation(person, tier="imminent")
         with Session(factory.engine) as s, s.begin():
             s.execute(update(Escalation).where(Escalation.id == esc.id).values(
