@@ -13,8 +13,23 @@ check() {  # before-file after-file changelog label
   echo "$4: $(head -1 "$tmp/out")"
 }
 status=0
-prev=""
+# A version is the unit of release: each version's last committed contract is compared with the
+# previous version's last one, under that version's CHANGELOG (commits inside one unreleased
+# version may reshape what the version adds; what a client meets is version against version).
+finals=()
+last_version=""
 for c in $(git log --first-parent --reverse --format=%h -- openapi/openapi.json); do
+  v=$(git show "$c:openapi/openapi.json" | node -e \
+    'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).info.version))')
+  if [ "$v" = "$last_version" ]; then
+    finals[${#finals[@]}-1]=$c
+  else
+    finals+=("$c")
+  fi
+  last_version=$v
+done
+prev=""
+for c in "${finals[@]}"; do
   if [ -n "$prev" ]; then
     git show "$prev:openapi/openapi.json" > "$tmp/a.json"
     git show "$c:openapi/openapi.json" > "$tmp/b.json"
