@@ -5,9 +5,11 @@ event, one timeline entry and one audit row for that breach.
 
 The real worker (`peerlink worker`, a subprocess) runs against the test database. It is
 stopped inside its round deterministically, without touching its code:
-- PostgreSQL: the test holds the audit chain's advisory lock, so the round, having claimed
-  its rows FOR UPDATE and worked out every breach, waits at its commit for the lock; the test
-  sees the wait in pg_stat_activity and kills the process there.
+- PostgreSQL: the test holds a lock on the timeline table (SHARE), so the round, having
+  claimed its rows FOR UPDATE and worked out every breach, waits as it writes its timeline
+  entries, before its commit; the test sees the wait in pg_stat_activity and kills the process
+  there. (Not at the audit chain's lock: the final statement that takes it carries the COMMIT
+  with it, so a round killed while waiting there still commits, whole.)
 - SQLite: write transactions take the database's write lock at their start (BEGIN IMMEDIATE).
   The test freezes the worker (SIGSTOP) and probes the lock: held while the worker is frozen
   means frozen inside its transaction, and it is killed there; else it is let go on (SIGCONT)
@@ -34,7 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app.models import AuditEvent, Escalation, EscalationEvent, OutboxEvent
-from app.services.audit import _LOCK_KEY, verify_chain
+from app.services.audit import verify_chain
 
 CHAIN = ["on_call_clinician", "duty_supervisor", "facility_commander"]
 FRESH, CLIMBING = 210, 30  # never breached; breached once before (level 1 -> 2)
@@ -98,20 +100,20 @@ def _stopped(pid: int) -> bool:
 
 def _kill_inside_round_pg(proc: subprocess.Popen, engine) -> None:
     waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                   "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")
+                   "AND wait_event_type = 'Lock' AND wait_event = 'relation'")
     in_transaction = text("SELECT count(*) FROM pg_stat_activity WHERE datname = "
                           "current_database() AND pid <> pg_backend_pid() AND xact_start IS "
                           "NOT NULL")
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock, \
+    with engine.connect() as lock, \
             engine.connect().execution_options(isolation_level="AUTOCOMMIT") as probe:
-        # Holding the audit chain's lock: the round, its rows claimed and its breaches worked
-        # out, waits for it at its commit.
-        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-        _until("the round to wait at its commit",
-               lambda: probe.execute(waiting).scalar_one() == 1, proc)
+        # Holding the timeline table: the round, its rows claimed and its breaches worked out,
+        # waits for it as it writes its timeline entries, before its commit.
+        lock.execute(text("LOCK TABLE escalation_event IN SHARE MODE"))
+        _until("the round to wait before its commit",
+               lambda: probe.execute(waiting).scalar_one() >= 1, proc)
         proc.kill()
         proc.wait(timeout=15)
-        lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+        lock.rollback()
         # The server finds its client gone and rolls the round back.
         _until("the killed worker's transaction to end",
                lambda: probe.execute(in_transaction).scalar_one() == 0)
