@@ -207,6 +207,24 @@ def test_a_high_risk_reason_opens_an_escalation_in_the_same_transaction(
     assert got.status_code == 200 and got.json()["category"] == category
 
 
+def test_an_integration_or_a_peer_at_risk_referral_raises_as_they_would(client, factory, w):
+    """The JMS's referral is raised by the client, inside its walls; a peer's about someone
+    they support is an ordinary (not blind) raise they read as its status."""
+    person = factory.recipient(w["a"], external=("jms", "BK-77"))
+    r = _refer(client, w["h"]["jms"], external_id={"source": "jms", "value": "BK-77"},
+               reason_category="suicide_risk")
+    assert r.status_code == 201, r.text
+    esc = factory.get(Escalation, uuid.UUID(r.json()["escalation_id"]))
+    assert esc.raised_by == f"client:{w['jms'].id}" and esc.participant_id == person.id
+    assert esc.raised_blind is False
+    r = _refer(client, w["h"]["peer"], participant_id=str(w["mine"].id),
+               reason_category="self_harm_risk")
+    esc = factory.get(Escalation, uuid.UUID(r.json()["escalation_id"]))
+    assert esc.raised_blind is False and esc.participant_id == w["mine"].id
+    seen = client.get(f"/v1/escalations/{esc.id}", headers=w["h"]["peer"])
+    assert seen.status_code == 200 and seen.json()["status"] == "open"
+
+
 def test_an_ordinary_reason_opens_nothing(client, factory, w):
     person = factory.recipient(w["a"])
     r = _refer(client, w["h"]["coord"], participant_id=str(person.id),
