@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from app.models import Escalation, OutboxEvent, Referral
+from app.models import Escalation, OutboxEvent, ParticipantExternalId, Referral
 from app.models.common import Role
 from app.models.referral import ReferralStatus
 from app.services.referrals import REFERRAL_FLOW
@@ -114,8 +114,10 @@ def test_a_peer_refers_someone_they_support_or_passes_on_a_request(client, facto
     # the same person asked them: a self-referral through a peer
     r = _refer(client, w["h"]["peer"], participant_id=str(stranger.id), source="self_via_peer")
     assert r.status_code == 201 and r.json()["source"] == "self_via_peer"
-    # and the peer learns nothing more than they gave: not the person's unit
-    assert r.json()["housing_unit_id"] is None
+    # and the peer learns nothing more than they gave: not whom the server found, nor where
+    assert r.json()["housing_unit_id"] is None and r.json()["participant_id"] is None
+    again = client.get(f"/v1/referrals/{r.json()['id']}", headers=w["h"]["peer"]).json()
+    assert again["participant_id"] is None and again["housing_unit_id"] is None
     assert factory.get(Referral, uuid.UUID(r.json()["id"])).housing_unit_id == w["unit"].id
     # not across facilities or networks
     for person in (factory.recipient(w["b"]), factory.recipient(w["a"], "staff")):
@@ -244,6 +246,16 @@ def test_a_self_referral_at_risk_through_a_peer_is_a_blind_raise(client, factory
     assert esc.participant_id == stranger.id and esc.raised_blind is True
     receipt = client.get(f"/v1/escalations/{esc.id}", headers=w["h"]["peer"]).json()
     assert "participant_id" not in receipt and "tier" not in receipt
+    # by a booking number: the receipt holds what they gave, nothing the server found
+    factory._save(ParticipantExternalId(participant_id=stranger.id, source="jms",
+                                        value="BK-55"))
+    r = _refer(client, w["h"]["peer"], external_id={"source": "jms", "value": "BK-55"},
+               source="self_via_peer", reason_category="self_harm_risk")
+    assert r.status_code == 201, r.text
+    receipt = client.get(f"/v1/escalations/{r.json()['escalation_id']}",
+                         headers=w["h"]["peer"]).json()
+    assert receipt["reported"]["external_id"] == {"source": "jms", "value": "BK-55"}
+    assert receipt["reported"]["participant_id"] is None
 
 
 # --- the workflow -----------------------------------------------------------------------------

@@ -181,8 +181,11 @@ class ReferralRead(BaseModel):
     id: uuid.UUID
     facility_id: uuid.UUID
     network: Network
-    participant_id: uuid.UUID
-    housing_unit_id: uuid.UUID | None
+    participant_id: uuid.UUID | None = PField(
+        description="The person referred (null in a peer supporter's view of a self-referral "
+                    "they passed on: they learn nothing more than they gave)")
+    housing_unit_id: uuid.UUID | None = PField(
+        description="The person's unit when referred (not in a peer supporter's view)")
     source: ReferralSource
     reason_category: ReasonCategory
     urgency: Urgency

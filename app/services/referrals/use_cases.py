@@ -110,11 +110,13 @@ async def refer(*, session: AsyncSession, principal: Principal,
     risk = escalation_for(r.reason_category)
     if risk is not None:
         category, tier = risk
-        # Raised by the referrer, at the person's facility: a referrer who cannot see the
-        # person (a self-referral through a peer) holds a blind raise's receipt, as always.
+        # Raised by the referrer, at the person's facility, naming them as the referrer did
+        # (the raise finds the same person): a referrer who cannot see the person (a
+        # self-referral through a peer) holds a blind raise's receipt of what they gave.
         esc = await escalations.raise_(
             session=session, principal=principal,
-            data=EscalationCreate(participant_id=person.id, category=category, tier=tier,
+            data=EscalationCreate(participant_id=data.participant_id,
+                                  external_id=data.external_id, category=category, tier=tier,
                                   facility_id=person.facility_id,
                                   description="Raised from a referral for peer support; see "
                                               "the referral."),

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
 from app.models import Referral
-from app.models.referral import ReferralRead, ReferralStatus
+from app.models.referral import ReferralRead, ReferralSource, ReferralStatus
 from app.security.principal import Principal
 from app.security.scopes import REFERRAL_READERS
 from app.services import scoping
@@ -78,11 +78,14 @@ def view(principal: Principal, r: Any) -> ReferralRead:
     """Everything, for those who work or read the queue. A referrer who reads only their own
     referrals does not see the coordinator's decline note (it may name a reason they must not
     learn, such as a keep-apart: secrecy.py); a peer supporter not the person's housing unit
-    either (they may have referred someone they cannot otherwise see)."""
+    either, nor, for a self-referral they passed on (a person they may not otherwise see), who
+    the server found: they learn nothing more than they gave."""
     read = ReferralRead.model_validate(r)
     if principal.role in REFERRAL_READERS:
         return read
     hidden: dict[str, Any] = {"decline_note": None}
     if principal.is_peer:
         hidden["housing_unit_id"] = None
+        if r.source == ReferralSource.self_via_peer.value:
+            hidden["participant_id"] = None
     return read.model_copy(update=hidden)
