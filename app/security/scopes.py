@@ -44,6 +44,9 @@ SCOPES: dict[str, str] = {
     "notifications:acknowledge": "Acknowledge a page sent to you",
     "events:stream": "Hold a live stream of the events your scopes and facilities cover (a "
                      "peer supporter: the status of the escalations they raised)",
+    "reports:read": "Read program reports: figures by facility, network and month, de-identified "
+                    "and with small cells suppressed (coordinators: their networks; auditors: "
+                    "every network)",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -61,7 +64,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
         "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
-        "notifications:read", "notifications:acknowledge", "events:stream",
+        "notifications:read", "notifications:acknowledge", "events:stream", "reports:read",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
@@ -69,7 +72,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
         "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
-        "notifications:read", "notifications:acknowledge", "events:stream",
+        "notifications:read", "notifications:acknowledge", "events:stream", "reports:read",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
                                "disclosures:read", "escalations:raise", "escalations:read",
@@ -88,7 +91,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
                                     "disclosures:write", "escalations:raise",
                                     "escalations:read", "escalations:observe",
                                     "events:stream"}),
-    Role.auditor: frozenset({"facilities:read", "audit:read"}),
+    Role.auditor: frozenset({"facilities:read", "audit:read", "reports:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
@@ -125,6 +128,10 @@ ON_CALL_HOLDERS = frozenset({Role.clinician, Role.officer, *COORDINATORS})
 CLINICAL_HOLDERS = frozenset({Role.clinician})
 # Who manages rosters (every shift in scope); other readers see their own shifts only.
 ROSTER_MANAGERS = frozenset({Role.admin, *COORDINATORS})
+
+# Who reads reports of every network, de-identified (reports carry no names, ids or dates finer
+# than a month for anyone; these roles read no other record of the networks).
+DEIDENTIFIED_READERS = frozenset({Role.auditor})
 
 ACCOUNT_SCOPES = frozenset({"users:read", "users:write", "clients:read", "clients:write"})
 
