@@ -17,6 +17,7 @@ from app.models import (
     Escalation,
     Observation,
     Pairing,
+    Referral,
     SessionAttendee,
     SupportSession,
 )
@@ -140,6 +141,14 @@ def build(factory: Factory) -> Program:
                           enrolled_by="t", enrolled_at=at(1), completed_at=done))
     p.save(Enrollment(participant_id=r[3].id, course_id=course.id, enrolled_by="t",
                       enrolled_at=at(1, month=2)))
+    # Referrals: r0 (4.08 days to the session of the 5th), r1 twice (the first counts: 5 days),
+    # r6 (10 days to the group), r9 (declined the group: no session yet); r2 in February.
+    for person, when in ((r[0], at(1, 8)), (r[1], at(1)), (r[1], at(3)), (r[6], at(10)),
+                         (r[9], at(15)), (r[2], at(20, month=2))):
+        p.save(Referral(facility_id=p.facility.id, network="incarcerated",
+                        participant_id=person.id, source="officer",
+                        reason_category="isolation", urgency="routine", received_at=when,
+                        referred_by="t"))
     return p
 
 
@@ -165,6 +174,11 @@ def test_every_figure_of_a_month(factory: Factory, settings: Settings) -> None:
     p = build(factory)
     got = cells(settings, p)
     v = lambda *a: value(got, *a)  # noqa: E731
+    # Referrals and timeliness (per person, from their first referral of the month).
+    assert v("reach", "people_referred") == 4
+    assert v("timeliness", "days_to_first_session_median") == 5.0
+    assert v("timeliness", "days_to_first_session_p90") == 10.0
+    assert got[("timeliness", "days_to_first_session_median", None, None)].n == 3
     # Reach: r0..r5 (one-to-one) and r6, r7 (the group: attended); r8 absent, r9 declined;
     # supporters facilitate, they are not supported.
     assert v("reach", "people_supported") == 8
@@ -221,6 +235,8 @@ def test_a_month_is_computed_from_that_month_alone(factory: Factory, settings: S
     assert value(feb, "crisis", "escalations") == 1
     assert value(feb, "reach", "active_pairings") == 8     # r0..r6 and r7 (ended on the 20th)
     assert value(feb, "training", "enrolled") == 1
+    assert value(feb, "reach", "people_referred") == 1
+    assert value(feb, "timeliness", "days_to_first_session_median") == 15.0  # on March 7
     assert value(feb, "safety", "pairings_ended_keep_apart") == 0
 
 

@@ -23,6 +23,7 @@ from app.models import (
     Observation,
     Pairing,
     Participant,
+    Referral,
     SessionAttendee,
     SupportSession,
 )
@@ -39,6 +40,7 @@ PR = Pairing.__table__.c
 E = Escalation.__table__.c
 O = Observation.__table__.c  # noqa: E741
 EN = Enrollment.__table__.c
+R = Referral.__table__.c
 
 NO_UNIT = "none"
 TIERS = [t.value for t in sorted(TIER_ORDER, key=TIER_ORDER.__getitem__)]
@@ -73,11 +75,10 @@ def _unit_code() -> Any:
 class Figures:
     """The month's cells for one scope (facility and network)."""
 
-    def __init__(self, session: AsyncSession, settings: Settings, scope: Scope, now: datetime,
-                 referrals: Any = None) -> None:
+    def __init__(self, session: AsyncSession, settings: Settings, scope: Scope,
+                 now: datetime) -> None:
         self.session, self.settings, self.scope, self.now = session, settings, scope, now
         self.dialect = session.bind.dialect.name
-        self.referrals = referrals
 
     async def _rows(self, stmt: Any) -> list[Any]:
         return list((await self.session.execute(stmt)).all())
@@ -88,7 +89,7 @@ class Figures:
 
     async def month(self, m: Month, population: dict[str, int]) -> list[Cell]:
         cells: list[Cell] = []
-        for part in (self.reach, self.sessions, self.wellbeing, self.crisis, self.training,
+        for part in (self.reach, self.timeliness, self.sessions, self.wellbeing, self.crisis, self.training,
                      self.safety):
             cells += await part(m, population)
         return cells
@@ -106,9 +107,10 @@ class Figures:
 
     # --- reach ---------------------------------------------------------------------------
     async def reach(self, m: Month, population: dict[str, int]) -> list[Cell]:
-        c: list[Cell] = []
-        if self.referrals is not None:
-            c += await self.referrals(self, m)
+        referred = (await self.session.execute(
+            select(func.count(distinct(R.participant_id))).where(*self._referrals(m)))
+        ).scalar_one()
+        c = [Cell(m.label, "reach", "people_referred", int(referred), Kind.people)]
         supported = await self._rows(
             select(_unit_code(), func.count(distinct(A.participant_id)))
             .select_from(SessionAttendee.__table__
@@ -142,6 +144,41 @@ class Figures:
         c.append(Cell(m.label, "reach", "attendance_rate",
                       round(attended / rows, 4) if rows else None, Kind.stat, n=people))
         return c
+
+    # --- timeliness ----------------------------------------------------------------------
+    def _referrals(self, m: Month) -> list[Any]:
+        return [R.facility_id == self.scope.facility_id, R.network == self.scope.network,
+                R.received_at >= m.lo, R.received_at < m.hi]
+
+    async def timeliness(self, m: Month, population: dict[str, int]) -> list[Cell]:
+        """People first referred this month: days from that referral to the first session
+        they attended after it (here), among those who have had one so far."""
+        first_ref = (select(R.participant_id.label("pid"), func.min(R.received_at).label("at"))
+                     .where(*self._referrals(m)).group_by(R.participant_id).subquery())
+        first_session = (
+            select(first_ref.c.pid, first_ref.c.at, func.min(S.scheduled_at).label("seen"))
+            .select_from(first_ref.join(SessionAttendee.__table__,
+                                        A.participant_id == first_ref.c.pid)
+                         .join(SupportSession.__table__, S.id == A.session_id))
+            .where(S.facility_id == self.scope.facility_id, S.network == self.scope.network,
+                   S.status == "completed", S.scheduled_at >= first_ref.c.at,
+                   A.status.notin_(("declined", "absent")))
+            .group_by(first_ref.c.pid, first_ref.c.at).subquery())
+        secs = seconds(first_session.c.seen, first_session.c.at, self.dialect)
+        ranked = select(secs.label("secs"), func.row_number().over(order_by=secs).label("rn"),
+                        func.count().over().label("n")).subquery()
+        rows = await self._rows(select(ranked.c.n, ranked.c.rn, ranked.c.secs).where(
+            or_(ranked.c.rn == (ranked.c.n + 1) // 2, ranked.c.rn == (ranked.c.n * 9 + 9) // 10)))
+        n, median, p90 = 0, None, None
+        for total, rn, secs_ in rows:
+            n = int(total)
+            if rn == (n + 1) // 2:
+                median = round(float(secs_) / 86400, 1)
+            if rn == (n * 9 + 9) // 10:
+                p90 = round(float(secs_) / 86400, 1)
+        return [Cell(m.label, "timeliness", "days_to_first_session_median", median, Kind.stat,
+                     n=n),
+                Cell(m.label, "timeliness", "days_to_first_session_p90", p90, Kind.stat, n=n)]
 
     # --- sessions ------------------------------------------------------------------------
     async def sessions(self, m: Month, population: dict[str, int]) -> list[Cell]:

@@ -93,8 +93,7 @@ async def program(*, session: AsyncSession, settings: Settings, principal: Princ
     for place in places:
         months = months_between(first, last, ZoneInfo(place.timezone))
         for net in sorted(nets):
-            figures = Figures(session, settings, Scope(place.id, net), now,
-                              referrals=_referrals())
+            figures = Figures(session, settings, Scope(place.id, net), now)
             population = await figures.population()
             done = [suppression.suppress_month(await figures.month(m, population), k)
                     for m in months]
@@ -104,10 +103,6 @@ async def program(*, session: AsyncSession, settings: Settings, principal: Princ
             out += [_figure(place.code, net, c) for c in rows if not c.internal]
     return ProgramReport(start=first, end=last, min_cell=k, facilities=[p.code for p in places],
                          networks=sorted(nets), figures=out)
-
-
-def _referrals():  # type: ignore[no-untyped-def]
-    return None
 
 
 def _figure(code: str, network: str, c: suppression.Cell) -> Figure:
