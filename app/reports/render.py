@@ -21,6 +21,8 @@ def cell(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     text = str(value)
     if isinstance(value, (int, float)):
         return text  # a number, even negative, is a number
