@@ -8,10 +8,12 @@ The method (docs/reports.md says it for readers):
    withheld; a rate, average, median or percentile over fewer than k people is withheld; a
    share is withheld when its numerator or its complement is from 1 to k-1 (either could be
    multiplied back out of the share and its n).
-3. Complementary, per breakdown (by housing unit, by tier), whose cells add up to the month's
-   total: when a cell is withheld and the total is shown, the smallest shown non-zero cells
-   are withheld too until at least two non-zero cells are withheld and they add up to k or
-   more; when that cannot be done, the total is withheld as well. A rate per 100 people is
+3. Complementary, per breakdown (by housing unit, by tier, by band), whose cells add up to the
+   month's total: a breakdown is shown whole or not at all. When one of its cells is withheld,
+   all are: with the total shown, a withheld cell beside shown ones is the total minus them,
+   and two or three withheld ones can be pinned by their sum and each being from 1 to k-1
+   (tests/test_reports_suppression.py found 3 + 3 with k = 4). The total stands on its own
+   (withheld when it is itself from 1 to k-1). A rate per 100 people is
    withheld with its count or its population (the people housed in the unit, itself a count
    suppressed this way, and never shown: the rate and the count would give it back).
 4. A range row of an additive figure (sessions, hours, escalations) is shown only when every
@@ -79,28 +81,16 @@ def primary(c: Cell, k: int) -> bool:
 def suppress_month(cells: Iterable[Cell], k: int) -> list[Cell]:
     """One facility, network and month: primary, then complementary, then linked rates."""
     out = [replace(c, suppressed=primary(c, k)) for c in cells]
-    totals = {(c.section, c.figure): i for i, c in enumerate(out)
-              if c.breakdown is None and c.kind in COUNTED}
     groups: dict[tuple[str, str, str | None], list[int]] = defaultdict(list)
     for i, c in enumerate(out):
         if c.breakdown is not None and c.kind in COUNTED:
             groups[c.group].append(i)
-    for (section, figure, _), members in groups.items():
-        t = totals.get((section, figure))
-        if t is None or out[t].suppressed:
-            continue  # no shown total to subtract from (cells are each withheld on their own)
-        hidden = [i for i in members if out[i].suppressed]
-        if not hidden:
-            continue
-        shown = sorted((i for i in members if not out[i].suppressed and (out[i].value or 0) > 0),
-                       key=lambda i: (out[i].value or 0, out[i].key or ""))
-
-        while not _enough(out, hidden, k) and shown:
-            hidden.append(shown.pop(0))
-        for i in hidden:
-            out[i] = replace(out[i], suppressed=True)
-        if not _enough(out, hidden, k):
-            out[t] = replace(out[t], suppressed=True)
+    for members in groups.values():
+        # A breakdown is shown whole or not at all: with its total shown, cells withheld
+        # beside shown ones could be worked out (or pinned between 1 and k-1) by subtraction.
+        if any(out[i].suppressed for i in members):
+            for i in members:
+                out[i] = replace(out[i], suppressed=True)
     counts = {(c.section, c.figure, c.key): c for c in out if c.kind in COUNTED}
     for i, c in enumerate(out):
         if c.kind == Kind.per100:
@@ -108,13 +98,6 @@ def suppress_month(cells: Iterable[Cell], k: int) -> list[Cell]:
             if not linked or any(x is None or x.suppressed for x in linked):
                 out[i] = replace(c, suppressed=True)
     return out
-
-
-def _enough(cells: list[Cell], hidden: list[int], k: int) -> bool:
-    """Withheld cells of a breakdown with a shown total stay unknown: at least two non-zero
-    ones, adding up to k or more."""
-    nonzero = [cells[i].value or 0 for i in hidden if (cells[i].value or 0) > 0]
-    return len(nonzero) >= 2 and sum(nonzero) >= k
 
 
 def range_rows(months: list[list[Cell]], label: str) -> list[Cell]:
