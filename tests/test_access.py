@@ -310,6 +310,9 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/escalation-notifications/{notification_id}",    (403, 200, 200, 200, 200, 403, 403, 200)),
     ("POST", "/v1/escalation-notifications/{notification_id}/acknowledge",
                                                                   (403, 200, 200, 200, 200, 403, 403, 403)),
+    ("GET", "/v1/reports/program",                                (403, 200, 200, 403, 403, 403, 200, 403)),
+    ("GET", "/v1/reports/program.csv",                            (403, 200, 200, 403, 403, 403, 200, 403)),
+    ("GET", "/v1/reports/program.html",                           (403, 200, 200, 403, 403, 403, 200, 403)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -439,6 +442,9 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
     if template == "/v1/on-call":
         query = f"?facility_id={a.id}&network={ctx.network}"
+    if template.startswith("/v1/reports/program"):
+        query = (f"?facility={a.code}&month=2026-03" if template.endswith(".html")
+                 else f"?from=2026-01&to=2026-03&facility={a.code}")
     path = template.format(**subs) + query
     person = {"network": ctx.network, "legal_name": "New Person", "facility_code": a.code}
     bodies: dict[tuple[str, str], Any] = {

@@ -12,6 +12,7 @@ facilities or network is simply not found (404), exactly like a missing one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,9 +36,10 @@ from app.models import (
     Referral,
     SupportSession,
 )
+from app.models.common import Network
 from app.models.escalation import UNRESOLVED
 from app.security.principal import Principal
-from app.security.scopes import REFERRAL_READERS, ROSTER_MANAGERS
+from app.security.scopes import DEIDENTIFIED_READERS, REFERRAL_READERS, ROSTER_MANAGERS
 
 # Reads select from the Core tables (rows, not ORM objects: several times cheaper per row);
 # writes select the ORM entity. Both take their WHERE clauses from the aggregate's wall.
@@ -430,6 +432,21 @@ def _audit_event_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
 
 def audit_events(principal: Principal) -> Select[Any]:
     return select(AuditEvent).where(*audit_event_wall(principal).clauses())
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+def report_scope(principal: Principal) -> tuple[frozenset[str], frozenset[uuid.UUID] | None]:
+    """Which networks and facilities (None: all) a caller's reports cover: a coordinator's
+    networks at their facilities; a de-identified reader (auditor) every network at theirs. The
+    figures are aggregated from rows filtered by these, in app/reports."""
+    if principal.role in DEIDENTIFIED_READERS:
+        nets = frozenset(n.value for n in Network)
+    else:
+        nets = frozenset(n.value for n in principal.networks)
+    if principal.all_facilities:
+        return nets, None
+    return nets, frozenset(principal.facility_ids)
 
 
 WALLS: dict[str, Callable[[Principal], Wall]] = {
