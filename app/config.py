@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     login_limit_per_username: str = "5/minute"
     login_limit_per_address: str = "20/minute"
     rate_limit_storage: str = "memory://"
+    # Every counter key starts with this (app.counters), so deployments sharing one Redis keep
+    # their budgets apart: name the deployment (peerlink-prod, peerlink-staging).
+    rate_limit_prefix: str = Field("peerlink", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     # Every other request: per caller (the token's subject) and, without a valid token, per
     # address. Raising a crisis escalation is never limited. Several API processes share the
     # counts only through a shared storage (redis://...).
