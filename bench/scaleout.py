@@ -297,6 +297,8 @@ class Report:
               f"requests ({f['webhook_duplicates']} sent again), lag p50 "
               f"{f['webhook_lag_p50_s']:.2f} s, max {f['webhook_lag_max_s']:.2f} s; in order "
               f"per record: {f['webhook_in_order']}")
+        print("  slowest webhooks    " + "; ".join(
+            f"{lag:.1f} s ({kind} at {at:.0f} s)" for lag, kind, at in f["webhook_slowest"]))
         print(f"  settled after load  {f['settle_s']:>7.1f} s")
         print(f"  audit verify        {f['audit']}")
         print("  checks: " + ("all passed" if not self.failures else
@@ -377,6 +379,7 @@ def run(db_url: str, workdir: Path, *, duration: float = 60.0, clients: int = 4,
         # The load, with a worker killed halfway and restarted.
         tally = Tally()
         started = time.monotonic()
+        started_wall = time.time()
         until = started + duration
         threads = [threading.Thread(target=_client_loop, args=(
             n, apis, bearer, str(f.id), until, rate, tally, engine)) for n in range(clients)]
@@ -396,7 +399,7 @@ def run(db_url: str, workdir: Path, *, duration: float = 60.0, clients: int = 4,
         with Session(engine) as s:
             expected = {row.event_id: row for row in s.execute(
                 select(OutboxEvent.id, OutboxEvent.event_id, OutboxEvent.entity_id,
-                       OutboxEvent.occurred_at)
+                       OutboxEvent.occurred_at, OutboxEvent.type)
                 .where(OutboxEvent.id > after_event, OutboxEvent.type.in_(WEBHOOK_TYPES)))}
         while True:
             with receiver.lock:
@@ -412,7 +415,7 @@ def run(db_url: str, workdir: Path, *, duration: float = 60.0, clients: int = 4,
             with Session(engine) as s:
                 expected = {row.event_id: row for row in s.execute(
                     select(OutboxEvent.id, OutboxEvent.event_id, OutboxEvent.entity_id,
-                           OutboxEvent.occurred_at)
+                           OutboxEvent.occurred_at, OutboxEvent.type)
                     .where(OutboxEvent.id > after_event, OutboxEvent.type.in_(WEBHOOK_TYPES)))}
         figures["settle_s"] = time.monotonic() - load_end
 
@@ -492,6 +495,12 @@ def run(db_url: str, workdir: Path, *, duration: float = 60.0, clients: int = 4,
                 failures.append(f"record {entity}: webhooks out of event order")
         wl = [first_arrival[str(e)] - row.occurred_at.timestamp()
               for e, row in expected.items() if str(e) in first_arrival]
+        # The slowest arrivals: which events, when (seconds into the load; the kill is at
+        # killed_at_s), how late.
+        figures["webhook_slowest"] = sorted(
+            ((round(first_arrival[str(e)] - row.occurred_at.timestamp(), 2), row.type,
+              round(row.occurred_at.timestamp() - started_wall, 1))
+             for e, row in expected.items() if str(e) in first_arrival), reverse=True)[:5]
         figures.update(webhook_events=len(expected), webhook_requests=len(arrivals),
                        webhook_duplicates=len(arrivals) - len(first_arrival),
                        webhook_lag_p50_s=statistics.median(wl) if wl else 0.0,
