@@ -47,12 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import create_engine, func, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.models import Escalation, OutboxEvent, Participant
+from app.models import Escalation, OutboxEvent, Participant, WebhookAttempt
 from app.models.common import Role
 from app.security.tokens import KeyRing, generate_private_key_pem
 
@@ -299,6 +299,9 @@ class Report:
               f"per record: {f['webhook_in_order']}")
         print("  slowest webhooks    " + "; ".join(
             f"{lag:.1f} s ({kind} at {at:.0f} s)" for lag, kind, at in f["webhook_slowest"]))
+        print("  failed attempts     " + ("; ".join(
+            f"{n} x {err or status} (first at {at:.0f} s)"
+            for err, status, at, n in f["webhook_failed_attempts"]) or "none"))
         print(f"  settled after load  {f['settle_s']:>7.1f} s")
         print(f"  audit verify        {f['audit']}")
         print("  checks: " + ("all passed" if not self.failures else
@@ -505,6 +508,18 @@ def run(db_url: str, workdir: Path, *, duration: float = 60.0, clients: int = 4,
                        webhook_duplicates=len(arrivals) - len(first_arrival),
                        webhook_lag_p50_s=statistics.median(wl) if wl else 0.0,
                        webhook_lag_max_s=max(wl) if wl else 0.0, webhook_in_order=in_order)
+
+        # Attempts that did not get a 2xx (an endpoint with failures is paced by its backoff).
+        with Session(engine) as s:
+            failed = s.execute(
+                select(WebhookAttempt.error, WebhookAttempt.status_code,
+                       func.min(WebhookAttempt.attempted_at), func.count())
+                .where(or_(WebhookAttempt.status_code.is_(None),
+                           WebhookAttempt.status_code >= 300))
+                .group_by(WebhookAttempt.error, WebhookAttempt.status_code)).all()
+        figures["webhook_failed_attempts"] = [
+            (row[0], row[1], round(row[2].timestamp() - started_wall, 1), row[3])
+            for row in failed]
 
         audit = procs.run("audit", "verify", timeout=300)
         figures["audit"] = (audit.stdout or audit.stderr).strip()
