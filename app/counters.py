@@ -7,8 +7,9 @@ answer it. Redis needs the project's `redis` extra (`pip install peerlink[redis]
 has it): the asyncio client `limits` uses, coredis, pinned below its major version 6. coredis
 6 runs every client inside an anyio task group that must be entered first (`async with
 client`), which `limits` never does, so each counted request failed with
-`'ConnectionPool' object has no attribute '_task_group'` (alisaifee/limits#307); `limits`
-itself declares `coredis<6` for that reason. A coredis 6 installed by hand is refused here, at
+`'ConnectionPool' object has no attribute '_task_group'` (alisaifee/limits#307; 6.9.0 says
+"Connection pool is not initialized or has exited"); `limits` itself declares `coredis<6` for
+that reason. A coredis 6 installed by hand is refused here, at
 start-up, instead of answering 500 to every request.
 
 Every key starts with PEERLINK_RATE_LIMIT_PREFIX, so deployments (or a staging and a
