@@ -415,6 +415,9 @@ def main() -> int:
     }
     only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
     picked = [sc for sc in SCENARIOS if sc.picked(only)]
+    if not picked:  # BENCH_ONLY names only topology scenarios (bench/topologies.py runs them)
+        print("no request scenario picked")
+        return 0
     wants_sessions = any(sc.sessions for sc in picked)
     breach_env = os.environ.get("BENCH_BREACH", "")
     cfg["breach"] = (breach_env not in ("", "0") if breach_env

@@ -451,3 +451,26 @@ SCENARIOS: list[Scenario] = [
 ]
 
 assert len({sc.name for sc in SCENARIOS}) == len(SCENARIOS), "scenario names must be unique"
+
+
+@dataclass(frozen=True)
+class TopologyScenario:
+    """A scenario that runs the production topology itself (several API and worker processes,
+    a process killed on purpose) instead of one request's load against one server: its module
+    runs it (`python -m <module>`), prints its figures and exits non-zero when a check fails.
+    `make bench` runs each after the request scenarios; BENCH_ONLY picks them by name too."""
+
+    name: str
+    what: str
+    module: str
+
+    def picked(self, only: set[str]) -> bool:
+        return not only or self.name in only
+
+
+TOPOLOGY_SCENARIOS: list[TopologyScenario] = [
+    TopologyScenario("scale_out", "2 API processes + 2 workers, 60 s of bounded mixed load, a "
+                     "worker SIGKILLed halfway and restarted: breaches once within 10 s, "
+                     "webhooks at least once in order per record, idempotent POSTs once, audit "
+                     "chain intact", "bench.scaleout"),
+]

@@ -528,7 +528,7 @@ def test_the_hub_catches_up_after_its_listen_connection_drops(
     with engine.connect() as conn:
         killed = conn.execute(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
-            "datname = current_database() AND query LIKE 'LISTEN%'")).scalar_one()
+            "datname = current_database() AND application_name = 'peerlink-listen'")).scalar_one()
     engine.dispose()
     assert killed >= 2  # both processes' listeners
     # Raised while this process is not listening: its NOTIFY reaches nobody here.
