@@ -33,10 +33,12 @@ from app.routemarks import (
     audits_own_denials,
     crisis_workflow,
     declares,
+    depends_on,
     form_body,
     import_file,
     marked,
     no_idempotency_key,
+    route_set,
 )
 from app.routers import (
     accounts,
@@ -57,7 +59,7 @@ from app.routers import (
 )
 from app.security import invalidation
 from app.security.notes import NoteCipher
-from app.security.principal import PRINCIPALS
+from app.security.principal import PRINCIPALS, get_principal
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 from app.services.idempotency import Liveness
@@ -149,7 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        import_max_bytes=settings.import_max_bytes,
                        form_routes=marked(routes, form_body),
-                       import_routes=marked(routes, import_file))
+                       import_routes=marked(routes, import_file),
+                       authenticated=route_set(routes, lambda r: depends_on(r, AUTHENTICATORS)))
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, settings=settings,
                            crisis_actions=crisis_actions(routes))
@@ -171,6 +174,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
+
+# What verifies a caller: the bearer token, or for the live stream a ticket or the token.
+AUTHENTICATORS = (get_principal, stream.stream_caller)
 
 _IDEMPOTENCY_DOC = (
     "A unique key per logical operation (a UUID is a good choice). A retry with the "
