@@ -27,13 +27,27 @@ from typing import Any
 
 import orjson
 from asgi_correlation_id import correlation_id
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.db import crisis_work, insert_rows, utcnow
-from app.models import AuditEvent, OutboxEvent
+from app.models import (
+    AuditEvent,
+    Enrollment,
+    Escalation,
+    EscalationNotification,
+    Facility,
+    KeepApartOrder,
+    OnCallOverride,
+    OnCallShift,
+    OutboxEvent,
+    Pairing,
+    Participant,
+    ParticipantExternalId,
+    SupportSession,
+)
 from app.proxies import CLIENT_ADDRESS
 from app.security.principal import Principal
 from app.services import scoping
@@ -204,14 +218,74 @@ async def _append_and_commit(session: AsyncSession, rows: list[dict[str, Any]],
 
 async def record_denial(maker: async_sessionmaker[AsyncSession], *, principal: Principal | None,
                         status: int, action: str, entity_type: str | None,
-                        entity_id: str | None) -> None:
+                        entity_id: str | None,
+                        path_params: dict[str, Any] | None = None) -> None:
     """Audits a refused request in a transaction of its own (the request's own was rolled
-    back). `action` is "<METHOD> <route template>"."""
+    back). `action` is "<METHOD> <route template>". The row carries the facility of the record
+    the path names (`path_params`), found whatever the caller's scope, so that only auditors of
+    that facility see a refusal about it; a row naming no record's facility is seen only by
+    auditors of all facilities (scoping.audit_event_wall)."""
     entry = AuditEntry(action=action,
                        outcome={404: "not_found", 422: "refused"}.get(status, "denied"),
                        entity_type=entity_type, entity_id=entity_id)
     async with maker() as session:
+        facility_id = await facility_of_record(session, path_params or {})
+        if facility_id is not None:
+            entry = AuditEntry(entry.action, entry.outcome, entry.entity_type, entry.entity_id,
+                               facility_id)
         await commit(session, [entry], [], Actor.of(principal, anonymous="anonymous"))
+
+
+_P, _EXT = Participant.__table__.c, ParticipantExternalId.__table__.c
+# A path parameter -> the statement that finds the facility of the record it names. Records of
+# no facility (accounts, clients, courses, webhooks, import jobs) are not listed.
+_FACILITY_OF: dict[str, Any] = {
+    "participant_id": select(_P.facility_id).where(_P.id == bindparam("id")),
+    "facility_id": select(Facility.__table__.c.id).where(Facility.__table__.c.id == bindparam("id")),
+    **{name: select(model.__table__.c.facility_id).where(model.__table__.c.id == bindparam("id"))
+       for name, model in (("pairing_id", Pairing), ("session_id", SupportSession),
+                           ("escalation_id", Escalation),
+                           ("notification_id", EscalationNotification),
+                           ("shift_id", OnCallShift), ("override_id", OnCallOverride))},
+    "enrollment_id": select(_P.facility_id).join(
+        Enrollment.__table__, Enrollment.__table__.c.participant_id == _P.id)
+        .where(Enrollment.__table__.c.id == bindparam("id")),
+    "order_id": select(_P.facility_id).join(
+        KeepApartOrder.__table__, KeepApartOrder.__table__.c.participant_a_id == _P.id)
+        .where(KeepApartOrder.__table__.c.id == bindparam("id")),
+}
+
+
+def callers_facility(principal: Principal) -> uuid.UUID | None:
+    """The facility of a record that belongs to its caller's place rather than to one
+    facility's record (an import job): the caller's facility when they have exactly one;
+    None (auditors of all facilities only) for a caller of several or all facilities."""
+    if principal.all_facilities or len(principal.facility_ids) != 1:
+        return None
+    return next(iter(principal.facility_ids))
+
+
+async def facility_of_record(session: AsyncSession, path_params: dict[str, Any]
+                             ) -> uuid.UUID | None:
+    """The facility of the record a request's path names (its first id the table above knows,
+    or an external id), read past every wall: it is written to the audit row, never shown to
+    the caller. None when the path names no such record or none exists."""
+    if "source" in path_params and "value" in path_params:
+        stmt = select(_P.facility_id).join(ParticipantExternalId.__table__,
+                                           _EXT.participant_id == _P.id) \
+            .where(_EXT.source == str(path_params["source"]),
+                   _EXT.value == str(path_params["value"]))
+        return (await session.execute(stmt)).scalar()  # type: ignore[no-any-return]
+    for name, value in path_params.items():
+        if name not in _FACILITY_OF:
+            continue
+        try:
+            record_id = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        except ValueError:
+            return None
+        found = (await session.execute(_FACILITY_OF[name], {"id": record_id})).scalar()
+        return found if isinstance(found, uuid.UUID) or found is None else uuid.UUID(str(found))
+    return None
 
 
 def verify_chain(session: Session, batch: int = 5000) -> tuple[int, list[int]]:

@@ -18,6 +18,7 @@ from app.models import ImportJob
 from app.models.import_job import ImportFormat, ImportKind, ImportStatus
 from app.security.principal import Principal, load_principal
 from app.security.tokens import InvalidToken
+from app.services.audit import callers_facility
 from app.services.imports.files import Parsed, parse, validate
 from app.services.imports.kinds import KINDS, Kind
 from app.services.pagination import keyset_page
@@ -52,7 +53,7 @@ async def submit(*, session: AsyncSession, settings: Settings, principal: Princi
         job.lease_until = now + timedelta(seconds=settings.import_lease_seconds)
     session.add(job)
     w = Writer(session, principal)
-    w.audit(f"import.{kind.value}", "import_job", job.id)
+    w.audit(f"import.{kind.value}", "import_job", job.id, callers_facility(principal))
     await w.commit()
     if inline:
         await run(session=session, settings=settings, principal=principal, job=job,
@@ -83,7 +84,8 @@ async def run(*, session: AsyncSession, settings: Settings, principal: Principal
         w, counts, row_errors = await _apply_chunk(session, principal, kind, job, rows)
         for e in row_errors:
             if e["code"] in AUDITED_REFUSALS:  # reaching outside one's scope, as on the routes
-                w.audit(f"import.{kind.name.value}.row", "import_job", job.id, outcome="refused")
+                w.audit(f"import.{kind.name.value}.row", "import_job", job.id,
+                        callers_facility(principal), outcome="refused")
         found = [e for n in chunk for e in errors.get(n, [])] + row_errors
         found.sort(key=lambda e: e["line"])
         room = settings.import_max_errors - len(job.errors or [])
