@@ -74,6 +74,17 @@ Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
 scopes it needs. Errors are `application/problem+json` with a stable `code`. Lists are
 cursor-paginated (`limit`, `cursor` -> `next_cursor`). Single resources carry an `ETag`;
 send it back in `If-Match` to avoid lost updates (412 on mismatch).
+
+Authentication comes first: a request without a valid token to an operation that needs one is
+a 401, whatever its body. Then the request's form: bodies are JSON (415 otherwise; imports take
+CSV or JSON lines) of at most 1 MB (413); a NUL character anywhere (path, query, body) or JSON
+nested deeper than 32 levels is a 422 `validation_error`.
+
+External ids (`{source, value}`) are unique within one facility's records of one network, the
+walls every caller is scoped by: an id held outside the caller's scope is unused for that
+caller, and `PUT /v1/participants/by-external-id/...` creates a record of the caller's own with
+it (201), exactly as for an id nobody holds. A caller of several facilities may so see two
+records with one id: merge them.
 """
 
 def _operation_id(route: APIRoute) -> str:

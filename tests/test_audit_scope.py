@@ -1,6 +1,7 @@
 """An auditor sees the audit rows of their facilities only: every row about a record carries
-that record's facility (a refused read of another facility's record, an import job, a refused
-note read), and a row that names no facility is shown to auditors of all facilities only."""
+that record's facility and network (a refused read of another facility's record, an import job,
+a refused note read, a write), and a row that names no facility is shown to auditors of all
+facilities only."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def _seen_only_by_a(client: Any, w: dict[str, Any], entity_id: str) -> dict[str,
     mine = _about(client, w["auditor_a"], entity_id)
     assert mine, "the row was not written, or A's auditor cannot see it"
     assert {row["facility_id"] for row in mine} == {str(w["a"].id)}
+    assert {row["network"] for row in mine} == {"incarcerated"}
     assert _about(client, w["auditor_b"], entity_id) == []
     assert len(_about(client, w["auditor_all"], entity_id)) == len(mine)
     return mine[-1]
@@ -122,6 +124,16 @@ def test_a_refused_note_read_of_another_facilitys_session_is_stamped(client, fac
     assert row["action"] == "support_session.note_read" and row["outcome"] == "denied"
 
 
+def test_a_write_is_stamped_with_its_records_facility_and_network(client, factory, world):
+    a_coord = factory.headers(factory.user(Role.coordinator, [world["a"]]))
+    r = client.post("/v1/participants", headers=a_coord | {"Idempotency-Key": "w1"},
+                    json={"network": "incarcerated", "legal_name": "Ann Lee",
+                          "facility_code": "AAA"})
+    assert r.status_code == 201, r.text
+    row = _seen_only_by_a(client, world, r.json()["id"])
+    assert row["action"] == "participant.create" and row["outcome"] == "success"
+
+
 def test_rows_naming_no_facility_are_for_auditors_of_all_facilities(client, factory, world):
     admin = factory.headers(factory.user(Role.admin))
     r = client.post("/v1/users", headers=admin | {"Idempotency-Key": str(uuid.uuid4())},
@@ -131,7 +143,7 @@ def test_rows_naming_no_facility_are_for_auditors_of_all_facilities(client, fact
     user_id = r.json()["id"]
     assert _about(client, world["auditor_a"], user_id) == []
     assert _about(client, world["auditor_b"], user_id) == []
-    assert len(_about(client, world["auditor_all"], user_id)) == 1
+    assert [row["network"] for row in _about(client, world["auditor_all"], user_id)] == [None]
     # A refusal that names no record (a list the caller may not read) names no facility.
     b_officer = factory.headers(factory.user(Role.officer, [world["b"]]))
     assert client.get("/v1/audit-events", headers=b_officer).status_code == 403
