@@ -163,11 +163,23 @@ def test_a_nul_split_across_chunks_of_an_import_file_is_found(client, factory):
     assert _snapshot(factory) == before
 
 
-def test_ordinary_json_passes_the_guard():
+def _nested(depth: int) -> bytes:
+    """Objects and arrays alternating, `depth` levels."""
+    opened = b"".join(b'{"a":' if i % 2 else b"[" for i in range(depth))
+    return opened + b"1" + b"".join(b"}" if i % 2 else b"]" for i in reversed(range(depth)))
+
+
+def test_the_guard_counts_levels_outside_strings():
     assert json_errors(b'{"a": [1, {"b": "\\\\u0000 is text"}]}') is None
-    assert json_errors(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is None
-    assert json_errors(b'["' + b"[" * 100 + b'"]') is None  # brackets inside a string
-    assert json_errors(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)) is not None
+    for depth in (MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1):
+        for doc in (b"[" * depth + b"]" * depth, _nested(depth)):
+            assert (json_errors(doc) is None) == (depth == MAX_JSON_DEPTH), doc[:40]
+    wide = b"[" + b",".join([b'{"a": [1, {"b": "x"}]}'] * 500) + b"]"
+    assert json_errors(wide) is None  # many brackets, shallow
+    # Brackets inside strings, also after escaped quotes and backslashes, are text.
+    assert json_errors(b'["' + b"[" * 100 + b'"]') is None
+    assert json_errors(b'["\\"' + b"[" * 100 + b'", "\\\\"]') is None
+    assert json_errors(b'["\\\\", ' + _nested(MAX_JSON_DEPTH + 1) + b"]") is not None
 
 
 # ---------------------------------------------------------------------------------------------
