@@ -793,10 +793,11 @@ def _scene(w: World, actor: Actor) -> Scene:
 def _participant_attempts(w: World, actor: Actor, sc: Scene, n: str) -> list[tuple[str, str, str, Any]]:
     """(scope, method, path, body) of every single-record call on hidden participant n."""
     pid = w.people[n].id
-    upsert = {"network": actor.network, "legal_name": "Hijack", "facility_code": sc.own_fac.code}
+    # No PUT by the hidden person's external id: that id is unused for this caller (unique per
+    # facility and network), the upsert creates a record of the caller's own, the hidden one
+    # unchanged (tests/test_external_id_scope.py).
     out = [("participants:read", "GET", f"/v1/participants/{pid}", None),
            ("participants:write", "PATCH", f"/v1/participants/{pid}", {"preferred_name": "Hijack"}),
-           ("participants:write", "PUT", f"/v1/participants/by-external-id/jms/{w.ext[n]}", upsert),
            ("participants:write", "POST", f"/v1/participants/{pid}/archive", None)]
     if sc.mine:
         keep = w.people[sc.mine[0]].id

@@ -417,7 +417,9 @@ def keep_apart_orders(principal: Principal) -> Select[Any]:
 
 
 def audit_event_wall(principal: Principal) -> Wall:
-    """The caller's facilities, and the rows that name no facility."""
+    """The rows stamped with one of the caller's facilities. A row that names no facility
+    (an account, a client, a sign-in, a record of no facility, a refusal that named no record)
+    is for auditors of all facilities only: it may concern any place."""
     if principal.all_facilities:
         return Wall("audit_event", frozenset())
     return Wall("audit_event", frozenset({"facs"}), {"facs": sorted(principal.facility_ids)})
@@ -427,7 +429,7 @@ def audit_event_wall(principal: Principal) -> Wall:
 def _audit_event_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
     if "facs" not in shape:
         return []
-    return [or_(AE.facility_id.in_(b("facs", expanding=True)), AE.facility_id.is_(None))]
+    return [AE.facility_id.in_(b("facs", expanding=True))]
 
 
 def audit_events(principal: Principal) -> Select[Any]:
