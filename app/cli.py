@@ -206,7 +206,7 @@ def _import(kind: str, file: Path, fmt: str | None, client_id: str) -> None:
                 bar.update(job.rows_done - done[0])
                 done[0] = job.rows_done
 
-            job, _ = await imports.submit(session=session, settings=get_settings(),
+            job = await imports.submit(session=session, settings=get_settings(),
                                           principal=principal, kind=ImportKind(kind),
                                           fmt=ImportFormat(fmt), content=content,
                                           progress=progress)

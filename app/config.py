@@ -120,7 +120,7 @@ class Settings(BaseSettings):
 
     # Bulk imports (POST /v1/imports/...): their own body cap; files up to import_sync_max_rows
     # rows are answered in the request, larger ones become a job (202) run in chunks.
-    import_max_bytes: int = 32_000_000
+    import_max_bytes: int = 64_000_000
     import_sync_max_rows: int = Field(2_000, ge=1)
     import_chunk_rows: int = Field(1_000, ge=1, le=10_000)
     import_lease_seconds: float = Field(60, gt=0)

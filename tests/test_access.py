@@ -204,6 +204,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/participants/{participant_id}",                  (403, 200, 200, 200, 200, 200, 403, 200)),
     ("POST", "/v1/participants",                                  (403, 201, 201, 403, 403, 403, 403, 201)),
     ("PATCH", "/v1/participants/{participant_id}",                (403, 200, 200, 403, 403, 403, 403, 200)),
+    ("GET", "/v1/participants/by-external-id/{source}/{value}",   (403, 200, 200, 200, 200, 200, 403, 200)),
     ("PUT", "/v1/participants/by-external-id/{source}/{value}",   (403, 201, 201, 403, 403, 403, 403, 201)),
     ("POST", "/v1/participants/{participant_id}/archive",         (403, 200, 200, 403, 403, 403, 403, 200)),
     ("POST", "/v1/participants/{participant_id}/merge",           (403, 200, 200, 403, 403, 403, 403, 200)),
@@ -243,6 +244,7 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/pairings/candidates",                            (403, 200, 200, 403, 403, 403, 403, 403)),
     ("POST", "/v1/pairings",                                      (403, 201, 201, 403, 403, 403, 403, 403)),
     ("GET", "/v1/pairings/{pairing_id}",                          (403, 200, 200, 403, 403, 200, 403, 200)),
+    ("GET", "/v1/pairings/{pairing_id}/history",                  (403, 200, 200, 403, 403, 200, 403, 200)),
     ("POST", "/v1/pairings/{pairing_id}/activate",                (403, 200, 200, 403, 403, 403, 403, 403)),
     ("POST", "/v1/pairings/{pairing_id}/pause",                   (403, 200, 200, 403, 403, 403, 403, 403)),
     ("POST", "/v1/pairings/{pairing_id}/resume",                  (403, 200, 200, 403, 403, 403, 403, 403)),
@@ -368,6 +370,8 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
     subs: dict[str, Any] = {"source": "jms", "value": _uid()}
     if "{facility_id}" in template:
         subs["facility_id"] = a.id
+    if method == "GET" and "{value}" in template:  # a read names someone the caller may see
+        subs["value"] = ctx.ext(ctx.own or ctx.person())
     if "{participant_id}" in template:
         subs["participant_id"] = (ctx.own or ctx.person()).id
     if "{order_id}" in template:
@@ -560,7 +564,7 @@ def _matrix_actor(factory: Any, role: str, a: Facility) -> tuple[dict[str, str],
     elif role == "admin":
         account = factory.user(Role.admin, None)
     elif role == "peer_supporter":
-        ctx.own = factory.participant(a, INC, is_supporter=True)
+        ctx.own = factory.participant(a, INC, is_supporter=True, external=("jms", _uid()))
         account = factory.user(Role.peer_supporter, [a], participant=ctx.own)
     else:
         account = factory.user(Role(role), [a])
@@ -797,6 +801,7 @@ def _participant_attempts(w: World, actor: Actor, sc: Scene, n: str) -> list[tup
     # facility and network), the upsert creates a record of the caller's own, the hidden one
     # unchanged (tests/test_external_id_scope.py).
     out = [("participants:read", "GET", f"/v1/participants/{pid}", None),
+           ("participants:read", "GET", f"/v1/participants/by-external-id/jms/{w.ext[n]}", None),
            ("participants:write", "PATCH", f"/v1/participants/{pid}", {"preferred_name": "Hijack"}),
            ("participants:write", "POST", f"/v1/participants/{pid}/archive", None)]
     if sc.mine:
@@ -960,7 +965,8 @@ def _compare(client: Any, w: World, name: str) -> tuple[list[str], int]:
         pid = str(w.people[n].id)
         for scope, method, path, body in _participant_attempts(w, actor, sc, n):
             if actor.can(scope) and method != "PUT":  # an unknown external id creates
-                calls.append((method, path, body, pid))
+                calls.append((method, path, body,
+                              w.ext[n] if "by-external-id" in path else pid))
     for k in sc.hidden_orders:
         calls += [(m, path, body, str(w.orders[k].id)) for scope, m, path, body in _order_attempts(w, k)
                   if actor.can(scope)]

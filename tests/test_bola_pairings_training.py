@@ -62,6 +62,8 @@ def test_hidden_records_are_404_like_missing_ones_and_unchanged(client, factory,
             rid = world[key].id
             for method, path, body in (
                     ("GET", f"/v1/{kind}/{rid}", None),
+                    ("GET", f"/v1/{kind}/{rid}/history" if kind == "pairings"
+                     else f"/v1/{kind}/{rid}", None),
                     ("POST", f"/v1/{kind}/{rid}/pause" if kind == "pairings"
                      else f"/v1/{kind}/{rid}/start", {})):
                 hidden = client.request(method, path, headers=h, json=body)

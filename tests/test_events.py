@@ -103,6 +103,25 @@ def test_admins_see_endpoint_events_and_no_records(client, factory):
     assert [e["id"] for e in _poll(client, admin)["items"]] == [str(disabled.event_id)]
 
 
+def test_an_admins_feed_is_endpoint_events_only_and_the_contract_says_so(client, factory):
+    """Issue 13, item 19: an admin reads no records (no confidential content) and belongs to
+    no network. Not one record event of any type reaches them, even one with no facility or
+    network; the endpoint events do, and the contract tells an integrator so."""
+    a = factory.facility()
+    admin = factory.headers(factory.user(Role.admin))
+    records = [t for t in EVENT_TYPES if not t.startswith("webhook_endpoint.")]
+    for type_ in records:
+        factory.outbox_event(type_, facility=a)
+        factory.outbox_event(type_, facility=None, network=None)
+    shown = factory.outbox_event("webhook_endpoint.disabled", network=None,
+                                 entity_type="webhook_endpoint")
+    assert [e["id"] for e in _poll(client, admin, limit=200)["items"]] == [str(shown.event_id)]
+    assert _poll(client, admin, types=",".join(records))["items"] == []
+    contract = client.get("/openapi.json").json()
+    feed = contract["paths"]["/v1/events"]["get"]["description"]
+    assert "admin" in feed and "webhook_endpoint.disabled" in feed
+
+
 def test_every_emitted_event_type_is_in_the_catalogue_with_a_scope():
     """A new `emit("x.y", ...)` must be added to EVENT_TYPES, or nobody would see it."""
     root = Path(__file__).resolve().parent.parent / "app"

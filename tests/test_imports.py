@@ -25,6 +25,7 @@ from app.models import (
     ParticipantExternalId,
 )
 from app.models.common import Role
+from app.models.import_job import ImportFormat, ImportKind
 from app.services import imports
 
 PROBLEM = "application/problem+json"
@@ -215,7 +216,7 @@ def test_oversized_file_is_413(settings, factory, world):
     assert factory.count(Participant) == 0 and factory.count(ImportJob) == 0
 
 
-def test_more_than_50000_rows_is_413(client, factory, world):
+def test_more_than_200000_rows_is_413(client, factory, world):
     body = "\n".join(["{}"] * (imports.MAX_ROWS + 1))
     r = _post(client, world["h"], body, ctype="application/x-ndjson")
     assert r.status_code == 413 and r.json()["code"] == "too_many_rows"
@@ -317,6 +318,58 @@ def test_a_stalled_job_resumes_after_its_last_committed_chunk(settings, factory,
     names = {p.legal_name for p in _all(factory, Participant)}
     assert names == {"Person 2", "Person 3", "Person 4"}
     assert asyncio.run(resume()) == {"imports_resumed": 0}
+
+
+def test_a_job_reads_its_file_a_chunk_at_a_time_and_still_sees_duplicates(settings, factory,
+                                                                         world):
+    """The file is read chunk by chunk (issue 13, item 12: a 150,000-row roster is never held
+    as rows): an external id given twice is still refused on its later line, when the two
+    lines fall in different chunks and when the first was committed before a crash."""
+    rows = [f"jms,P-{i},incarcerated,Person {i},,,CCJ,,," for i in range(5)]
+    rows.append("jms,P-0,incarcerated,Someone Else,,,CCJ,,,")  # line 7: P-0 again
+    coord = world["coord"]
+    job = factory.import_job(
+        coord, status="running", content=_csv(*rows).encode(), rows_total=6, rows_done=2,
+        created=2, lease_until=datetime.now(UTC) - timedelta(seconds=1),
+        claims={"sub": str(coord.id), "sub_kind": "user", "jti": "t-2",
+                "scope": "participants:read participants:write"})
+    quick = settings.model_copy(update={"import_chunk_rows": 2})
+
+    async def resume() -> dict[str, int]:
+        engine = make_async_engine(quick)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await imports.resume_stalled(session, quick)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(resume()) == {"imports_resumed": 1}
+    done = factory.get(ImportJob, job.id)
+    assert (done.status, done.rows_done, done.created, done.failed) == ("completed", 6, 5, 1)
+    assert [(e["line"], e["code"]) for e in done.errors] == [(7, "duplicate_row")]
+    assert "Someone Else" not in {p.legal_name for p in _all(factory, Participant)}
+    # The same file in the request path, chunks of 2: the same answer.
+    small = settings.model_copy(update={"import_sync_max_rows": 3, "import_chunk_rows": 2})
+    rows[-1] = "jms,Q-0,incarcerated,Other,,,CCJ,,,"
+    rows.append("jms,Q-0,incarcerated,Other Again,,,CCJ,,,")
+    with TestClient(create_app(small), raise_server_exceptions=False) as c:
+        r = _post(c, world["h"], _csv(*[row.replace("P-", "R-") for row in rows]))
+        assert r.status_code == 202, r.text
+        done = _wait(c, world["h"], r.headers["location"])
+    assert (done["status"], done["created"], done["failed"]) == ("completed", 6, 1)
+    assert [(e["line"], e["code"]) for e in done["errors"]] == [(8, "duplicate_row")]
+
+
+def test_a_roster_of_150000_rows_is_within_the_cap():
+    """A state department's nightly roster (about 150,000 rows) is accepted; the cap stays."""
+    assert imports.MAX_ROWS >= 150_000
+    kind = imports.KINDS[ImportKind.participants]
+    header = "external_source,external_id,network,legal_name\r\n"
+    body = header + "".join(f"jms,J{i},incarcerated,P\r\n" for i in range(150_000))
+    assert imports.check(body.encode(), ImportFormat.csv, kind) == 150_000
+    over = body + "".join(f"jms,K{i},incarcerated,P\r\n" for i in range(imports.MAX_ROWS))
+    with pytest.raises(imports.TooManyRows):
+        imports.check(over.encode(), ImportFormat.csv, kind)
 
 
 def test_keep_apart_orders_open_and_close_by_the_jms_order_id(client, factory, world):

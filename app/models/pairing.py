@@ -110,6 +110,26 @@ class TransitionRead(BaseModel):
     model_config = {"from_attributes": True}
 
 
+class PairingHistoryEntry(BaseModel):
+    """One transition of a pairing: who moved it, when, and why."""
+
+    action: str = PField(description="`propose`, `activate`, `pause`, `resume` or `end`")
+    from_status: PairingStatus | None = PField(description="Null for `propose`")
+    to_status: PairingStatus
+    at: datetime
+    by: str = PField(description="The actor's stable id: `user:<id>`, `client:<id>`, or "
+                                 "`system` (a cascade or the certification sweep)")
+    by_name: str | None = PField(None, description="The actor's display name: a user's "
+                                                   "username, an API client's name, `system`")
+    reason: str | None = PField(description=(
+        "Why, as given: a pause reason, the note given with a move, the coordinator's "
+        "override reason on `propose` (never shown to a peer supporter). A keep-apart behind a "
+        "move is named only to callers who may read keep-apart orders; others read "
+        "`not possible for now`"))
+    end_reason: EndReason | None = PField(None, description=(
+        "On `end` only; `other` for callers who may not know of a keep-apart"))
+
+
 class RecipientView(BaseModel):
     """What a peer supporter sees of the person they support."""
 

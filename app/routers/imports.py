@@ -40,8 +40,8 @@ class UnsupportedMediaType(DomainError):
 _COMMON = """
 Send the file as the body: `Content-Type: text/csv` (a header row with the documented
 columns, UTF-8, `;` between the items of a list cell, an empty cell leaves the field as it is)
-or `application/x-ndjson` (one JSON object per line, the same field names). At most 50,000
-rows (413 `too_many_rows`) and 32 MB (413 `payload_too_large`); other content types get 415.
+or `application/x-ndjson` (one JSON object per line, the same field names). At most 200,000
+rows (413 `too_many_rows`) and 64 MB (413 `payload_too_large`); other content types get 415.
 An `Idempotency-Key` header is required.
 
 Every row is validated on its own and applied by the same rules as the single-record route;
@@ -51,8 +51,9 @@ The same file twice changes nothing the second time (`unchanged`). A row for a f
 person or order outside your scope fails exactly like an unknown one.
 
 Up to 2,000 rows are answered at once (200, the finished import). Larger files answer 202
-with `Location: /v1/imports/{id}`: the import runs in chunks of 1,000 rows, each committed
-with its audit records and events, and `GET /v1/imports/{id}` shows its progress.
+with `Location: /v1/imports/{id}`: the import runs in chunks of 1,000 rows, each read from the
+stored file, committed with its audit records and events, and `GET /v1/imports/{id}` shows its
+progress.
 """
 
 _PARTICIPANT_DOC = """Upsert participants by external id, as `PUT
@@ -117,12 +118,13 @@ async def _submit(request: Request, response: Response, session: Any, settings: 
     fmt = CONTENT_TYPES.get(ctype)
     if fmt is None:
         raise UnsupportedMediaType("Send imports as text/csv or application/x-ndjson.")
-    job, parsed = await svc.submit(session=session, settings=settings, principal=principal,
-                                   kind=kind, fmt=fmt, content=await request.body())
+    content = await request.body()
+    job = await svc.submit(session=session, settings=settings, principal=principal,
+                           kind=kind, fmt=fmt, content=content)
     response.headers["Location"] = f"/v1/imports/{job.id}"
     if job.status == ImportStatus.queued.value:
         response.status_code = status.HTTP_202_ACCEPTED
-        runner.start(job.id, parsed)  # the worker takes it over if this process stops
+        runner.start(job.id, content)  # the worker takes it over if this process stops
     return ImportRead.of(job)
 
 

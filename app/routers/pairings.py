@@ -15,6 +15,7 @@ from app.models.pairing import (
     PairingAction,
     PairingCreate,
     PairingEnd,
+    PairingHistoryEntry,
     PairingRead,
     PairingStatus,
 )
@@ -75,6 +76,19 @@ async def get_pairing(pairing_id: uuid.UUID, session: SessionDep, response: Resp
                       principal: Principal = require("pairings:read")) -> PairingRead:
     p = await svc.get(session=session, principal=principal, pairing_id=pairing_id)
     return await _one(session, principal, response, p)
+
+
+@router.get("/{pairing_id}/history", response_model=list[PairingHistoryEntry],
+            responses=problems(404))
+async def get_pairing_history(pairing_id: uuid.UUID, session: SessionDep,
+                              principal: Principal = require("pairings:read"),
+                              ) -> list[PairingHistoryEntry]:
+    """Every transition (proposed, activated, paused, resumed, ended), oldest first: who (by
+    stable id and display name), when, and why. A keep-apart behind a pause or end is named
+    only to callers who may read keep-apart orders; a peer supporter never reads a
+    coordinator's override reason. The same wall as the pairing: 404 outside it."""
+    p = await svc.get(session=session, principal=principal, pairing_id=pairing_id)
+    return await svc.history(session, principal, p)
 
 
 async def _move(settings: Settings, session: Any, response: Response, principal: Principal,

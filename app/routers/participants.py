@@ -102,6 +102,20 @@ async def update_participant(participant_id: uuid.UUID, body: ParticipantUpdate,
     return _out(response, p)
 
 
+@router.get("/by-external-id/{source}/{value}", response_model=ParticipantRead,
+            responses=problems(404))
+async def get_participant_by_external_id(
+    source: SourcePath, value: ValuePath, session: SessionDep, response: Response,
+    principal: Principal = require("participants:read"),
+) -> ParticipantRead:
+    """The participant a source system's id names (`{source, value}`, as the upsert takes it).
+    Never creates anything; an id held by someone outside the caller's facilities or network
+    answers 404, exactly as an unknown one."""
+    row = await svc.read_by_external_id(session=session, principal=principal, source=source,
+                                        value=value)
+    return _out(response, row)
+
+
 @router.put("/by-external-id/{source}/{value}", response_model=ParticipantRead,
             responses={201: {"model": ParticipantRead, "description": "Created"},
                        **problems(404, 409)})

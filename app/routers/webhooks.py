@@ -143,7 +143,12 @@ async def list_events(
     limit: Limit = DEFAULT,
 ) -> EventPage:
     """The events you may see (your scopes, facilities and networks), oldest first, the same
-    ones webhooks carry. Keep `next_cursor` and poll with it: it survives restarts."""
+    ones webhooks carry. Keep `next_cursor` and poll with it: it survives restarts.
+
+    A record event needs the read scope of its record (`participant.*`: `participants:read`,
+    `pairing.*`: `pairings:read`...). An admin holds no record scope and belongs to no network
+    (no confidential content): their feed carries the events of what they manage, every
+    webhook endpoint's (`webhook_endpoint.disabled`), and never a record event."""
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
     items, nxt = await events_svc.feed(session=session, principal=principal, after=after,
                                        types=wanted, limit=limit)

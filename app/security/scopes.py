@@ -35,7 +35,8 @@ SCOPES: dict[str, str] = {
     "escalations:observe": "Record and read the watch log of an escalation",
     "webhooks:read": "Read webhook endpoints and their deliveries (a client: its own)",
     "webhooks:write": "Register, change, rotate and redeliver webhooks (a client: its own)",
-    "events:read": "Poll the event feed (only the events your scopes and facilities cover)",
+    "events:read": "Poll the event feed (only the events your scopes and facilities cover; "
+                   "an admin, who reads no records, gets the webhook endpoint events only)",
     "rosters:read": "Read who is on call now (the board) and on-call rosters (coordinators and "
                     "admins: every shift in scope; others: their own)",
     "rosters:write": "Manage on-call shifts and overrides",

@@ -195,7 +195,15 @@ def _arguments(rows: list[dict[str, Any]]) -> dict[str, Any]:
     the canonical JSON each one's hash covers."""
     return {"gate": None if crisis_work.get() else _GATE_KEY, "chain": _LOCK_KEY,
             "entries": orjson.dumps(rows).decode(),
-            "payloads": [_payload(_hashed_fields(r)) for r in rows]}
+            "payloads": _text_array([_payload(_hashed_fields(r)) for r in rows])}
+
+
+def _text_array(items: list[str]) -> str:
+    """A text[] literal, `{"a","b"}`, for `CAST(... AS text[])`. The driver's own list dumper
+    escapes each element with a regular expression and a replacement template per quote: over
+    6 s of a 10,000-row import's 30 (each payload is JSON, full of quotes)."""
+    return "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for i in items) + "}"
 
 
 _APPEND = ("SELECT audit_chain_append(%(gate)s::bigint, %(chain)s::bigint, "

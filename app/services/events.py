@@ -6,6 +6,9 @@ facility one of the caller's (an event with no facility only for callers with ev
 the same walls `scoping` puts on the records themselves. Unknown types are seen by nobody. A
 peer supporter sees no record events, only the status changes of the escalations they raised
 (RAISER_TYPES; which escalations: `scoping.escalation_wall`): what a tablet is pushed.
+An admin reads no records (DOMAIN: no confidential content) and belongs to no network: their
+feed is the webhook endpoint events (every endpoint's), never a record event; the contract says
+so on the feed and on `events:read`.
 
 Ordering: outbox ids are drawn under the audit chain's lock held until COMMIT (Writer.commit),
 so on PostgreSQL ids become visible in commit order, and SQLite has one writer at a time: a

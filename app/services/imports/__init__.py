@@ -1,4 +1,5 @@
-"""Bulk imports from a jail management system: CSV or JSON lines, up to 50,000 rows.
+"""Bulk imports from a jail management system: CSV or JSON lines, up to 200,000 rows, read a
+chunk at a time (files.records) so that one chunk of rows is held in memory, not the file's.
 
 Each row goes through the same code as its single-record route (participants.ImportChanges for the
 upsert by external id, keep_aparts.OrderChanges for orders by the JMS's order id): rows are
@@ -8,7 +9,7 @@ the job resumes after the last committed one. Invalid rows change nothing; an un
 writes nothing at all.
 """
 
-from app.services.imports.files import Parsed, parse, validate
+from app.services.imports.files import Validator, check, records
 from app.services.imports.jobs import (
     claim,
     get,
@@ -27,6 +28,6 @@ from app.services.imports.kinds import (
     template,
 )
 
-__all__ = ["KINDS", "MAX_ROWS", "Kind", "Parsed", "ParticipantImportRow", "TooManyRows", "claim",
-           "get", "list_", "parse", "resume_stalled", "run", "run_claimed", "submit", "template",
-           "validate"]
+__all__ = ["KINDS", "MAX_ROWS", "Kind", "ParticipantImportRow", "TooManyRows", "Validator", "check",
+           "claim", "get", "list_", "records", "resume_stalled", "run", "run_claimed", "submit",
+           "template"]

@@ -4,12 +4,13 @@ chunks of one transaction each, claim and resume after a crash; reading one's ow
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from app.config import Settings
 from app.db import utcnow
@@ -19,7 +20,7 @@ from app.models.import_job import ImportFormat, ImportKind, ImportStatus
 from app.security.principal import Principal, load_principal
 from app.security.tokens import InvalidToken
 from app.services.audit import Place, callers_place
-from app.services.imports.files import Parsed, parse, validate
+from app.services.imports.files import Record, Validator, check, records
 from app.services.imports.kinds import KINDS, Kind
 from app.services.pagination import keyset_page
 from app.services.writer import Writer
@@ -37,14 +38,14 @@ def _claims(principal: Principal, job_id: uuid.UUID) -> dict[str, str]:
 
 async def submit(*, session: AsyncSession, settings: Settings, principal: Principal,
                  kind: ImportKind, fmt: ImportFormat, content: bytes,
-                 progress: Callable[[ImportJob], None] | None = None
-                 ) -> tuple[ImportJob, Parsed]:
-    """Checks the file as a whole (size, header, row count), stores the job, and runs it here
-    when it is small (or `progress` is given: the CLI); else it waits for a runner."""
+                 progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
+    """Checks the file as a whole (size, header, encoding, row count: nothing of it is kept
+    but the count), stores the job with the file, and runs it here when it is small (or
+    `progress` is given: the CLI); else it waits for a runner."""
     k = KINDS[kind]
-    parsed = parse(content, fmt, k)
+    rows_total = check(content, fmt, k)
     job = ImportJob(kind=kind.value, format=fmt.value, created_by=principal.actor,
-                    content=content, rows_total=len(parsed.rows))
+                    content=content, rows_total=rows_total)
     job.claims = _claims(principal, job.id)
     inline = progress is not None or job.rows_total <= settings.import_sync_max_rows
     if inline:
@@ -58,36 +59,54 @@ async def submit(*, session: AsyncSession, settings: Settings, principal: Princi
     await w.commit()
     if inline:
         await run(session=session, settings=settings, principal=principal, job=job,
-                  parsed=parsed, progress=progress)
-    return job, parsed
+                  content=content, progress=progress)
+    return job
+
+
+def _chunks(rows: Iterator[Record], validator: Validator, skip: int,
+            size: int) -> Iterator[list[Record]]:
+    """The file's rows after the first `skip` (committed before a crash: only their keys are
+    noted, for the duplicate check), `size` at a time."""
+    chunk: list[Record] = []
+    for i, record in enumerate(rows):
+        if i < skip:
+            validator.chunk([record])
+            continue
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 async def run(*, session: AsyncSession, settings: Settings, principal: Principal, job: ImportJob,
-              parsed: Parsed | None = None,
+              content: bytes | None = None,
               progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
     """Processes a claimed job from its first uncommitted row to the end, one transaction
-    per chunk (the chunk's changes, audit rows, events and the job's progress together)."""
+    per chunk (the chunk's changes, audit rows, events and the job's progress together). The
+    file is read a chunk at a time: one chunk of rows is held, never the whole file's."""
     kind = KINDS[ImportKind(job.kind)]
     if kind.scope not in principal.scopes:
         return await _fail(session, job, "insufficient_scope")
-    if parsed is None:
+    content = job.content if content is None else content
+    validator = Validator(kind)
+    chunks = _chunks(records(content or b"", ImportFormat(job.format), kind), validator,
+                     job.rows_done, settings.import_chunk_rows)
+    while True:
         try:
-            parsed = parse(job.content or b"", ImportFormat(job.format), kind)
-        except DomainError as exc:
+            chunk = next(chunks, None)
+        except DomainError as exc:  # a file that no longer reads (it was checked when sent)
             return await _fail(session, job, exc.code)
-    valid, errors = validate(parsed, kind)
-    lines = [n for n, _ in parsed.rows]
-    by_line = dict(valid)
-    size = settings.import_chunk_rows
-    while job.rows_done < len(lines):
-        chunk = lines[job.rows_done:job.rows_done + size]
-        rows = [(n, by_line[n]) for n in chunk if n in by_line]
-        w, counts, row_errors = await _apply_chunk(session, principal, kind, job, rows)
+        if chunk is None:
+            break
+        valid, errors = validator.chunk(chunk)
+        w, counts, row_errors = await _apply_chunk(session, principal, kind, job, valid)
         for e in row_errors:
             if e["code"] in AUDITED_REFUSALS:  # reaching outside one's scope, as on the routes
                 w.audit(f"import.{kind.name.value}.row", "import_job", job.id,
                         *_stamp(callers_place(principal)), outcome="refused")
-        found = [e for n in chunk for e in errors.get(n, [])] + row_errors
+        found = [e for n, _f, _e in chunk for e in errors.get(n, [])] + row_errors
         found.sort(key=lambda e: e["line"])
         room = settings.import_max_errors - len(job.errors or [])
         job.errors = [*(job.errors or []), *found[:max(room, 0)]]
@@ -98,7 +117,7 @@ async def run(*, session: AsyncSession, settings: Settings, principal: Principal
         job.unchanged += counts["unchanged"]
         job.rows_done += len(chunk)
         job.lease_until = utcnow() + timedelta(seconds=settings.import_lease_seconds)
-        if job.rows_done >= len(lines):
+        if job.rows_done >= job.rows_total:
             _finish(job, ImportStatus.completed)
         # The job row (progress) commits with the chunk it counts.
         session.add(job)
@@ -167,14 +186,14 @@ async def claim(session: AsyncSession, settings: Settings, job_id: uuid.UUID) ->
 
 
 async def run_claimed(session: AsyncSession, settings: Settings, job: ImportJob,
-                      parsed: Parsed | None = None) -> ImportJob:
+                      content: bytes | None = None) -> ImportJob:
     """Runs a claimed job as its creator (their account as it is now)."""
     try:
         principal = await load_principal(session, dict(job.claims))
     except InvalidToken:
         return await _fail(session, job, "principal_inactive")
     return await run(session=session, settings=settings, principal=principal, job=job,
-                     parsed=parsed)
+                     content=content)
 
 
 async def resume_stalled(session: AsyncSession, settings: Settings) -> dict[str, int]:
@@ -197,7 +216,9 @@ async def resume_stalled(session: AsyncSession, settings: Settings) -> dict[str,
 # --- reading jobs --------------------------------------------------------------------------
 
 def _mine(principal: Principal) -> Any:
-    return select(ImportJob).where(JOBS.created_by == principal.actor)
+    # Never the file itself: a client polling a running 150,000-row job would read it each time.
+    return (select(ImportJob).options(defer(ImportJob.content))  # type: ignore[arg-type]
+            .where(JOBS.created_by == principal.actor))
 
 
 async def get(*, session: AsyncSession, principal: Principal, import_id: uuid.UUID) -> ImportJob:

@@ -25,7 +25,7 @@ from app.services.pairings.cascades import (
 )
 from app.services.pairings.moves import apply
 from app.services.pairings.use_cases import get, list_, propose, transition
-from app.services.pairings.views import one_seen_by, seen_by
+from app.services.pairings.views import history, one_seen_by, seen_by
 
 __all__ = [
     "PAIRING_FLOW",
@@ -39,6 +39,7 @@ __all__ = [
     "end_between_pairs",
     "end_keep_apart_conflicts",
     "get",
+    "history",
     "list_",
     "one_seen_by",
     "pause_keep_apart_conflicts",

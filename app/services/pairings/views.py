@@ -9,10 +9,11 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Pairing
-from app.models.pairing import EndReason, PairingRead, RecipientView
+from app.models import Pairing, PairingTransition
+from app.models.pairing import EndReason, PairingHistoryEntry, PairingRead, RecipientView
 from app.security.principal import Principal
 from app.services import secrecy
+from app.services.accounts import display_names
 from app.services.pairing_rules import PEOPLE
 
 # What a caller who may not know of a keep-apart reads instead.
@@ -53,3 +54,41 @@ async def one_seen_by(session: AsyncSession, principal: Principal,
                       pairing: Pairing) -> PairingRead:
     """One pairing as this caller may read it."""
     return (await seen_by(session, principal, [pairing]))[0]
+
+
+def history_views(principal: Principal, pairing: Pairing, rows: list[PairingTransition],
+                  names: dict[str, str]) -> list[PairingHistoryEntry]:
+    """Each transition as this caller may read it: a keep-apart named only to those who may
+    know of it (with the note given alongside such an end), a coordinator's override reason
+    never to a peer supporter."""
+    out = []
+    may_know = secrecy.may_know_keep_aparts(principal)
+    for t in rows:
+        reason, end_reason = t.reason, None
+        if t.action == "end":
+            end_reason = pairing.end_reason
+            if reason == end_reason:  # no note was given: the row holds the end reason itself
+                reason = None
+            if end_reason == secrecy.KEEP_APART and not may_know:
+                end_reason, reason = NEUTRAL_END.value, None
+        elif t.action == "propose" and principal.is_peer:
+            reason = None
+        else:
+            reason = secrecy.shown_reason(principal, reason, neutral=NEUTRAL_PAUSE)
+        out.append(PairingHistoryEntry.model_validate({
+            "action": t.action, "from_status": t.from_status, "to_status": t.to_status,
+            "at": t.at, "by": t.by, "by_name": names.get(t.by), "reason": reason,
+            "end_reason": end_reason}))
+    return out
+
+
+async def history(session: AsyncSession, principal: Principal,
+                  pairing: Pairing) -> list[PairingHistoryEntry]:
+    """Every transition of a pairing the caller may read (its wall already passed), oldest
+    first, each actor by stable id and display name."""
+    t = PairingTransition.__table__.c
+    rows = list((await session.execute(
+        select(PairingTransition).where(t.pairing_id == pairing.id)
+        .order_by(t.at, t.id))).scalars())
+    names = await display_names(session, {r.by for r in rows})
+    return history_views(principal, pairing, rows, names)

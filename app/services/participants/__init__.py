@@ -1,6 +1,6 @@
 """Participants: create, read, list, change, upsert by external id, merge, archive.
 
-use_cases.py   get, read, list_, create, update, upsert_by_external_id, archive
+use_cases.py   get, read, read_by_external_id, list_, create, update, upsert_by_external_id, archive
 merge.py       merge a duplicate record into the surviving one
 decision.py    the rules, pure: a new record's values; what a body changes on an existing
                one (columns, external ids, events, cascades)
@@ -22,9 +22,11 @@ from app.services.participants.use_cases import (
     get,
     list_,
     read,
+    read_by_external_id,
     update,
     upsert_by_external_id,
 )
 
 __all__ = ["Changes", "ImportChanges", "ListFilters", "Locations", "RouteChanges", "archive",
-           "create", "get", "list_", "merge", "read", "update", "upsert_by_external_id"]
+           "create", "get", "list_", "merge", "read",
+           "read_by_external_id", "update", "upsert_by_external_id"]

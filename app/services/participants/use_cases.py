@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, or_
+from sqlalchemy import Row, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.errors import Conflict, NotFound
-from app.models import Participant
+from app.models import Participant, ParticipantExternalId
 from app.models.common import Network
 from app.models.pairing import EndReason
 from app.models.participant import CustodyStatus, ParticipantCreate, ParticipantUpdate, ProgramRole
@@ -60,6 +60,19 @@ async def read(*, session: AsyncSession, principal: Principal,
     """One participant as a Core row (the read path: no ORM object is built)."""
     row = (await session.execute(
         scoping.participant_rows(principal).where(P.id == participant_id))).first()
+    if row is None:
+        raise NotFound("No such participant.")
+    return row
+
+
+async def read_by_external_id(*, session: AsyncSession, principal: Principal, source: str,
+                              value: str) -> Row[Any]:
+    """The participant an external id names, as a Core row, behind the participant wall: an id
+    held by someone outside it reads exactly as an unknown one. Never writes anything."""
+    x = ParticipantExternalId.__table__.c
+    held_by = select(x.participant_id).where(x.source == source, x.value == value)
+    row = (await session.execute(
+        scoping.participant_rows(principal).where(P.id.in_(held_by)))).first()
     if row is None:
         raise NotFound("No such participant.")
     return row
