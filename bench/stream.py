@@ -1,7 +1,8 @@
 """Live stream benchmark (issue 11, point 3): `.venv/bin/python -m bench.stream`, about two
 minutes on PostgreSQL, loopback only; it stops everything it started.
 
-Recreates `peerlink_bench_stream` (BENCH_DATABASE_URL), migrates and seeds it (2 facilities,
+Recreates `peerlink_bench_stream` (BENCH_STREAM_DATABASE_URL; else BENCH_DATABASE_URL's name
+with `_stream` appended: never the database bench.run seeded), migrates and seeds it (2 facilities,
 500 participants in the first, boards' accounts: per facility 10 officers, 5 clinicians and 5
 coordinators, plus 20 peer supporters in the first; tokens signed with the servers' key), and
 starts two API processes (uvicorn, one worker each, rate limits off) on the same database.
@@ -323,7 +324,10 @@ def main() -> int:
     from app.security.tokens import generate_private_key_pem
     from bench.seed import recreate_database
 
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    # Its own database, recreated: never the one bench.run seeded (bench.precedence reuses it).
+    base = os.environ.get("BENCH_DATABASE_URL")
+    url = os.environ.get("BENCH_STREAM_DATABASE_URL") or (f"{base}_stream" if base
+                                                           else DEFAULT_URL)
     cfg = {"concurrency": int(os.environ.get("BENCH_CONCURRENCY", "32")),
            "warmup": float(os.environ.get("BENCH_WARMUP", "2")),
            "duration": float(os.environ.get("BENCH_DURATION", "10"))}
