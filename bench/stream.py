@@ -91,7 +91,11 @@ def start_server(url: str, key: str, name: str) -> tuple[subprocess.Popen[bytes]
                PEERLINK_LOG_LEVEL="WARNING", PEERLINK_RATE_LIMIT_ENABLED="false",
                PEERLINK_EMBEDDED_WORKER="false", PYTHONDONTWRITEBYTECODE="1")
     log = open(OUT / f"stream-server-{name}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([PY, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
+    # BENCH_PROFILE=1: process A under cProfile (bench/out/stream-a.prof; figures then slower).
+    profile = (["-m", "cProfile", "-o", str(OUT / "stream-a.prof")]
+               if os.environ.get("BENCH_PROFILE") == "1" and name == "a" else [])
+    proc = subprocess.Popen([PY, *profile, "-m", "uvicorn", "app.main:create_app", "--factory",
+                             "--host",
                              "127.0.0.1", "--port", str(port), "--workers", "1",
                              "--no-access-log", "--log-level", "warning"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
