@@ -138,7 +138,16 @@ async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Setting
     """Each job on its own schedule, side by side: a slow round of one (a webhook receiver
     taking its time) never delays another (the crisis clock's breach sweep). The crisis jobs
     take their connections from a pool of their own."""
+    from app.services.leaseholder import HOLDER
+
     stop = stop or asyncio.Event()
+    holder: asyncio.Task[None] | None = None
+    if not settings.is_sqlite:
+        # The process's identity for its webhook leases, held before it claims any.
+        ready = asyncio.Event()
+        holder = asyncio.create_task(HOLDER.run(settings, ready))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout=10)
     jobs = _jobs()
     engine = make_crisis_engine(maker.kw["bind"], sum(j.crisis for j in jobs))
     crisis_maker = make_sessionmaker(engine)
@@ -146,6 +155,10 @@ async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Setting
         await asyncio.gather(*(_every(crisis_maker if job.crisis else maker, settings, job, stop)
                                for job in jobs))
     finally:
+        if holder is not None:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
         if engine is not maker.kw["bind"]:
             await engine.dispose()
 
