@@ -368,9 +368,10 @@ def test_one_round_serves_many_walls_exactly_with_one_statement(client, factory,
     coordinator_a, coordinator_b = (factory.user(Role.coordinator, [a]),
                                     factory.user(Role.coordinator, [b]))
     staff_coordinator = factory.user(Role.staff_coordinator, [a])
+    officer_a = factory.user(Role.officer, [a])
     tokens = {
-        "officer_a": factory.token(factory.user(Role.officer, [a])),
-        "officer_a_again": factory.token(factory.user(Role.officer, [a])),  # same walls
+        "officer_a": factory.token(officer_a),
+        "officer_a_again": factory.token(officer_a),  # a second board of the same account
         "officer_b": factory.token(factory.user(Role.officer, [b])),
         "clinician_a": factory.token(factory.user(Role.clinician, [a])),
         "coordinator_everywhere": factory.token(factory.user(Role.coordinator, None)),
@@ -389,7 +390,7 @@ def test_one_round_serves_many_walls_exactly_with_one_statement(client, factory,
         subs["acks_only_a"] = client.portal.call(
             hub.subscribe, client.portal.call(_principal_of, app, tokens["officer_a"]),
             ["escalation.acknowledged"])
-        assert len(hub.groups) == len(subs) - 1  # the two officers of A share one
+        assert len(hub.groups) == len(subs) - 1  # the officer's two boards share one group
         before = client.portal.call(_newest, engine)
         hub.position = hub.target = before  # the hub stays asleep: nobody notifies it
         raised = []
