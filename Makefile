@@ -51,6 +51,7 @@ bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local post
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.precedence
 	$(BIN)/python -m bench.topologies
+	$(BIN)/python -m bench.stream
 
 # The locks: uv (pinned below, in a venv of its own) resolves pyproject.toml for every platform
 # and Python >= 3.11, with the hash of every file. Versions already in a lock are kept; add

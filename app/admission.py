@@ -14,6 +14,10 @@ While crisis work is in flight the routine limit drops to `during_crisis` (1): t
 requests already running finish, no new ones start beside the raise, and routine work still
 moves (a board polling crisis routes all day never starves it).
 
+A routine request waits in the queue at most `queue_seconds`: then it is answered 503
+problem+json `overloaded` with `Retry-After`, having done nothing (a client retries later
+rather than holding a connection while the queue does not move). Crisis routes never queue.
+
 A slot is given back when the response starts (a long-lived response such as a stream holds
 none) or when the request ends without one. Crisis requests run with `db.crisis_work` set, so
 their commit goes to the audit chain's lock ahead of routine writers (services/audit.py).
@@ -22,20 +26,23 @@ their commit goes to the audit chain's lock ahead of routine writers (services/a
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import crisis_work
+from app.errors import problem_response
 from app.ratelimit import EXEMPT_PATHS
 from app.routemarks import RouteSet
 
 
 class AdmissionMiddleware:
     def __init__(self, app: ASGIApp, *, limit: int, crisis: RouteSet,
-                 during_crisis: int = 1) -> None:
+                 during_crisis: int = 1, queue_seconds: float = 10.0) -> None:
         self.app = app
         self.limit = limit
+        self.queue_seconds = queue_seconds
         self.during_crisis = min(during_crisis, limit)
         self.crisis = crisis
         self.running = 0  # routine requests admitted and not yet answered
@@ -54,7 +61,9 @@ class AdmissionMiddleware:
         if self.crisis.matches(scope["method"], scope["path"]):
             await self._crisis(scope, receive, send)
             return
-        await self._admit()
+        if not await self._admit():
+            await self._overloaded(scope, receive, send)
+            return
         done = False
 
         def leave() -> None:
@@ -96,20 +105,36 @@ class AdmissionMiddleware:
             answered()
             crisis_work.reset(token)
 
-    async def _admit(self) -> None:
+    async def _admit(self) -> bool:
+        """True once admitted; False when the request waited `queue_seconds` in vain."""
         if self._room > 0 and not self.waiting:
             self.running += 1
-            return
+            return True
         turn = asyncio.get_running_loop().create_future()
         self.waiting.append(turn)
         try:
-            await turn  # _hand_on admitted it: `running` already counts this request
+            await asyncio.wait((turn,), timeout=self.queue_seconds)
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
                 self._leave()  # the slot came as the client went away: pass it on
             elif turn in self.waiting:
                 self.waiting.remove(turn)
             raise
+        if turn.done():
+            return True  # _hand_on admitted it: `running` already counts this request
+        self.waiting.remove(turn)
+        turn.cancel()
+        return False
+
+    async def _overloaded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        retry = max(1, math.ceil(self.queue_seconds))
+        response = problem_response(
+            503, "overloaded", "Service overloaded",
+            f"Routine requests waited {self.queue_seconds:g} s for their turn and this one did "
+            "not get it; nothing was done. Retry after the Retry-After seconds. (Crisis work, "
+            "such as raising an escalation, never waits.)",
+            headers={"Retry-After": str(retry)})
+        await response(scope, receive, send)
 
     def _leave(self) -> None:
         self.running -= 1

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Crisis first (app/admission.py): routine requests in flight per API process; more wait
     # their turn, crisis routes never do. Below db_pool_size, so crisis work finds a connection.
     admission_routine_limit: int = Field(6, ge=1)
+    # How long a routine request waits for its turn at most; then 503 `overloaded`, Retry-After.
+    admission_queue_seconds: float = Field(10, gt=0, le=300)
 
     # Tokens
     issuer: str = "peerlink"

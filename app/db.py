@@ -127,6 +127,22 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+def make_crisis_engine(engine: AsyncEngine, size: int) -> AsyncEngine:
+    """A pool of its own, of `size` connections, on `engine`'s database: the worker's crisis
+    sweeps take their connections here, never waiting for one a routine job holds (worker.py).
+    An in-memory SQLite database cannot be opened twice: its engine is shared."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return engine
+        crisis = create_async_engine(url, hide_parameters=True, json_deserializer=orjson.loads)
+        event.listen(crisis.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(crisis.sync_engine, "begin", _sqlite_begin)
+        return crisis
+    return create_async_engine(url, hide_parameters=True, json_deserializer=orjson.loads,
+                               pool_size=max(size, 1), max_overflow=1)
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 

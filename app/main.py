@@ -179,7 +179,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                           "Idempotent-Replayed", "Idempotency-Key-Expires"])
     # Crisis first: routine requests queue here, crisis routes go straight through.
     app.add_middleware(AdmissionMiddleware, limit=settings.admission_routine_limit,
-                       crisis=marked(routes, crisis_workflow))
+                       crisis=marked(routes, crisis_workflow),
+                       queue_seconds=settings.admission_queue_seconds)
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
     # Outermost: the client address everything else sees (X-Forwarded-For from trusted proxies).
@@ -249,6 +250,18 @@ def _document_rate_limits(schema: dict[str, Any], crisis: RouteSet) -> None:
                 "RateLimit-Policy)"))
 
 
+def _document_admission(schema: dict[str, Any], crisis: RouteSet) -> None:
+    """Every operation but health and the crisis workflow's routes may answer 503 when its
+    turn does not come within the admission queue's time (app/admission.py)."""
+    for path, item in schema.get("paths", {}).items():
+        for method, op in item.items():
+            if path in EXEMPT_PATHS or (method.upper(), path) in crisis.templates:
+                continue
+            op.setdefault("responses", {}).setdefault("503", _problem(
+                "Overloaded: this routine request waited for its turn longer than the server "
+                "allows (code `overloaded`; nothing was done; see Retry-After)"))
+
+
 def _document_body_limits(schema: dict[str, Any]) -> None:
     """Every operation that takes a body may answer 413 (too large) and 415 (not JSON)
     (app/middleware.BodyLimitMiddleware)."""
@@ -293,6 +306,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     required = {r.name for r in routes if requires_idempotency_key(r.dependant)}
     _document_idempotency(schema, required, marked(routes, no_idempotency_key))
     _document_rate_limits(schema, crisis_actions(routes))
+    _document_admission(schema, marked(routes, crisis_workflow))
     _document_body_limits(schema)
     _document_public(schema)
     app.openapi_schema = schema

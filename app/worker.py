@@ -4,6 +4,13 @@
 run; each round of a job is taken by one of them under a transaction-scoped advisory lock).
 For the embedded SQLite default the service runs them itself (`PEERLINK_EMBEDDED_WORKER`).
 State lives in the database, so a restart loses nothing.
+
+Crisis first: the escalation clock's sweeps (breach, watch, re-page; `Job.crisis`) run as
+crisis work (`db.crisis_work`: their commits go straight to the audit chain's lock, past the
+gate routine writers queue at) on a connection pool of their own, so a routine job (an import's
+chunks, the webhook routine lane, the certification sweep) holding every connection of the
+worker's pool, or queued on the gate, never delays a sweep's round. Every job is its own task,
+so a slow round of one never holds up the next round of another.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db import crisis_work, make_crisis_engine, make_sessionmaker
 
 log = logging.getLogger("peerlink.worker")
 
@@ -46,6 +54,8 @@ class Job:
     # One round at a time across workers (advisory lock); False: the job claims its own rows
     # (SKIP LOCKED) so several workers share its work.
     exclusive: bool = True
+    # The crisis clock's: runs as crisis work on the crisis pool (see the module's docstring).
+    crisis: bool = False
 
 
 def _jobs() -> list[Job]:
@@ -56,9 +66,12 @@ def _jobs() -> list[Job]:
     from app.services.pairings import certification_sweep
     from app.services.webhook_delivery import delivery_job, purge_log
 
-    return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds),
-            Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds),
-            Job("escalation_repage_sweep", repage_sweep, lambda s: s.escalation_sweep_seconds),
+    return [Job("escalation_breach_sweep", breach_sweep, lambda s: s.escalation_sweep_seconds,
+                crisis=True),
+            Job("escalation_watch_sweep", watch_sweep, lambda s: s.escalation_sweep_seconds,
+                crisis=True),
+            Job("escalation_repage_sweep", repage_sweep, lambda s: s.escalation_sweep_seconds,
+                crisis=True),
             Job("certification_sweep", certification_sweep,
                 lambda s: s.certification_sweep_minutes * 60),
             Job("idempotency_purge", purge, lambda s: 600),
@@ -70,7 +83,17 @@ def _jobs() -> list[Job]:
 
 async def run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
                   job: Job) -> dict[str, int] | None:
-    """One round of `job`; None when another worker holds this round."""
+    """One round of `job`; None when another worker holds this round. A crisis job's round
+    runs as crisis work."""
+    token = crisis_work.set(job.crisis)
+    try:
+        return await _run_job(maker, settings, job)
+    finally:
+        crisis_work.reset(token)
+
+
+async def _run_job(maker: async_sessionmaker[AsyncSession], settings: Settings,
+                   job: Job) -> dict[str, int] | None:
     async with maker() as session:
         if job.exclusive and session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
             key = zlib.crc32(job.name.encode())
@@ -113,7 +136,8 @@ async def _record_failure(maker: async_sessionmaker[AsyncSession], job: Job) -> 
 async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Settings,
                       stop: asyncio.Event | None = None) -> None:
     """Each job on its own schedule, side by side: a slow round of one (a webhook receiver
-    taking its time) never delays another (the crisis clock's breach sweep)."""
+    taking its time) never delays another (the crisis clock's breach sweep). The crisis jobs
+    take their connections from a pool of their own."""
     from app.services.leaseholder import HOLDER
 
     stop = stop or asyncio.Event()
@@ -124,13 +148,19 @@ async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Setting
         holder = asyncio.create_task(HOLDER.run(settings, ready))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), timeout=10)
+    jobs = _jobs()
+    engine = make_crisis_engine(maker.kw["bind"], sum(j.crisis for j in jobs))
+    crisis_maker = make_sessionmaker(engine)
     try:
-        await asyncio.gather(*(_every(maker, settings, job, stop) for job in _jobs()))
+        await asyncio.gather(*(_every(crisis_maker if job.crisis else maker, settings, job, stop)
+                               for job in jobs))
     finally:
         if holder is not None:
             holder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await holder
+        if engine is not maker.kw["bind"]:
+            await engine.dispose()
 
 
 async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, job: Job,

@@ -1,7 +1,8 @@
 """Live stream benchmark (issue 11, point 3): `.venv/bin/python -m bench.stream`, about two
 minutes on PostgreSQL, loopback only; it stops everything it started.
 
-Recreates `peerlink_bench_stream` (BENCH_DATABASE_URL), migrates and seeds it (2 facilities,
+Recreates `peerlink_bench_stream` (BENCH_STREAM_DATABASE_URL; else BENCH_DATABASE_URL's name
+with `_stream` appended: never the database bench.run seeded), migrates and seeds it (2 facilities,
 500 participants in the first, boards' accounts: per facility 10 officers, 5 clinicians and 5
 coordinators, plus 20 peer supporters in the first; tokens signed with the servers' key), and
 starts two API processes (uvicorn, one worker each, rate limits off) on the same database.
@@ -90,7 +91,11 @@ def start_server(url: str, key: str, name: str) -> tuple[subprocess.Popen[bytes]
                PEERLINK_LOG_LEVEL="WARNING", PEERLINK_RATE_LIMIT_ENABLED="false",
                PEERLINK_EMBEDDED_WORKER="false", PYTHONDONTWRITEBYTECODE="1")
     log = open(OUT / f"stream-server-{name}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([PY, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
+    # BENCH_PROFILE=1: process A under cProfile (bench/out/stream-a.prof; figures then slower).
+    profile = (["-m", "cProfile", "-o", str(OUT / "stream-a.prof")]
+               if os.environ.get("BENCH_PROFILE") == "1" and name == "a" else [])
+    proc = subprocess.Popen([PY, *profile, "-m", "uvicorn", "app.main:create_app", "--factory",
+                             "--host",
                              "127.0.0.1", "--port", str(port), "--workers", "1",
                              "--no-access-log", "--log-level", "warning"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -323,7 +328,10 @@ def main() -> int:
     from app.security.tokens import generate_private_key_pem
     from bench.seed import recreate_database
 
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    # Its own database, recreated: never the one bench.run seeded (bench.precedence reuses it).
+    base = os.environ.get("BENCH_DATABASE_URL")
+    url = os.environ.get("BENCH_STREAM_DATABASE_URL") or (f"{base}_stream" if base
+                                                           else DEFAULT_URL)
     cfg = {"concurrency": int(os.environ.get("BENCH_CONCURRENCY", "32")),
            "warmup": float(os.environ.get("BENCH_WARMUP", "2")),
            "duration": float(os.environ.get("BENCH_DURATION", "10"))}

@@ -345,6 +345,132 @@ def test_a_reader_that_falls_behind_is_dropped_not_buffered(client, factory, app
     assert not ok.dropped
 
 
+@pytest.mark.parametrize("per_statement", [400, 3])
+def test_one_round_serves_many_walls_exactly_with_one_statement(client, factory, app,
+                                                                 monkeypatch, per_statement):
+    """Many subscribers with different walls (facilities, networks, roles, a type filter, peer
+    tablets of their own raises) are served a batch of events in one round of one statement,
+    each exactly what the feed's rule (events.event_clauses, asked per subscriber) lets them
+    see, in id order. (With at most 3 groups a statement, as past the columns a SELECT may
+    have: a statement per 3 groups, the same answer.)"""
+    from app.services.stream import hub as hub_module
+    from app.services.stream.hub import Hub
+
+    monkeypatch.setattr(hub_module, "GROUPS_PER_STATEMENT", per_statement)
+
+    a, b = factory.facility(), factory.facility()
+    in_a, in_b, staff_a = (factory.participant(a), factory.participant(b),
+                           factory.participant(a, "staff"))
+    me, them = (factory.participant(a, is_supporter=True),
+                factory.participant(a, is_supporter=True))
+    peer_me = factory.user(Role.peer_supporter, [a], participant=me)
+    peer_them = factory.user(Role.peer_supporter, [a], participant=them)
+    coordinator_a, coordinator_b = (factory.user(Role.coordinator, [a]),
+                                    factory.user(Role.coordinator, [b]))
+    staff_coordinator = factory.user(Role.staff_coordinator, [a])
+    officer_a = factory.user(Role.officer, [a])
+    tokens = {
+        "officer_a": factory.token(officer_a),
+        "officer_a_again": factory.token(officer_a),  # a second board of the same account
+        "officer_b": factory.token(factory.user(Role.officer, [b])),
+        "clinician_a": factory.token(factory.user(Role.clinician, [a])),
+        "coordinator_everywhere": factory.token(factory.user(Role.coordinator, None)),
+        "coordinator_b": factory.token(coordinator_b),
+        "peer_me": factory.token(peer_me),
+        "peer_them": factory.token(peer_them),
+        "machine_a": factory.token(factory.api_client(["escalations:read", "events:stream"],
+                                                      [a])),
+    }
+    engine = app.state.streams.app_engine
+    hub = client.portal.call(_started_hub, Hub, engine)
+    try:
+        subs = {name: client.portal.call(hub.subscribe,
+                                         client.portal.call(_principal_of, app, token))
+                for name, token in tokens.items()}
+        subs["acks_only_a"] = client.portal.call(
+            hub.subscribe, client.portal.call(_principal_of, app, tokens["officer_a"]),
+            ["escalation.acknowledged"])
+        assert len(hub.groups) == len(subs) - 1  # the officer's two boards share one group
+        before = client.portal.call(_newest, engine)
+        hub.position = hub.target = before  # the hub stays asleep: nobody notifies it
+        raised = []
+        for raiser, person in ((coordinator_a, in_a), (coordinator_b, in_b),
+                               (staff_coordinator, staff_a), (peer_me, in_a),
+                               (peer_them, in_a)):
+            raised.append(_raise_in(client, factory.headers(raiser), person))
+        r = client.patch(f"/v1/participants/{in_b.id}", headers=factory.headers(coordinator_b),
+                         json={"preferred_name": "B"})
+        assert r.status_code == 200, r.text
+        for esc in (raised[0], raised[3]):
+            r = client.post(f"/v1/escalations/{esc}/acknowledge", headers=factory.headers(
+                coordinator_a) | {"Idempotency-Key": str(uuid.uuid4())}, json={})
+            assert r.status_code == 200, r.text
+        newest = client.portal.call(_newest, engine)
+        rounds, statements = hub.rounds, hub.statements
+        client.portal.call(hub.notified, str(newest))
+        deadline = time.monotonic() + 10
+        while hub.position < newest and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hub.position == newest
+        assert hub.rounds - rounds == 1
+        assert hub.statements - statements == -(-len(hub.groups) // per_statement)
+        got = {name: client.portal.call(_queued, sub) for name, sub in subs.items()}
+        want = {name: client.portal.call(_may_see, engine, sub, before, newest)
+                for name, sub in subs.items()}
+        assert got == want
+        # Not vacuous: the walls differ, and peers hear only their own raises' status.
+        assert got["officer_a"] and got["officer_b"] and got["acks_only_a"]
+        assert got["officer_a"] != got["officer_b"] != got["coordinator_everywhere"]
+        assert got["peer_me"] != got["peer_them"]
+        assert got["officer_a"] == got["officer_a_again"]
+    finally:
+        client.portal.call(hub.stop)
+
+
+def _raise_in(client: Any, headers: dict[str, str], person: Any) -> str:
+    r = client.post("/v1/escalations", headers=headers | {"Idempotency-Key": str(uuid.uuid4())},
+                    json={"participant_id": str(person.id), "category": "self_harm",
+                          "description": "seen", "tier": "moderate"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def _started_hub(hub_type: Any, engine: Any) -> Any:
+    hub = hub_type(engine, queue_size=1_000)
+    await hub.start()
+    return hub
+
+
+async def _newest(engine: Any) -> int:
+    from app.db import make_sessionmaker
+    from app.services import events
+
+    async with make_sessionmaker(engine)() as session:
+        return await events.newest_id(session)
+
+
+async def _may_see(engine: Any, sub: Any, after: int, upto: int) -> list[int]:
+    """The reference: the feed's rule asked for this one subscriber."""
+    from sqlalchemy import select
+
+    from app.db import make_sessionmaker
+    from app.services import events
+    from app.services.events import OE
+
+    async with make_sessionmaker(engine)() as session:
+        return list((await session.execute(
+            select(OE.id).where(OE.id > after, OE.id <= upto,
+                                *events.event_clauses(sub.principal, sub.types))
+            .order_by(OE.id))).scalars())
+
+
+async def _queued(sub: Any) -> list[int]:
+    out = []
+    while not sub.queue.empty():
+        out.append(sub.queue.get_nowait().id)
+    return out
+
+
 async def _principal_of(app: Any, token: str) -> Any:
     from app.security.principal import resolve
 

@@ -2,12 +2,16 @@
 here, and no stream holds a database connection.
 
 Woken by committed outbox ids (PostgreSQL: NOTIFY on the process's LISTEN connection; SQLite:
-`Writer.COMMITTED`, right after the commit), the hub reads the new events once, then asks once
-per *group* which of them its subscribers may see: subscribers whose visibility clauses
-(`events.event_clauses`, compiled: shape and bound values) are the same form one group, so 500
-boards of one facility cost one query, not 500. Each event's SSE message is built once and put
-on the queues of the groups that may see it. A queue that is full (a reader that does not keep
-up) drops its subscriber: the stream closes and the client resumes with Last-Event-ID.
+`Writer.COMMITTED`, right after the commit), the hub hands out what committed since its last
+round, at most BATCH events a round, in ONE statement: the new events, each with one boolean
+column per *group* of subscribers saying whether that group may see it. Subscribers whose
+visibility clauses (`events.event_clauses`, the walls of `scoping`; compiled: shape and bound
+values) are the same form one group, and each group's clause is a column of the round's
+statement (its parameters made unique, so two groups' `facs` never meet). 500 boards of 26
+walls cost one query per round, not 26 (or 500), whatever arrived since the last wake-up. Each
+event's SSE message is built once and put on the queues of the groups that may see it: O(1)
+per event per stream. A queue that is full (a reader that does not keep up) drops its
+subscriber: the stream closes and the client resumes with Last-Event-ID.
 
 Every id up to `position` has been handed out; `target` is the newest committed id known. Ids
 become visible in commit order (events.py), so reading (position, target] never skips a late
@@ -39,6 +43,10 @@ from app.services.pagination import encode_cursor
 log = logging.getLogger("peerlink.stream")
 OUTBOX = OutboxEvent.__table__
 BATCH = 1_000  # events read per round at most (a 50,000-row import commits in chunks)
+# Groups (one column each) per statement at most: PostgreSQL allows 1,664 columns a SELECT,
+# SQLite 2,000. Past it (hundreds of distinct walls on one process) a round takes a statement
+# per GROUPS_PER_STATEMENT groups.
+GROUPS_PER_STATEMENT = 400
 
 
 def message(row: Any) -> bytes:
@@ -93,6 +101,7 @@ class Hub:
         self.position = 0
         self.target = 0
         self.rounds = 0
+        self.statements = 0  # the rounds' queries (one a round, up to GROUPS_PER_STATEMENT)
         self._wake = asyncio.Event()
         self._resync = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,7 +137,9 @@ class Hub:
         key = (str(compiled), tuple(sorted((k, _frozen(v)) for k, v in compiled.params.items())))
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = Group(key, clause)
+            # Unique parameters: the walls name theirs (`facs`, `actor`...), and every group is
+            # a column of the same statement.
+            group = self.groups[key] = Group(key, clause.unique_params())
         group.members.add(sub)
         sub.group = group
 
@@ -193,31 +204,41 @@ class Hub:
                 await asyncio.sleep(1.0)
 
     async def _round(self, upto: int) -> None:
-        """Hands out the events in (position, upto], at most BATCH of them."""
+        """Hands out the events in (position, upto], at most BATCH of them: one statement reads
+        them with, per group, whether it may see each (see the module's docstring)."""
         start = self.position
         if not self.groups:  # nobody is listening: nothing to read
             self.position = upto
             return
         self.rounds += 1
-        deliveries: list[tuple[Group, list[int]]] = []
+        groups = list(self.groups.values())
+        chunks = [groups[i:i + GROUPS_PER_STATEMENT]
+                  for i in range(0, len(groups), GROUPS_PER_STATEMENT)]
         async with self._maker() as session:
-            rows = (await session.execute(
-                select(OUTBOX).where(OE.id > start, OE.id <= upto).order_by(OE.id).limit(BATCH)
-            )).all()
+            rows = (await session.execute(self._statement(OUTBOX, chunks[0], start, upto)
+                                          .limit(BATCH))).all()
+            self.statements += 1
             last = rows[-1].id if len(rows) == BATCH else upto
+            flags = [(chunks[0], rows)]
             if rows:
-                for group in list(self.groups.values()):
-                    ids = (await session.execute(
-                        select(OE.id).where(OE.id > start, OE.id <= last, group.clause)
-                        .order_by(OE.id))).scalars().all()
-                    if ids:
-                        deliveries.append((group, list(ids)))
-        by_id = {r.id: r for r in rows}
-        built: dict[int, Item] = {}
-        for group, ids in deliveries:
-            items = [built.get(i) or built.setdefault(i, Item(i, message(by_id[i])))
-                     for i in ids]
-            for sub in list(group.members):
-                for item in items:
-                    sub.offer(item)
+                for chunk in chunks[1:]:
+                    flags.append((chunk, (await session.execute(
+                        self._statement(OE.id, chunk, start, last))).all()))
+                    self.statements += 1
+        built: dict[int, Item] = {}  # each event's message built once, if anyone sees it
+        for chunk, flagged in flags:
+            width = len(flagged[0]) - len(chunk) if flagged else 0
+            for row, flagged_row in zip(rows, flagged, strict=True):
+                for group, may_see in zip(chunk, flagged_row[width:], strict=True):
+                    if may_see:
+                        item = built.get(row.id)
+                        if item is None:
+                            item = built[row.id] = Item(row.id, message(row))
+                        for sub in list(group.members):
+                            sub.offer(item)
         self.position = last
+
+    @staticmethod
+    def _statement(what: Any, groups: list[Group], start: int, upto: int) -> Any:
+        return (select(what, *(g.clause.label(f"g{i}") for i, g in enumerate(groups)))
+                .where(OE.id > start, OE.id <= upto).order_by(OE.id))

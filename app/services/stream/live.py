@@ -1,6 +1,8 @@
 """One open stream: replay what the caller missed, then live events from the hub, with a
 heartbeat that also checks the caller's token and account again.
 
+Live events already queued when a stream wakes go out together, as one chunk (one send).
+
 The seam between replay and live: the subscriber joins the hub *before* the replay reads the
 table, so an event committed meanwhile is either in the replay (committed before its read) or
 handed out by the hub afterwards, or both: ids at or below the last one sent are dropped, so
@@ -103,11 +105,22 @@ async def messages(*, hub: Hub, read_maker: async_sessionmaker[AsyncSession], ca
                 check_at = time.monotonic() + heartbeat
                 continue
             try:
-                item = await asyncio.wait_for(sub.queue.get(), wait)
+                async with asyncio.timeout(wait):  # no task per wait, unlike wait_for
+                    item = await sub.queue.get()
             except TimeoutError:
                 continue
-            if item.id > last:
-                last = item.id
-                yield item.message
+            # What else is queued goes with it: one send per wake-up, not one per event (a
+            # raise is several events; each send crosses the middleware stack).
+            chunk = []
+            while True:
+                if item.id > last:
+                    last = item.id
+                    chunk.append(item.message)
+                try:
+                    item = sub.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+            if chunk:
+                yield b"".join(chunk)
     finally:
         hub.leave(sub)
