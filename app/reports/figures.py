@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, distinct, func, literal, literal_column, or_, select, true, union_all
+from sqlalchemy import and_, case, distinct, func, literal, literal_column, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -79,6 +79,7 @@ class Figures:
                  now: datetime) -> None:
         self.session, self.settings, self.scope, self.now = session, settings, scope, now
         self.dialect = session.bind.dialect.name
+        self._cache: dict[tuple[str, str], Any] = {}
 
     async def _rows(self, stmt: Any) -> list[Any]:
         return list((await self.session.execute(stmt)).all())
@@ -111,19 +112,14 @@ class Figures:
             select(func.count(distinct(R.participant_id))).where(*self._referrals(m)))
         ).scalar_one()
         c = [Cell(m.label, "reach", "people_referred", int(referred), Kind.people)]
-        supported = await self._rows(
-            select(_unit_code(), func.count(distinct(A.participant_id)))
-            .select_from(SessionAttendee.__table__
-                         .join(SupportSession.__table__, S.id == A.session_id)
-                         .join(Participant.__table__, P.id == A.participant_id)
-                         .outerjoin(HousingUnit.__table__, HU.id == P.housing_unit_id))
-            .where(*self._sessions(m), A.status.notin_(("declined", "absent")),
-                   or_(S.facilitator_id.is_(None), A.participant_id != S.facilitator_id))
-            .group_by(_unit_code()))
-        total = sum(int(r[1]) for r in supported)
+        supported: dict[str, int] = {}
+        for u, n, _, _, _ in await self._people(m):
+            if n:
+                supported[u] = int(n)
+        total = sum(supported.values())
         c.append(Cell(m.label, "reach", "people_supported", total, Kind.people))
-        c += [Cell(m.label, "reach", "people_supported", int(n), Kind.people, "unit", u)
-              for u, n in sorted(supported)]
+        c += [Cell(m.label, "reach", "people_supported", n, Kind.people, "unit", u)
+              for u, n in sorted(supported.items())]
         active = (await self.session.execute(
             select(func.count()).where(
                 PR.facility_id == self.scope.facility_id, PR.network == self.scope.network,
@@ -201,22 +197,48 @@ class Figures:
         return c
 
     # --- wellbeing -----------------------------------------------------------------------
+    def _attendance(self, m: Month) -> Any:
+        """The month's completed sessions joined to their lists."""
+        sessions = select(S.id, S.facilitator_id).where(*self._sessions(m)).subquery("s")
+        lists = select(A.session_id, A.participant_id, A.status, A.wellbeing_before,
+                       A.wellbeing_after).subquery("a")
+        return sessions, lists, sessions.join(lists, lists.c.session_id == sessions.c.id)
+
+    async def _people(self, m: Month) -> list[Any]:
+        """Per housing unit: people supported (on a list, not declined or absent, not the
+        facilitator), people with a paired wellbeing score, the sum of their per-person mean
+        changes, and how many improved; one pass over the month's attendance, cached."""
+        key = ("people", m.label)
+        if key in self._cache:
+            return self._cache[key]  # type: ignore[no-any-return]
+        sessions, a, joined = self._attendance(m)
+        on_list = and_(a.c.status.notin_(("declined", "absent")),
+                       or_(sessions.c.facilitator_id.is_(None),
+                           a.c.participant_id != sessions.c.facilitator_id))
+        paired = and_(a.c.wellbeing_before.is_not(None), a.c.wellbeing_after.is_not(None))
+        person = (select(a.c.participant_id.label("pid"),
+                         func.max(case((on_list, 1), else_=0)).label("supported"),
+                         func.avg(case((paired, a.c.wellbeing_after - a.c.wellbeing_before),
+                                       else_=None)).label("change"))
+                  .select_from(joined).group_by(a.c.participant_id).subquery("person"))
+        unit = _unit_code()
+        rows = await self._rows(
+            select(unit, func.sum(person.c.supported), func.count(person.c.change),
+                   func.sum(person.c.change), func.sum(case((person.c.change > 0, 1), else_=0)))
+            .select_from(person.join(Participant.__table__, P.id == person.c.pid)
+                         .outerjoin(HousingUnit.__table__, HU.id == P.housing_unit_id))
+            .group_by(unit))
+        self._cache[key] = rows
+        return rows
+
     async def wellbeing(self, m: Month, population: dict[str, int]) -> list[Cell]:
-        per_person = (
-            select(A.participant_id.label("pid"),
-                   func.avg(A.wellbeing_after - A.wellbeing_before).label("change"))
-            .select_from(SessionAttendee.__table__
-                         .join(SupportSession.__table__, S.id == A.session_id))
-            .where(*self._sessions(m), A.wellbeing_before.is_not(None),
-                   A.wellbeing_after.is_not(None))
-            .group_by(A.participant_id).subquery())
-        n, mean, improved = (await self.session.execute(
-            select(func.count(), func.avg(per_person.c.change),
-                   func.sum(case((per_person.c.change > 0, 1), else_=0))))).one()
-        n, improved = int(n), int(improved or 0)
+        rows = await self._people(m)
+        n = sum(int(r[2]) for r in rows)
+        change = sum(float(r[3] or 0) for r in rows)
+        improved = sum(int(r[4] or 0) for r in rows)
         return [
-            Cell(m.label, "wellbeing", "mean_change",
-                 round(float(mean), 2) if mean is not None else None, Kind.stat, n=n),
+            Cell(m.label, "wellbeing", "mean_change", round(change / n, 2) if n else None,
+                 Kind.stat, n=n),
             Cell(m.label, "wellbeing", "share_improved", round(improved / n, 4) if n else None,
                  Kind.share, n=n, m=improved),
         ]
