@@ -153,14 +153,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, settings=settings,
                            crisis_actions=crisis_actions(routes))
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_credentials=False, allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type", "If-Match",
-                                          "Idempotency-Key", "X-Request-ID"],
-                           expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID",
-                                          "RateLimit", "RateLimit-Policy",
-                                          "Idempotent-Replayed", "Idempotency-Key-Expires"])
     # Crisis first: routine requests queue here, crisis routes go straight through.
     app.add_middleware(AdmissionMiddleware, limit=settings.admission_routine_limit,
                        crisis=marked(routes, crisis_workflow))
@@ -169,8 +161,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: the client address everything else sees (X-Forwarded-For from trusted proxies).
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
 
+    if settings.cors_origins:
+        _cors_outermost(app, settings.cors_origins)
+
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "If-Match", "Idempotency-Key",
+                      "X-Request-ID", "Last-Event-ID"]
+CORS_EXPOSE_HEADERS = ["ETag", "Location", "Retry-After", "X-Request-ID", "RateLimit",
+                       "RateLimit-Policy", "Idempotent-Replayed", "Idempotency-Key-Expires"]
+
+
+def _cors_outermost(app: FastAPI, origins: list[str]) -> None:
+    """CORS on every answer: wrapped around the whole stack, Starlette's ServerErrorMiddleware
+    (which answers 500) and every middleware that answers by itself (429, 413, 503) included;
+    `add_middleware` would put it inside ServerErrorMiddleware, and a browser would see a
+    server failure as an opaque network error. Credentials are never allowed cross-origin:
+    cross-origin callers send `Authorization: Bearer`; the session cookie is same-origin only."""
+    build = app.build_middleware_stack
+
+    def build_with_cors() -> Any:
+        return CORSMiddleware(build(), allow_origins=origins, allow_credentials=False,
+                              allow_methods=["*"], allow_headers=CORS_ALLOW_HEADERS,
+                              expose_headers=CORS_EXPOSE_HEADERS)
+
+    app.build_middleware_stack = build_with_cors  # type: ignore[method-assign]
 
 _IDEMPOTENCY_DOC = (
     "A unique key per logical operation (a UUID is a good choice). A retry with the "
