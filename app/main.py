@@ -50,12 +50,14 @@ from app.routers import (
     pairings,
     participants,
     rosters,
+    session,
     stream,
     support_sessions,
     training,
     webhooks,
 )
 from app.security import invalidation
+from app.security.browser_session import CookieSessionMiddleware
 from app.security.notes import NoteCipher
 from app.security.principal import PRINCIPALS
 from app.security.tokens import KeyRing
@@ -130,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
                    imports.router, rosters.board, rosters.shifts, rosters.overrides,
-                   rosters.pages, stream.router):
+                   rosters.pages, stream.router, session.router):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     install_docs(app)  # /docs and /redoc, with their assets served from here
@@ -153,6 +155,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, settings=settings,
                            crisis_actions=crisis_actions(routes))
+    # The browser session's cookie becomes a bearer token here (CSRF checked), before the rate
+    # limits and idempotency keys tell callers apart.
+    app.add_middleware(CookieSessionMiddleware)
     # Crisis first: routine requests queue here, crisis routes go straight through.
     app.add_middleware(AdmissionMiddleware, limit=settings.admission_routine_limit,
                        crisis=marked(routes, crisis_workflow))
