@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 CONTRACT_TOOLS := contract/node_modules/.installed
 
-.PHONY: run test demo lint openapi bench install clean contract-tools contract-check lock client webapp-check browser-test
+.PHONY: run test demo lint openapi bench install clean contract-tools contract-check lock client browser-test
 
 # Installs come from the hashed lock (requirements-dev.lock: the runtime, the dev extra and the
 # build backend), then the project itself without resolving anything: nothing floats.
@@ -60,6 +60,10 @@ client: $(CLIENT_DIR)/node_modules/.installed  ## generate, type-check, test and
 	diff -q $(CLIENT_DIR)/src/schema.d.ts /tmp/peerlink-schema.d.ts || { echo "clients/typescript/src/schema.d.ts is stale: cd $(CLIENT_DIR) && npm run generate"; exit 1; }
 	cd $(CLIENT_DIR) && npm run --silent typecheck && npx vitest run && npm run --silent build
 	git diff --exit-code -- app/web/vendor/peerlink-client.js || { echo "the committed client bundle is stale: make client, then commit app/web/vendor/"; exit 1; }
+	cd $(CLIENT_DIR) && npx tsc -p ../../app/web/jsconfig.json  # the web app (checkJs) against the generated types
+
+browser-test: $(STAMP)  ## the web app in Debian's chromium (Playwright); screenshots in var/artifacts/browser
+	$(BIN)/pytest -q tests/browser $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local postgres)
 	$(BIN)/python -m bench.run

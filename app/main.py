@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from app import worker
 from app.admission import AdmissionMiddleware
 from app.apidocs import install_docs
+from app.webapp import install_webapp
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     install_docs(app)  # /docs and /redoc, with their assets served from here
+    install_webapp(app)  # the reference web app at /app/ (app/webapp.py)
     # What middleware and handlers treat apart, from the routes' own marks (app/routemarks.py).
     routes = api_routes(app.routes)
     install_handlers(app, session_maker=app.state.sessionmaker,
