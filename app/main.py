@@ -16,7 +16,6 @@ from starlette.middleware.cors import CORSMiddleware
 from app import worker
 from app.admission import AdmissionMiddleware
 from app.apidocs import install_docs
-from app.webapp import install_webapp
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
@@ -66,6 +65,7 @@ from app.services.auth import Throttle
 from app.services.idempotency import Liveness
 from app.services.import_runner import ImportRunner
 from app.services.stream import Streams
+from app.webapp import install_webapp
 
 API_VERSION = "1.9.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
