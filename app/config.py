@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # Finished deliveries (and their attempts) older than this leave the delivery log.
     webhook_log_days: int = Field(30, ge=1, le=3650)
 
+    # Reports (/v1/reports): a count of fewer people than this is suppressed, and so is a rate
+    # or average over fewer (DOMAIN rule 9; docs/reports.md). At least 3: with 2, a suppressed
+    # cell could only be 1.
+    report_min_cell: int = Field(11, ge=3, le=100)
+
     # The live stream (GET /v1/stream): a heartbeat comment (and the caller's token and account
     # checked again) this often; how many events may wait for a slow reader before it is
     # disconnected (it resumes with Last-Event-ID); how long a browser's stream ticket lives.

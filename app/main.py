@@ -49,6 +49,8 @@ from app.routers import (
     operations,
     pairings,
     participants,
+    referrals,
+    reports,
     rosters,
     session,
     stream,
@@ -133,7 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
                    imports.router, rosters.board, rosters.shifts, rosters.overrides,
-                   rosters.pages, stream.router, session.router):
+                   rosters.pages, stream.router, referrals.router, reports.router,
+                   session.router):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     install_docs(app)  # /docs and /redoc, with their assets served from here

@@ -429,11 +429,60 @@ async function renderDesk() {
       if (!page.items.length) results.append(h("li", { class: "muted", text: "Nobody found." }));
     });
   });
-  const reports = h("section", { class: "card", "aria-labelledby": "reports-title" },
-    h("h3", { id: "reports-title", text: "Program report" }),
-    h("p", {}, "The program report's charts are not part of this build: ",
-      h("a", { href: "/v1/reports/program?format=html", text: "open the program report" }), "."));
+  const reports = h("section", { class: "card", "aria-labelledby": "reports-title", id: "report" },
+    h("h3", { id: "reports-title", text: "Program report" }));
   main().replaceChildren(h("h2", { text: "Coordinator's desk" }), h("div", { class: "grid" }, search, detail), reports);
+  const me = /** @type {Me} */ (state.me);
+  if (me.scopes.includes("reports:read")) await renderReport(reports);
+  else reports.append(h("p", { class: "muted", text: "Your role does not read program reports." }));
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+/** @param {string} tag @param {Record<string, string | number>} attrs @param {...Node} children */
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  el.append(...children);
+  return el;
+}
+
+/** The program report's monthly figures (GET /v1/reports/program), as bar charts. @param {HTMLElement} box */
+async function renderReport(box) {
+  const now = new Date();
+  const month = (/** @type {number} */ back) => {
+    const d = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - back, 1));
+    return d.toISOString().slice(0, 7);
+  };
+  const report = await pl.ok(pl.api.GET("/v1/reports/program", { params: { query: { from: month(5), to: month(0) } } }));
+  /** @type {Map<string, S["Figure"][]>} */
+  const series = new Map();
+  for (const f of report.figures) {
+    if (f.breakdown || f.period.includes("..")) continue;
+    const key = `${f.facility} · ${words(f.network)} · ${words(f.section)}: ${words(f.figure)}`;
+    series.set(key, [...(series.get(key) ?? []), f]);
+  }
+  const charts = [...series.entries()].filter(([, fs]) => fs.some((f) => (f.value ?? 0) > 0)).slice(0, 8);
+  box.append(h("p", { class: "muted", text: `${report.from} to ${report.to}; counts under ${report.min_cell} people are suppressed.` }));
+  if (!charts.length) box.append(h("p", { text: "No figures to chart for these months yet." }));
+  const grid = h("div", { class: "grid" });
+  for (const [title, figures] of charts) {
+    figures.sort((a, b) => a.period.localeCompare(b.period));
+    const max = Math.max(1, ...figures.map((f) => f.value ?? 0));
+    const barW = 36, height = 110;
+    const bars = figures.map((f, i) => {
+      const v = f.value ?? 0;
+      const hgt = Math.round((v / max) * (height - 30));
+      return svg("g", {},
+        svg("rect", { x: i * (barW + 8), y: height - 18 - hgt, width: barW, height: hgt, class: "bar-rect" }),
+        svg("text", { x: i * (barW + 8) + barW / 2, y: height - 4, "text-anchor": "middle", "font-size": 10 }, document.createTextNode(f.period.slice(5))),
+        svg("text", { x: i * (barW + 8) + barW / 2, y: height - 22 - hgt, "text-anchor": "middle", "font-size": 11 },
+          document.createTextNode(f.suppressed ? "–" : String(Math.round(v * 10) / 10))));
+    });
+    const summary = figures.map((f) => `${f.period}: ${f.suppressed ? "suppressed" : f.value ?? "none"}`).join(", ");
+    grid.append(h("figure", { class: "chart" }, h("figcaption", { text: title }),
+      svg("svg", { viewBox: `0 0 ${figures.length * (barW + 8)} ${height}`, width: figures.length * (barW + 8), height, role: "img", "aria-label": `${title}. ${summary}` }, ...bars)));
+  }
+  box.append(grid, h("p", {}, h("a", { href: `/v1/reports/program.html?month=${month(1)}${report.facilities.length ? `&facility=${encodeURIComponent(report.facilities[0])}` : ""}`, text: "Printable report (last month)" })));
 }
 
 /** @param {S["ParticipantRead"]} person @param {HTMLElement} box */

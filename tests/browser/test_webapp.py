@@ -98,6 +98,7 @@ def test_a_coordinator_pairs_from_the_candidates(new_page, factory):
     page = new_page("desk")
     sign_in(page, coordinator.username)
     page.get_by_role("heading", name="Coordinator's desk").wait_for()
+    page.locator("#report", has_text="are suppressed").wait_for(timeout=5_000)  # the report read
     page.get_by_label("Name or identifier").fill("Jordan")
     page.get_by_role("button", name="Search").click()
     page.get_by_role("button", name="Open Jordan").click()

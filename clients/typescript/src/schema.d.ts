@@ -1867,6 +1867,198 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/referrals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Referrals
+         * @description The queue: most urgent first, then oldest first. Coordinators and clinicians see the
+         *     referrals of their facilities and network; anyone else the referrals they made.
+         */
+        get: operations["list_referrals"];
+        put?: never;
+        /**
+         * Create Referral
+         * @description Refer a person for peer support: by `participant_id`, or `external_id` (integrations:
+         *     the JMS or EHR's id). The `source` follows from your role (a coordinator, clinician,
+         *     officer, integration); a peer supporter refers someone they support (`peer`, the default)
+         *     or passes on a person's own request (`self_via_peer`: anyone of their network at their
+         *     facilities). A person you may not refer is 404; one no longer here is 422
+         *     `person_not_present`. A high-risk reason (`suicide_risk`, `self_harm_risk`) opens a crisis
+         *     escalation (tier high) in the same transaction: `escalation_id`. Send an
+         *     `Idempotency-Key`: a retry returns the first referral.
+         */
+        post: operations["create_referral"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/referrals/{referral_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Referral */
+        get: operations["get_referral"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/referrals/{referral_id}/triage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Triage Referral
+         * @description Coordinators: received -> triaged, optionally changing the urgency.
+         */
+        post: operations["triage_referral"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/referrals/{referral_id}/match": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Match Referral
+         * @description Coordinators: triaged -> matched, to a pairing in which the person is the recipient (not
+         *     ended) or a group session they are on the list of (not cancelled or missed); else 422
+         *     `match_not_for_person` or 409 `match_closed`.
+         */
+        post: operations["match_referral"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/referrals/{referral_id}/decline": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Decline Referral
+         * @description Coordinators: received or triaged -> declined, with a reason.
+         */
+        post: operations["decline_referral"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/referrals/{referral_id}/withdraw": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Withdraw Referral
+         * @description The referrer or a coordinator: received or triaged -> withdrawn (403
+         *     `not_the_referrer` for anyone else).
+         */
+        post: operations["withdraw_referral"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/program": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Program Report
+         * @description Figures by facility, network and month (reach, timeliness, sessions, wellbeing, crisis, training, safety), de-identified: codes and months only. A count of fewer people than the `min_cell` setting (11), a rate or average over fewer, and any cell that would let one be worked out, are `suppressed` (docs/reports.md). A facility or network outside the caller's scope is 404.
+         */
+        get: operations["get_program_report"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/program.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Program Report Csv
+         * @description Figures by facility, network and month (reach, timeliness, sessions, wellbeing, crisis, training, safety), de-identified: codes and months only. A count of fewer people than the `min_cell` setting (11), a rate or average over fewer, and any cell that would let one be worked out, are `suppressed` (docs/reports.md). A facility or network outside the caller's scope is 404.
+         */
+        get: operations["get_program_report_csv"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/program.html": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Program Report Html
+         * @description The monthly program report for leadership, one facility and month, as one printable page. Figures by facility, network and month (reach, timeliness, sessions, wellbeing, crisis, training, safety), de-identified: codes and months only. A count of fewer people than the `min_cell` setting (11), a rate or average over fewer, and any cell that would let one be worked out, are `suppressed` (docs/reports.md). A facility or network outside the caller's scope is 404.
+         */
+        get: operations["get_program_report_html"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/session": {
         parameters: {
             query?: never;
@@ -2415,6 +2607,11 @@ export interface components {
          * @enum {string}
          */
         CustodyStatus: "in_custody" | "transferred" | "released";
+        /**
+         * DeclineReason
+         * @enum {string}
+         */
+        DeclineReason: "person_declined" | "not_eligible" | "already_supported" | "duplicate" | "no_capacity" | "referred_elsewhere" | "released" | "transferred" | "other";
         /** DeliveryRead */
         DeliveryRead: {
             /**
@@ -3038,6 +3235,50 @@ export interface components {
             /** Timezone */
             timezone?: string | null;
             settings?: components["schemas"]["FacilitySettings"] | null;
+        };
+        /** Figure */
+        Figure: {
+            /**
+             * Facility
+             * @description The facility's code
+             */
+            facility: string;
+            /** Network */
+            network: string;
+            /**
+             * Period
+             * @description A month (YYYY-MM), or a range of months (YYYY-MM..YYYY-MM) for the sums of additive figures
+             */
+            period: string;
+            /**
+             * Section
+             * @description reach, timeliness, sessions, wellbeing, crisis, training or safety
+             */
+            section: string;
+            /** Figure */
+            figure: string;
+            /**
+             * Breakdown
+             * @description unit, tier, topic or days; null: the total
+             */
+            breakdown?: string | null;
+            /**
+             * Key
+             * @description The unit code, tier, topic or band
+             */
+            key?: string | null;
+            /**
+             * Value
+             * @description null when suppressed (or nothing to measure)
+             */
+            value: number | null;
+            /**
+             * N
+             * @description The people a rate or average is over (shown when the figure is)
+             */
+            n?: number | null;
+            /** Suppressed */
+            suppressed: boolean;
         };
         /** HousingUnitCreate */
         HousingUnitCreate: {
@@ -3664,6 +3905,13 @@ export interface components {
             /** Next Cursor */
             next_cursor?: string | null;
         };
+        /** Page[ReferralRead] */
+        Page_ReferralRead_: {
+            /** Items */
+            items: components["schemas"]["ReferralRead"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
         /** Page[SessionRead] */
         Page_SessionRead_: {
             /** Items */
@@ -3947,11 +4195,34 @@ export interface components {
             /** External Ids */
             external_ids?: components["schemas"]["ExternalId"][];
         };
+        /** ProgramReport */
+        ProgramReport: {
+            /** From */
+            from: string;
+            /** To */
+            to: string;
+            /**
+             * Min Cell
+             * @description Counts of fewer people than this are suppressed
+             */
+            min_cell: number;
+            /** Facilities */
+            facilities: string[];
+            /** Networks */
+            networks: string[];
+            /** Figures */
+            figures: components["schemas"]["Figure"][];
+        };
         /**
          * ProgramRole
          * @enum {string}
          */
         ProgramRole: "supporter" | "recipient";
+        /**
+         * ReasonCategory
+         * @enum {string}
+         */
+        ReasonCategory: "adjustment_to_custody" | "emotional_distress" | "isolation" | "grief_loss" | "family_concerns" | "reentry_planning" | "substance_use" | "conflict" | "victimization" | "critical_incident" | "occupational_stress" | "suicide_risk" | "self_harm_risk" | "other";
         /**
          * RecipientView
          * @description What a peer supporter sees of the person they support.
@@ -3961,6 +4232,127 @@ export interface components {
             preferred_name: string | null;
             /** Housing Unit Id */
             housing_unit_id: string | null;
+        };
+        /** ReferralCreate */
+        ReferralCreate: {
+            /**
+             * Participant Id
+             * @description The person referred; or `external_id` (integrations)
+             */
+            participant_id?: string | null;
+            /** @description The person by an external id (JMS person id, booking number) */
+            external_id?: components["schemas"]["ExternalId"] | null;
+            /** @description Defaults from the caller's role; a peer supporter sends `self_via_peer` when the person asked for support themselves */
+            source?: components["schemas"]["ReferralSource"] | null;
+            reason_category: components["schemas"]["ReasonCategory"];
+            /** @default routine */
+            urgency: components["schemas"]["Urgency"];
+            /** Summary */
+            summary?: string | null;
+        };
+        /** ReferralDecline */
+        ReferralDecline: {
+            reason: components["schemas"]["DeclineReason"];
+            /** Note */
+            note?: string | null;
+        };
+        /** ReferralMatch */
+        ReferralMatch: {
+            /** Pairing Id */
+            pairing_id?: string | null;
+            /**
+             * Session Id
+             * @description A group session
+             */
+            session_id?: string | null;
+        };
+        /** ReferralRead */
+        ReferralRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Facility Id
+             * Format: uuid
+             */
+            facility_id: string;
+            network: components["schemas"]["Network"];
+            /**
+             * Participant Id
+             * Format: uuid
+             */
+            participant_id: string;
+            /** Housing Unit Id */
+            housing_unit_id: string | null;
+            source: components["schemas"]["ReferralSource"];
+            reason_category: components["schemas"]["ReasonCategory"];
+            urgency: components["schemas"]["Urgency"];
+            status: components["schemas"]["ReferralStatus"];
+            /** Summary */
+            summary: string | null;
+            /**
+             * Received At
+             * Format: date-time
+             */
+            received_at: string;
+            /** Triaged At */
+            triaged_at: string | null;
+            /** Triaged By */
+            triaged_by: string | null;
+            /** Matched At */
+            matched_at: string | null;
+            /** Matched By */
+            matched_by: string | null;
+            /** Matched Pairing Id */
+            matched_pairing_id: string | null;
+            /** Matched Session Id */
+            matched_session_id: string | null;
+            /** Declined At */
+            declined_at: string | null;
+            /** Declined By */
+            declined_by: string | null;
+            decline_reason: components["schemas"]["DeclineReason"] | null;
+            /** Decline Note */
+            decline_note: string | null;
+            /** Withdrawn At */
+            withdrawn_at: string | null;
+            /** Withdrawn By */
+            withdrawn_by: string | null;
+            /** Withdraw Reason */
+            withdraw_reason: string | null;
+            /** Escalation Id */
+            escalation_id: string | null;
+            /** Referred By */
+            referred_by: string;
+            /** Version */
+            version: number;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /**
+         * ReferralSource
+         * @enum {string}
+         */
+        ReferralSource: "coordinator" | "clinician" | "officer" | "peer" | "self_via_peer" | "integration";
+        /**
+         * ReferralStatus
+         * @enum {string}
+         */
+        ReferralStatus: "received" | "triaged" | "matched" | "declined" | "withdrawn";
+        /** ReferralTriage */
+        ReferralTriage: {
+            /** @description Change the urgency at triage */
+            urgency?: components["schemas"]["Urgency"] | null;
+        };
+        /** ReferralWithdraw */
+        ReferralWithdraw: {
+            /** Reason */
+            reason?: string | null;
         };
         /** Refusal */
         Refusal: {
@@ -4372,6 +4764,11 @@ export interface components {
             /** Active */
             active: boolean;
         };
+        /**
+         * Urgency
+         * @enum {string}
+         */
+        Urgency: "routine" | "soon" | "urgent";
         /** UserCreate */
         UserCreate: {
             /** Username */
@@ -14702,6 +15099,986 @@ export interface operations {
             };
             /** @description The token lacks a scope this operation needs */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_referrals: {
+        parameters: {
+            query?: {
+                /** @description Page size */
+                limit?: number;
+                /** @description next_cursor of the previous page */
+                cursor?: string | null;
+                /** @description One or more (repeat the parameter); all when absent */
+                status?: components["schemas"]["ReferralStatus"][] | null;
+                facility_id?: string | null;
+                participant_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_ReferralRead_"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_referral: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional. A unique key per logical operation (a UUID is a good choice). A retry with the same key and body returns the stored response (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`; while the first request is in flight, 409 `idempotency_key_in_flight` (with `Retry-After`). If the server running the first request stopped before answering, a retry runs it when nothing was applied; when it was, raising an escalation and creating a participant answer with the record created, as they would have (`Idempotent-Replayed: true`), and other operations answer 409 `idempotency_outcome_unknown`. Keys are kept 24 hours per caller (`Idempotency-Key-Expires` on the response). */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralRead"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state, or the request with this Idempotency-Key is still in flight */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_referral: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                referral_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralRead"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    triage_referral: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description ETag from a previous read; 412 on mismatch */
+                "if-match"?: string | null;
+                /** @description Optional. A unique key per logical operation (a UUID is a good choice). A retry with the same key and body returns the stored response (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`; while the first request is in flight, 409 `idempotency_key_in_flight` (with `Retry-After`). If the server running the first request stopped before answering, a retry runs it when nothing was applied; when it was, raising an escalation and creating a participant answer with the record created, as they would have (`Idempotent-Replayed: true`), and other operations answer 409 `idempotency_outcome_unknown`. Keys are kept 24 hours per caller (`Idempotency-Key-Expires` on the response). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                referral_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralTriage"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralRead"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match does not match the current version */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    match_referral: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description ETag from a previous read; 412 on mismatch */
+                "if-match"?: string | null;
+                /** @description Optional. A unique key per logical operation (a UUID is a good choice). A retry with the same key and body returns the stored response (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`; while the first request is in flight, 409 `idempotency_key_in_flight` (with `Retry-After`). If the server running the first request stopped before answering, a retry runs it when nothing was applied; when it was, raising an escalation and creating a participant answer with the record created, as they would have (`Idempotent-Replayed: true`), and other operations answer 409 `idempotency_outcome_unknown`. Keys are kept 24 hours per caller (`Idempotency-Key-Expires` on the response). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                referral_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralMatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralRead"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match does not match the current version */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    decline_referral: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description ETag from a previous read; 412 on mismatch */
+                "if-match"?: string | null;
+                /** @description Optional. A unique key per logical operation (a UUID is a good choice). A retry with the same key and body returns the stored response (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`; while the first request is in flight, 409 `idempotency_key_in_flight` (with `Retry-After`). If the server running the first request stopped before answering, a retry runs it when nothing was applied; when it was, raising an escalation and creating a participant answer with the record created, as they would have (`Idempotent-Replayed: true`), and other operations answer 409 `idempotency_outcome_unknown`. Keys are kept 24 hours per caller (`Idempotency-Key-Expires` on the response). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                referral_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralDecline"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralRead"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match does not match the current version */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    withdraw_referral: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description ETag from a previous read; 412 on mismatch */
+                "if-match"?: string | null;
+                /** @description Optional. A unique key per logical operation (a UUID is a good choice). A retry with the same key and body returns the stored response (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`; while the first request is in flight, 409 `idempotency_key_in_flight` (with `Retry-After`). If the server running the first request stopped before answering, a retry runs it when nothing was applied; when it was, raising an escalation and creating a participant answer with the record created, as they would have (`Idempotent-Replayed: true`), and other operations answer 409 `idempotency_outcome_unknown`. Keys are kept 24 hours per caller (`Idempotency-Key-Expires` on the response). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                referral_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralWithdraw"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralRead"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match does not match the current version */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_program_report: {
+        parameters: {
+            query: {
+                /** @description The first month (YYYY-MM) */
+                from: string;
+                /** @description The last month (YYYY-MM); omitted: `from` */
+                to?: string | null;
+                /** @description A facility's code; omitted: every facility in scope */
+                facility?: string | null;
+                /** @description omitted: every network in scope */
+                network?: components["schemas"]["Network"] | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProgramReport"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_program_report_csv: {
+        parameters: {
+            query: {
+                /** @description The first month (YYYY-MM) */
+                from: string;
+                /** @description The last month (YYYY-MM); omitted: `from` */
+                to?: string | null;
+                /** @description A facility's code; omitted: every facility in scope */
+                facility?: string | null;
+                /** @description omitted: every network in scope */
+                network?: components["schemas"]["Network"] | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One row per figure; a text cell starting with = + - @ is prefixed with ' (no spreadsheet runs it) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input or a broken rule (see code and errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: the caller's budget is spent (see Retry-After, RateLimit and RateLimit-Policy) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (quote the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_program_report_html: {
+        parameters: {
+            query: {
+                /** @description The facility's code */
+                facility: string;
+                /** @description The month (YYYY-MM) */
+                month: string;
+                /** @description omitted: every network in scope */
+                network?: components["schemas"]["Network"] | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One self-contained page (inline CSS, SVG charts, print rules) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks a scope this operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such record, or outside your facilities or network */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
