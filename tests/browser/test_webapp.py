@@ -87,6 +87,15 @@ def test_a_peer_logs_a_session_in_one_step(new_page, factory):
                          SupportSession.status == "completed",
                          SupportSession.duration_minutes == 45) == 1
 
+    # ... and raises an escalation about the person they support, from the same screen.
+    page.get_by_label("About").select_option(label="Robin")
+    page.get_by_label("Tier").select_option("high")
+    page.get_by_label("What you saw").fill("Gave away belongings")
+    page.get_by_role("button", name="Raise escalation").click()
+    page.get_by_text("Staff have been alerted.").wait_for(timeout=5_000)
+    assert factory.count(Escalation, Escalation.participant_id == recipient.id,
+                         Escalation.tier == "high") == 1
+
 
 def test_a_coordinator_pairs_from_the_candidates(new_page, factory):
     f = factory.facility("CCJ")
