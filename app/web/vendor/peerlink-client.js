@@ -690,26 +690,26 @@ function createPeerlink(options = {}) {
     tokens.refresh = refresh2;
   }
   function refresh() {
-    refreshing ??= (async () => {
-      try {
-        if (auth === "cookie") {
-          const r2 = await api.POST("/v1/session/refresh", {});
-          if (!r2.data) return false;
-          tokens.csrf = r2.data.csrf_token;
-          return true;
-        }
-        if (!tokens.refresh) return false;
-        const r = await form("/v1/auth/token", { grant_type: "refresh_token", refresh_token: tokens.refresh });
-        if (!r.ok) return false;
-        const t = await r.json();
-        tokens.access = t.access_token;
-        tokens.refresh = t.refresh_token ?? void 0;
-        return true;
-      } finally {
-        refreshing = null;
-      }
-    })();
+    if (!refreshing) refreshing = rotate().finally(() => {
+      refreshing = null;
+    });
     return refreshing;
+  }
+  async function rotate() {
+    if (auth === "cookie") {
+      if (!csrf()) return false;
+      const r2 = await api.POST("/v1/session/refresh", {});
+      if (!r2.data) return false;
+      tokens.csrf = r2.data.csrf_token;
+      return true;
+    }
+    if (!tokens.refresh) return false;
+    const r = await form("/v1/auth/token", { grant_type: "refresh_token", refresh_token: tokens.refresh });
+    if (!r.ok) return false;
+    const t = await r.json();
+    tokens.access = t.access_token;
+    tokens.refresh = t.refresh_token ?? void 0;
+    return true;
   }
   async function signOut() {
     if (auth === "cookie") {

@@ -181,26 +181,27 @@ export function createPeerlink(options: PeerlinkOptions = {}) {
 
   /** New tokens (rotated); false when the session is over. Concurrent callers share one. */
   function refresh(): Promise<boolean> {
-    refreshing ??= (async () => {
-      try {
-        if (auth === "cookie") {
-          const r = await api.POST("/v1/session/refresh", {});
-          if (!r.data) return false;
-          tokens.csrf = r.data.csrf_token;
-          return true;
-        }
-        if (!tokens.refresh) return false;
-        const r = await form("/v1/auth/token", { grant_type: "refresh_token", refresh_token: tokens.refresh });
-        if (!r.ok) return false;
-        const t = (await r.json()) as Schemas["TokenResponse"];
-        tokens.access = t.access_token;
-        tokens.refresh = t.refresh_token ?? undefined;
-        return true;
-      } finally {
-        refreshing = null;
-      }
-    })();
+    // The promise is stored before it can settle: an attempt that ends at once (no session)
+    // must not leave a settled promise behind for every later caller.
+    if (!refreshing) refreshing = rotate().finally(() => { refreshing = null; });
     return refreshing;
+  }
+
+  async function rotate(): Promise<boolean> {
+    if (auth === "cookie") {
+      if (!csrf()) return false; // no session cookie to refresh: sign in
+      const r = await api.POST("/v1/session/refresh", {});
+      if (!r.data) return false;
+      tokens.csrf = r.data.csrf_token;
+      return true;
+    }
+    if (!tokens.refresh) return false;
+    const r = await form("/v1/auth/token", { grant_type: "refresh_token", refresh_token: tokens.refresh });
+    if (!r.ok) return false;
+    const t = (await r.json()) as Schemas["TokenResponse"];
+    tokens.access = t.access_token;
+    tokens.refresh = t.refresh_token ?? undefined;
+    return true;
   }
 
   async function signOut(): Promise<void> {

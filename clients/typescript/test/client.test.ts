@@ -114,6 +114,27 @@ describe("sign-in and refresh", () => {
     expect(s.seen.map((r) => r.path)).toEqual(["/v1/auth/token", "/v1/auth/me", "/v1/auth/token", "/v1/auth/me"]);
   });
 
+  it("browser session: a 401 refreshes with the CSRF cookie, and not at all without a session", async () => {
+    let signedIn = false;
+    const s = fakeServer((req) => {
+      const path = new URL(req.url).pathname;
+      if (path === "/v1/session/refresh") {
+        signedIn = true;
+        return json(200, { csrf_token: "c-3", expires_in: 900, scope: "" });
+      }
+      return signedIn ? json(200, { subject: "u" }) : problem(401, "unauthorized");
+    });
+    let jar = "";
+    const pl = createPeerlink({ baseUrl: BASE, auth: "cookie", fetch: s.fetch, sleep, cookies: () => jar });
+    const err = await pl.ok(pl.api.GET("/v1/auth/me", {})).catch((e) => e);
+    expect(err.status).toBe(401);
+    expect(s.seen.map((r) => r.path)).toEqual(["/v1/auth/me"]);
+    jar = "__Host-peerlink-csrf=c-2";
+    expect(await pl.ok(pl.api.GET("/v1/auth/me", {}))).toEqual({ subject: "u" });
+    expect(s.seen.map((r) => r.path)).toEqual(["/v1/auth/me", "/v1/auth/me", "/v1/session/refresh", "/v1/auth/me"]);
+    expect(s.seen[2].headers.get("X-CSRF-Token")).toBe("c-2");
+  });
+
   it("a failed sign-in is a typed problem with the OAuth error", async () => {
     const s = fakeServer(() => json(400, { type: "x", title: "t", status: 400, detail: "Wrong", code: "invalid_grant", error: "invalid_grant", error_description: "Wrong" }));
     const pl = createPeerlink({ baseUrl: BASE, auth: "bearer", fetch: s.fetch, sleep });
