@@ -22,8 +22,10 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def chromium() -> Iterator[Any]:
+    """Per test: Playwright's sync API runs an event loop in this thread while it lives, and
+    the rest of the suite (asyncio.run in the same xdist worker) needs it gone."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
