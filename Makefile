@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 CONTRACT_TOOLS := contract/node_modules/.installed
 
-.PHONY: run test demo lint openapi bench install clean contract-tools contract-check lock
+.PHONY: run test demo lint openapi bench install clean contract-tools contract-check lock client browser-test
 
 # Installs come from the hashed lock (requirements-dev.lock: the runtime, the dev extra and the
 # build backend), then the project itself without resolving anything: nothing floats.
@@ -46,6 +46,24 @@ contract-tools: $(CONTRACT_TOOLS)  ## npm tools for the contract (needs Node.js)
 
 contract-check: $(CONTRACT_TOOLS)  ## fail on an unannounced breaking change in main's history
 	bash contract/check.sh
+
+# The TypeScript client (clients/typescript, not published): its types must be those of the
+# committed contract, then type-check, unit tests (vitest), build; the bundle the web app
+# serves (app/web/vendor/peerlink-client.js) must be the one committed.
+CLIENT_DIR := clients/typescript
+$(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/package-lock.json
+	cd $(CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+client: $(CLIENT_DIR)/node_modules/.installed  ## generate, type-check, test and build the TypeScript client
+	cd $(CLIENT_DIR) && npx openapi-typescript ../../openapi/openapi.json -o /tmp/peerlink-schema.d.ts --silent
+	diff -q $(CLIENT_DIR)/src/schema.d.ts /tmp/peerlink-schema.d.ts || { echo "clients/typescript/src/schema.d.ts is stale: cd $(CLIENT_DIR) && npm run generate"; exit 1; }
+	cd $(CLIENT_DIR) && npm run --silent typecheck && npx vitest run && npm run --silent build
+	git diff --exit-code -- app/web/vendor/peerlink-client.js || { echo "the committed client bundle is stale: make client, then commit app/web/vendor/"; exit 1; }
+	cd $(CLIENT_DIR) && npx tsc -p ../../app/web/jsconfig.json  # the web app (checkJs) against the generated types
+
+browser-test: $(STAMP)  ## the web app in Debian's chromium (Playwright); screenshots in var/artifacts/browser
+	$(BIN)/pytest -q tests/browser $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local postgres)
 	$(BIN)/python -m bench.run

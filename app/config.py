@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     stream_ticket_seconds: int = Field(30, ge=5, le=300)
 
     cors_origins: list[str] = Field(default_factory=list)
+    # The OAuth2 password grant (a token handed to the caller's own code): for scripts and
+    # tests. Unset: on in development, off in production, where people sign in through the
+    # browser session (POST /v1/session, tokens in httpOnly cookies) and machines use
+    # client_credentials.
+    password_grant_enabled: bool | None = None
     max_body_bytes: int = 1_000_000
     # The reverse proxies (TLS terminators, load balancers) in front of the API: IPs or CIDRs,
     # comma-separated (PEERLINK_TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16). Only a request whose
@@ -183,6 +188,12 @@ class Settings(BaseSettings):
     @property
     def run_embedded_worker(self) -> bool:
         return self.is_sqlite if self.embedded_worker is None else self.embedded_worker
+
+    @property
+    def password_grant_allowed(self) -> bool:
+        if self.password_grant_enabled is None:
+            return self.mode == "development"
+        return self.password_grant_enabled
 
     @property
     def is_sqlite(self) -> bool:

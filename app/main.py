@@ -54,12 +54,14 @@ from app.routers import (
     referrals,
     reports,
     rosters,
+    session,
     stream,
     support_sessions,
     training,
     webhooks,
 )
 from app.security import invalidation
+from app.security.browser_session import CookieSessionMiddleware
 from app.security.notes import NoteCipher
 from app.security.principal import PRINCIPALS, get_principal
 from app.security.tokens import KeyRing
@@ -67,6 +69,7 @@ from app.services.auth import Throttle
 from app.services.idempotency import Liveness
 from app.services.import_runner import ImportRunner
 from app.services.stream import Streams
+from app.webapp import install_webapp
 
 API_VERSION = "1.9.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
@@ -145,10 +148,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
                    imports.router, rosters.board, rosters.shifts, rosters.overrides,
-                   rosters.pages, stream.router, referrals.router, reports.router):
+                   rosters.pages, stream.router, referrals.router, reports.router,
+                   session.router):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     install_docs(app)  # /docs and /redoc, with their assets served from here
+    install_webapp(app)  # the reference web app at /app/ (app/webapp.py)
     # What middleware and handlers treat apart, from the routes' own marks (app/routemarks.py).
     routes = api_routes(app.routes)
     install_handlers(app, session_maker=app.state.sessionmaker,
@@ -169,14 +174,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, settings=settings,
                            crisis_actions=crisis_actions(routes))
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_credentials=False, allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type", "If-Match",
-                                          "Idempotency-Key", "X-Request-ID"],
-                           expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID",
-                                          "RateLimit", "RateLimit-Policy",
-                                          "Idempotent-Replayed", "Idempotency-Key-Expires"])
+    # The browser session's cookie becomes a bearer token here (CSRF checked), before the rate
+    # limits and idempotency keys tell callers apart.
+    app.add_middleware(CookieSessionMiddleware)
     # Crisis first: routine requests queue here, crisis routes go straight through.
     app.add_middleware(AdmissionMiddleware, limit=settings.admission_routine_limit,
                        crisis=marked(routes, crisis_workflow),
@@ -186,11 +186,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: the client address everything else sees (X-Forwarded-For from trusted proxies).
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
 
+    if settings.cors_origins:
+        _cors_outermost(app, settings.cors_origins)
+
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
 
 # What verifies a caller: the bearer token, or for the live stream a ticket or the token.
 AUTHENTICATORS = (get_principal, stream.stream_caller)
+
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "If-Match", "Idempotency-Key",
+                      "X-Request-ID", "Last-Event-ID"]
+CORS_EXPOSE_HEADERS = ["ETag", "Location", "Retry-After", "X-Request-ID", "RateLimit",
+                       "RateLimit-Policy", "Idempotent-Replayed", "Idempotency-Key-Expires"]
+
+
+def _cors_outermost(app: FastAPI, origins: list[str]) -> None:
+    """CORS on every answer: wrapped around the whole stack, Starlette's ServerErrorMiddleware
+    (which answers 500) and every middleware that answers by itself (429, 413, 503) included;
+    `add_middleware` would put it inside ServerErrorMiddleware, and a browser would see a
+    server failure as an opaque network error. Credentials are never allowed cross-origin:
+    cross-origin callers send `Authorization: Bearer`; the session cookie is same-origin only."""
+    build = app.build_middleware_stack
+
+    def build_with_cors() -> Any:
+        return CORSMiddleware(build(), allow_origins=origins, allow_credentials=False,
+                              allow_methods=["*"], allow_headers=CORS_ALLOW_HEADERS,
+                              expose_headers=CORS_EXPOSE_HEADERS)
+
+    app.build_middleware_stack = build_with_cors  # type: ignore[method-assign]
 
 _IDEMPOTENCY_DOC = (
     "A unique key per logical operation (a UUID is a good choice). A retry with the "

@@ -52,6 +52,8 @@ def _uid() -> str:
 # =============================================================================================
 
 PUBLIC_PATHS = {"/livez", "/readyz", "/.well-known/jwks.json", "/v1/auth/token", "/v1/auth/revoke",
+                "/v1/session", "/v1/session/refresh", "/v1/session/logout",  # the cookies' own checks
+                "/",  # a redirect to the web app (/app/, static files)
                 "/openapi.json", "/metrics"}
 AUTH_ONLY = {("GET", "/v1/auth/me")}  # needs a valid token, but no scope
 

@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 CONTRACT = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
-PUBLIC = {"/livez", "/readyz", "/.well-known/jwks.json", "/v1/auth/token", "/v1/auth/revoke"}
+PUBLIC = {"/livez", "/readyz", "/.well-known/jwks.json", "/v1/auth/token", "/v1/auth/revoke",
+          "/v1/session", "/v1/session/refresh", "/v1/session/logout"}
 
 
 def test_committed_contract_matches_the_app(app):

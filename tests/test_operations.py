@@ -59,3 +59,37 @@ def test_concurrent_upserts_of_one_external_id(app, factory):
     assert set(statuses) <= {200, 201}
     assert factory.count(Participant) == 1
     assert len(factory.events("participant.created")) == 1
+
+
+def test_cors_on_every_answer_errors_included(settings, factory):
+    """A server failure (500), a refused token (401), a too large body (413) and a problem from
+    a route all carry the CORS headers, so a browser reads the problem instead of an opaque
+    network error."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(settings.model_copy(update={"cors_origins": ["https://ui.example"],
+                                                   "max_body_bytes": 1_000}))
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/v1/boom-for-test", boom)
+    origin = {"Origin": "https://ui.example"}
+    f = factory.facility()
+    h = factory.headers(factory.user(Role.coordinator, [f])) | origin
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answers = {
+            500: c.get("/v1/boom-for-test", headers=origin),
+            401: c.get("/v1/participants", headers=origin),
+            413: c.post("/v1/participants", headers=h, content=b"{" + b" " * 2_000 + b"}"),
+            404: c.get(f"/v1/participants/{f.id}", headers=h),
+            200: c.get("/v1/participants", headers=h),
+        }
+        for status, r in answers.items():
+            assert r.status_code == status, (status, r.text)
+            assert r.headers.get("access-control-allow-origin") == "https://ui.example", status
+            assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
+        assert answers[500].headers["content-type"].startswith("application/problem+json")
+        other = c.get("/v1/boom-for-test", headers={"Origin": "https://evil.example"})
+        assert other.status_code == 500
+        assert "access-control-allow-origin" not in other.headers

@@ -37,6 +37,7 @@ RESOURCE_WALLS = {
 # resources walled another way, and how
 WALLED_OTHERWISE = {
     "auth": "the caller's own account and tokens only",
+    "session": "the browser session: the caller's own cookies and tokens only",
     "reports": "scoping.report_scope (facilities and networks); aggregates only, suppressed",
     "certifications": "people through scoping.visible_participant_ids (the participant wall)",
     "enrollments": "people through scoping.visible_participant_ids (the participant wall)",

@@ -151,12 +151,32 @@ class TokenResponse(BaseModel):
     refresh_token: str | None = None
 
 
+class BrowserSignIn(BaseModel):
+    """A person signing in through the browser session (`POST /v1/session`)."""
+
+    username: str = PField(min_length=1, max_length=64)
+    password: str = PField(min_length=1, max_length=256)
+    scope: str | None = PField(None, max_length=2000, description="Space-separated scopes; "
+                               "omitted: every scope of the role")
+
+
+class BrowserSessionRead(BaseModel):
+    """The browser session: its tokens are in httpOnly cookies, never in this body."""
+
+    csrf_token: str = PField(description="Send it back in `X-CSRF-Token` on every request "
+                             "but GET/HEAD/OPTIONS (also readable from the "
+                             "`__Host-peerlink-csrf` cookie)")
+    expires_in: int = PField(description="Seconds the access cookie lives; then "
+                             "`POST /v1/session/refresh`")
+    scope: str
+
+
 class OAuthProblem(Problem):
     """A token endpoint error: problem+json carrying RFC 6749 section 5.2's members too."""
 
     error: str = PField(description="RFC 6749 5.2 error code, the same as `code`: "
-                                    "invalid_request, invalid_client, invalid_grant or "
-                                    "invalid_scope")
+                                    "invalid_request, invalid_client, invalid_grant, "
+                                    "invalid_scope or unsupported_grant_type")
     error_description: str = PField(description="Human-readable explanation, the same as "
                                                 "`detail`")
 

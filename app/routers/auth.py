@@ -79,14 +79,20 @@ async def issue_token(
     client_id: Annotated[str | None, Form(max_length=64)] = None,
     client_secret: Annotated[str | None, Form(max_length=256)] = None,
 ) -> TokenResponse:
-    """OAuth2 token endpoint (RFC 6749): `password` for people, `client_credentials` for
-    machines (client authentication with HTTP Basic, or `client_id` and `client_secret` in the
-    body; not both), `refresh_token` (rotated on every use). Errors carry RFC 6749 `error` and
-    `error_description`."""
+    """OAuth2 token endpoint (RFC 6749): `password` for people's scripts and tests (off in
+    production unless PEERLINK_PASSWORD_GRANT_ENABLED=true: browsers use `POST /v1/session`),
+    `client_credentials` for machines (client authentication with HTTP Basic, or `client_id` and
+    `client_secret` in the body; not both), `refresh_token` (rotated on every use). Errors
+    carry RFC 6749 `error` and `error_description`."""
     response.headers["Cache-Control"] = "no-store"
     address = request.client.host if request.client else "unknown"
     common = {"session": session, "settings": settings, "keyring": keyring}
     if grant_type == "password":
+        if not settings.password_grant_allowed:
+            raise OAuthError("unsupported_grant_type", "The password grant is turned off here "
+                             "(PEERLINK_PASSWORD_GRANT_ENABLED): people sign in through the "
+                             "browser session (POST /v1/session); machines use "
+                             "client_credentials.")
         if not username or not password:
             raise OAuthError("invalid_request", "username and password are required.")
         return await svc.password_grant(**common, throttle=throttle, username=username,

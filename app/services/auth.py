@@ -114,7 +114,8 @@ def _user_principal(user: User, network: str | None, scopes: str) -> Principal:
                      networks=networks, participant_id=user.participant_id)
 
 
-def _access_claims(p: Principal, family: uuid.UUID | None = None) -> dict[str, Any]:
+def _access_claims(p: Principal, family: uuid.UUID | None = None,
+                   csrf: str | None = None) -> dict[str, Any]:
     """`sid` (a registered JWT claim: the session) names the refresh family a user's access
     token comes from, so revoking the family revokes its access tokens too
     (principal.load_principal); client tokens have no family."""
@@ -122,6 +123,8 @@ def _access_claims(p: Principal, family: uuid.UUID | None = None) -> dict[str, A
               "facilities": "all" if p.all_facilities else sorted(str(f) for f in p.facility_ids)}
     if family is not None:
         claims["sid"] = str(family)
+    if csrf is not None:
+        claims["csrf"] = csrf
     return claims
 
 
@@ -157,7 +160,9 @@ async def _revoke_family(session: AsyncSession, family: uuid.UUID, user_id: uuid
 
 async def password_grant(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
                          throttle: Throttle, username: str, password: str, scope: str | None,
-                         address: str) -> TokenResponse:
+                         address: str, csrf: str | None = None) -> TokenResponse:
+    """`csrf`: for a browser session (app/security/browser_session.py), the SHA-256 of its
+    CSRF token, signed into the access token as the `csrf` claim."""
     username = username.strip().lower()
     places = await throttle.check(username, address)
     row = (await session.execute(
@@ -175,7 +180,7 @@ async def password_grant(*, session: AsyncSession, settings: Settings, keyring: 
     principal = _user_principal(user, network, granted)
     family = uuid.uuid4()
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
-                                           extra=_access_claims(principal, family))
+                                           extra=_access_claims(principal, family, csrf))
     refresh = await _issue_refresh(session, settings, user.id, family, granted)
     w = Writer(session, principal)
     w.audit("auth.password", "user", user.id)
@@ -185,7 +190,8 @@ async def password_grant(*, session: AsyncSession, settings: Settings, keyring: 
 
 
 async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: KeyRing,
-                        refresh_token: str, scope: str | None) -> TokenResponse:
+                        refresh_token: str, scope: str | None,
+                        csrf: str | None = None) -> TokenResponse:
     stmt = select(RefreshToken).where(RefreshToken.token_hash == token_digest(refresh_token))
     stored = (await session.execute(stmt.with_for_update())).scalar_one_or_none()
     now = utcnow()
@@ -215,7 +221,8 @@ async def refresh_grant(*, session: AsyncSession, settings: Settings, keyring: K
     stored.used_at = now
     principal = _user_principal(user, network, granted)
     access, _jti, lifetime = keyring.issue(settings=settings, subject=str(user.id), scope=granted,
-                                           extra=_access_claims(principal, stored.family_id))
+                                           extra=_access_claims(principal, stored.family_id,
+                                                                csrf))
     new_refresh = await _issue_refresh(session, settings, user.id, stored.family_id, granted)
     w = Writer(session, principal)
     w.audit("auth.refresh", "user", user.id)
