@@ -41,11 +41,9 @@ import functools
 import json
 import secrets
 import ssl
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,7 +51,6 @@ import httpx
 from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from standardwebhooks.webhooks import Webhook
 
 from app.config import Settings
 from app.db import insert_rows, utcnow, uuid7
@@ -66,8 +63,9 @@ from app.models.webhook import (
     WebhookEndpoint,
 )
 from app.security.notes import NoteCipher
-from app.services import events, outbound
+from app.services import events
 from app.services.leaseholder import HOLDER, live_owners
+from app.services.webhook_send import Claimed, Outcome, send
 from app.services.webhooks import disable, signing_secrets
 from app.services.writer import Writer
 
@@ -85,9 +83,6 @@ POLL = 0.2  # seconds a round waits for a send to finish or new work before look
 GATHER = 0.02  # seconds a finished send waits for others to finish, to record them together
 BASE_DELAY = timedelta(seconds=30)
 MAX_DELAY = timedelta(hours=12)
-USER_AGENT = "peerlink-webhooks/1"
-
-
 def is_crisis(event_type: str) -> bool:
     return event_type.split(".", 1)[0] in CRISIS_FAMILIES
 
@@ -148,19 +143,6 @@ async def fan_out(session: AsyncSession, now: datetime) -> int:
         queued += len(rows)
     await session.commit()
     return queued
-
-
-@dataclass(frozen=True)
-class Claimed:
-    delivery_id: uuid.UUID
-    endpoint_id: uuid.UUID
-    url: str
-    secrets: list[str]
-    body: str
-    msg_id: str
-    lease_until: datetime
-    crisis: bool = False
-    lease_owner: int | None = None
 
 
 def _heads(endpoint_id: uuid.UUID, crisis: bool, now: datetime, room: int,
@@ -252,56 +234,6 @@ async def claim(session: AsyncSession, settings: Settings, now: datetime, cipher
             msg_id=str(row.event_id), lease_until=until, crisis=d.crisis, lease_owner=holder))
     await session.commit()
     return out
-
-
-@dataclass(frozen=True)
-class Outcome:
-    claimed: Claimed
-    status_code: int | None
-    duration_ms: int
-    error: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.status_code is not None \
-            and 200 <= self.status_code < 300
-
-
-def signature_headers(c: Claimed, sent_at: datetime) -> dict[str, str]:
-    signatures = " ".join(Webhook(s).sign(c.msg_id, sent_at, c.body) for s in c.secrets)
-    return {"webhook-id": c.msg_id, "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": signatures, "content-type": "application/json",
-            "user-agent": USER_AGENT}
-
-
-async def send(c: Claimed, settings: Settings, http: httpx.AsyncClient) -> Outcome:
-    start = time.monotonic()
-
-    def done(status: int | None, error: str | None) -> Outcome:
-        return Outcome(c, status, int((time.monotonic() - start) * 1000), error)
-
-    try:
-        target = await outbound.resolve(c.url, settings)
-    except outbound.TargetRefused as exc:
-        return done(None, "address_refused" if exc.code.endswith("address_refused")
-                    else exc.code.removeprefix("webhook_url_")[:32])
-    headers = signature_headers(c, utcnow())
-    if target.host_header:
-        headers["host"] = target.host_header
-    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
-    try:
-        async with http.stream("POST", target.url, content=c.body.encode(), headers=headers,
-                               extensions=extensions) as response:
-            status = response.status_code  # the body is never read
-    except httpx.TimeoutException:
-        return done(None, "timeout")
-    except httpx.ConnectError:
-        return done(None, "connect_error")
-    except httpx.HTTPError:
-        return done(None, "http_error")
-    if 300 <= status < 400:
-        return done(status, "redirect_refused")
-    return done(status, None if 200 <= status < 300 else "http_status")
 
 
 async def record(session: AsyncSession, settings: Settings, now: datetime,
