@@ -151,7 +151,6 @@ PROBLEM_CODES: dict[str, str] = {
 # The codes any operation may answer with a status it documents (middleware, dependencies,
 # the handlers): listed on each operation with the codes its own code raises.
 BY_STATUS: dict[str, tuple[str, ...]] = {
-    "400": ("idempotency_key_missing",),
     "401": ("unauthorized",),
     "403": ("insufficient_scope",),
     "404": ("not_found",),
@@ -176,12 +175,15 @@ def schema() -> dict[str, object]:
 
 
 def operation_codes(module: str, function: str, statuses: Iterator[str] | list[str],
-                    idempotent_post: bool) -> list[str]:
-    """The codes an operation can answer: those its statuses bring (BY_STATUS), and those
-    raised by its endpoint and what the endpoint calls (read from the source)."""
+                    idempotency_key: str | None) -> list[str]:
+    """The codes an operation can answer: those its statuses bring (BY_STATUS), its
+    Idempotency-Key's (`idempotency_key`: "optional" or "required" on a POST that takes one),
+    and those raised by its endpoint and what the endpoint calls (read from the source)."""
     codes = {c for s in statuses for c in BY_STATUS.get(s, ())}
-    if idempotent_post:
+    if idempotency_key:
         codes |= set(IDEMPOTENT_POST)
+    if idempotency_key == "required":
+        codes.add("idempotency_key_missing")
     codes |= source().reachable_codes(module, function) & PROBLEM_CODES.keys()
     return sorted(codes)
 
@@ -335,6 +337,9 @@ class _Source:
         if key not in self._memo:
             names = self._names(module)
             calls: list[tuple[str, str]] = []
+            if isinstance(node, ast.ClassDef):  # a class: its methods (walked below) and bases
+                calls += [(module, b.id) for b in node.bases if isinstance(b, ast.Name)
+                          and names.get(b.id, ("",))[0] != "app.errors"]  # not DomainError's
             for call in ast.walk(node):
                 if not isinstance(call, ast.Call):
                     continue
@@ -345,7 +350,14 @@ class _Source:
                     alias = names.get(f.value.id)
                     if alias and alias[1] is None:
                         calls.append((alias[0], f.attr))
-            self._memo[key] = ({c for c, _ in self.codes_in(node)}, calls)
+            own = {c for c, _ in self.codes_in(node)}
+            for value in (v for n in ast.walk(node) for v in self._code_values(n)):
+                if isinstance(value, ast.JoinedStr):  # f"already_{state}": the codes it fits
+                    rx = "".join(re.escape(str(v.value)) if isinstance(v, ast.Constant)
+                                 else "[a-z_]+" for v in value.values)
+                    own |= {c for c in PROBLEM_CODES
+                            if re.fullmatch(rx, c) and c not in self.found}
+            self._memo[key] = (own, calls)
         return self._memo[key]  # type: ignore[no-any-return]
 
 

@@ -262,15 +262,15 @@ def _document_codes(schema: dict[str, Any], routes: list[APIRoute],
         "those it can answer).")
     endpoints = {r.name: r.endpoint for r in routes}
     for item in schema.get("paths", {}).values():
-        for method, op in item.items():
+        for op in item.values():
             endpoint = endpoints.get(op.get("operationId", ""))
             if endpoint is None:
                 continue
-            idempotent = method == "post" and any(
-                p.get("name") == "Idempotency-Key" for p in op.get("parameters", []))
+            key = next((p for p in op.get("parameters", [])
+                        if p.get("in") == "header" and p.get("name") == "Idempotency-Key"), None)
             op["x-problem-codes"] = codes.operation_codes(
                 endpoint.__module__, endpoint.__name__, list(op.get("responses", {})),
-                idempotent)
+                None if key is None else "required" if key.get("required") else "optional")
 
 
 _WEBHOOK_HEADERS = (
