@@ -50,6 +50,7 @@ contract-check: $(CONTRACT_TOOLS)  ## fail on an unannounced breaking change in 
 bench: $(STAMP)  ## PostgreSQL benchmark (BENCH_DATABASE_URL, default local postgres)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.precedence
+	$(BIN)/python -m bench.topologies
 
 # The locks: uv (pinned below, in a venv of its own) resolves pyproject.toml for every platform
 # and Python >= 3.11, with the hash of every file. Versions already in a lock are kept; add

@@ -419,6 +419,44 @@ def backup(file: Annotated[Path, typer.Argument(help="Where to write the copy (m
 
 
 @app.command()
+def report(
+    facility: Annotated[str, typer.Option("--facility", help="The facility's code")],
+    month: Annotated[str, typer.Option("--month", help="YYYY-MM")],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write")],
+    network: Annotated[str, typer.Option("--network", help="incarcerated or staff")]
+    = "incarcerated",
+) -> None:
+    """Write the monthly program report (one self-contained HTML page, de-identified and
+    suppressed exactly as GET /v1/reports/program.html serves it)."""
+    from app.errors import DomainError
+    from app.models.common import Network, Role
+    from app.reports import render
+    from app.reports import service as reports
+    from app.security.principal import Principal
+
+    if network not in {n.value for n in Network}:
+        _fail("--network is incarcerated or staff")
+    # The operator reads as a de-identified reader of every facility: the page carries codes,
+    # months and suppressed figures only, whoever asks.
+    reader = Principal(kind="user", id=uuid.UUID(int=0), name="cli", role=Role.auditor,
+                       scopes=frozenset({"reports:read"}), all_facilities=True,
+                       facility_ids=frozenset(), networks=frozenset(), participant_id=None)
+
+    async def go(session: Any) -> str:
+        found = await reports.program(session=session, settings=get_settings(),
+                                      principal=reader, first=month, last=month,
+                                      facility=facility, network=network)
+        return render.to_html(found)
+
+    try:
+        page = _run(go)
+    except DomainError as exc:
+        _fail(f"{exc.code}: {exc.detail}")
+    out.write_text(page, encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
 def demo() -> None:
     """Load the demo data set (development mode only)."""
     from app.demo import load_demo

@@ -146,6 +146,16 @@ PROBLEM_CODES: dict[str, str] = {
     "malformed_csv": "The file is not well-formed CSV or NDJSON.",
     "too_many_rows": "The file has more rows than an import takes.",
     "principal_inactive": "The account that submitted the import job is no longer active.",
+    # --- referrals --------------------------------------------------------------------------
+    "source_not_allowed": "The caller's role cannot refer with this source.",
+    "person_not_present": "The person is archived, released, transferred or separated.",
+    "match_not_for_person": "The pairing or group session given is not this person's.",
+    "match_closed": "The pairing or session given has ended.",
+    "not_the_referrer": "Only the person who made the referral may do this.",
+    # --- reports ----------------------------------------------------------------------------
+    "invalid_month": "Months are written YYYY-MM.",
+    "invalid_range": "The range ends before it starts.",
+    "range_too_long": "The report covers more months than allowed.",
 }
 
 # The codes any operation may answer with a status it documents (middleware, dependencies,

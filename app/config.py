@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # How long a process may reuse an account's checked state for one token (0 = never).
     # Revocations and account changes invalidate at once (LISTEN/NOTIFY); this bounds the rest.
     principal_cache_seconds: float = Field(10.0, ge=0, le=60)
+    # How often each API process checks its LISTEN connection (PostgreSQL): the cache is served
+    # only while it answered within two of these, so a connection that dies silently costs at
+    # most that long; one the server cuts, nothing (app.security.invalidation).
+    principal_cache_heartbeat_seconds: float = Field(0.5, gt=0, le=5)
 
     # Certificate validity and renewal per network (JSON in PEERLINK_CERTIFICATION).
     certification: dict[str, CertificationPolicy] = Field(default_factory=_default_policies)
@@ -94,6 +98,11 @@ class Settings(BaseSettings):
     # Finished deliveries (and their attempts) older than this leave the delivery log.
     webhook_log_days: int = Field(30, ge=1, le=3650)
 
+    # Reports (/v1/reports): a count of fewer people than this is suppressed, and so is a rate
+    # or average over fewer (DOMAIN rule 9; docs/reports.md). At least 3: with 2, a suppressed
+    # cell could only be 1.
+    report_min_cell: int = Field(11, ge=3, le=100)
+
     # The live stream (GET /v1/stream): a heartbeat comment (and the caller's token and account
     # checked again) this often; how many events may wait for a slow reader before it is
     # disconnected (it resumes with Last-Event-ID); how long a browser's stream ticket lives.
@@ -121,6 +130,9 @@ class Settings(BaseSettings):
     login_limit_per_username: str = "5/minute"
     login_limit_per_address: str = "20/minute"
     rate_limit_storage: str = "memory://"
+    # Every counter key starts with this (app.counters), so deployments sharing one Redis keep
+    # their budgets apart: name the deployment (peerlink-prod, peerlink-staging).
+    rate_limit_prefix: str = Field("peerlink", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     # Every other request: per caller (the token's subject) and, without a valid token, per
     # address. Raising a crisis escalation is never limited. Several API processes share the
     # counts only through a shared storage (redis://...).

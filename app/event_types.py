@@ -49,4 +49,9 @@ EVENTS: dict[str, str] = {
     "certification.granted": "A supporter became certified; `data.until` is its end date.",
     "certification.lapsed": "A supporter's certification lapsed.",
     "webhook_endpoint.disabled": "A webhook endpoint was disabled; `data.reason` says why.",
+    "referral.received": "A referral was received.",
+    "referral.triaged": "A referral was triaged.",
+    "referral.matched": "A referral was matched with a supporter.",
+    "referral.declined": "A referral was declined.",
+    "referral.withdrawn": "A referral was withdrawn.",
 }

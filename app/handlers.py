@@ -95,6 +95,6 @@ async def _audit_denial(maker: async_sessionmaker[AsyncSession], request: Reques
         await audit.record_denial(
             maker, principal=getattr(request.state, "principal", None), status=exc.status,
             action=f"{request.method} {template}", entity_type=getattr(route, "name", None),
-            entity_id=entity_id)
+            entity_id=entity_id, path_params=dict(request.path_params or {}))
     except Exception:  # auditing a denial must never turn it into a 500
         log.exception("could not audit a denied request")

@@ -34,10 +34,12 @@ from app.routemarks import (
     audits_own_denials,
     crisis_workflow,
     declares,
+    depends_on,
     form_body,
     import_file,
     marked,
     no_idempotency_key,
+    route_set,
 )
 from app.routers import (
     accounts,
@@ -50,6 +52,8 @@ from app.routers import (
     operations,
     pairings,
     participants,
+    referrals,
+    reports,
     rosters,
     stream,
     support_sessions,
@@ -58,7 +62,7 @@ from app.routers import (
 )
 from app.security import invalidation
 from app.security.notes import NoteCipher
-from app.security.principal import PRINCIPALS
+from app.security.principal import PRINCIPALS, get_principal
 from app.security.tokens import KeyRing
 from app.services.auth import Throttle
 from app.services.idempotency import Liveness
@@ -73,6 +77,17 @@ Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
 scopes it needs. Errors are `application/problem+json` with a stable `code`. Lists are
 cursor-paginated (`limit`, `cursor` -> `next_cursor`). Single resources carry an `ETag`;
 send it back in `If-Match` to avoid lost updates (412 on mismatch).
+
+Authentication comes first: a request without a valid token to an operation that needs one is
+a 401, whatever its body. Then the request's form: bodies are JSON (415 otherwise; imports take
+CSV or JSON lines) of at most 1 MB (413); a NUL character anywhere (path, query, body) or JSON
+nested deeper than 32 levels is a 422 `validation_error`.
+
+External ids (`{source, value}`) are unique within one facility's records of one network, the
+walls every caller is scoped by: an id held outside the caller's scope is unused for that
+caller, and `PUT /v1/participants/by-external-id/...` creates a record of the caller's own with
+it (201), exactly as for an id nobody holds. A caller of several facilities may so see two
+records with one id: merge them.
 """
 
 def _operation_id(route: APIRoute) -> str:
@@ -131,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    support_sessions.router, support_sessions.topics, support_sessions.ledger,
                    escalations.router, webhooks.endpoints, webhooks.deliveries, webhooks.feed,
                    imports.router, rosters.board, rosters.shifts, rosters.overrides,
-                   rosters.pages, stream.router):
+                   rosters.pages, stream.router, referrals.router, reports.router):
         app.include_router(router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     install_docs(app)  # /docs and /redoc, with their assets served from here
@@ -150,7 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        import_max_bytes=settings.import_max_bytes,
                        form_routes=marked(routes, form_body),
-                       import_routes=marked(routes, import_file))
+                       import_routes=marked(routes, import_file),
+                       authenticated=route_set(routes, lambda r: depends_on(r, AUTHENTICATORS)))
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, settings=settings,
                            crisis_actions=crisis_actions(routes))
@@ -172,6 +188,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
+
+# What verifies a caller: the bearer token, or for the live stream a ticket or the token.
+AUTHENTICATORS = (get_principal, stream.stream_caller)
 
 _IDEMPOTENCY_DOC = (
     "A unique key per logical operation (a UUID is a good choice). A retry with the "

@@ -5,7 +5,8 @@ per client address; 429 problem+json with `Retry-After`, and the IETF ratelimit-
 Never counted: the crisis workflow's writes by a signed-in caller (the routes marked
 CrisisWorkflow, app/routemarks.py: raising, working and watching an escalation, recording a
 disclosure), health and metrics, CORS preflights. Sign-in failures have their own, stricter throttle
-(services/auth.Throttle); both use the `limits` storage from settings.
+(services/auth.Throttle); both use the `limits` storage from settings (app.counters: per
+process, or Redis shared by every process of a deployment).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import time
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
+from app.counters import counter_storage
 from app.errors import problem_response
 from app.routemarks import RouteSet
 from app.security.principal import bearer_principal
@@ -31,9 +32,7 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings, *, crisis_actions: RouteSet) -> None:
         self.app = app
         self.crisis_actions = crisis_actions
-        uri = settings.rate_limit_storage
-        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(
-            uri if uri.startswith("async+") else f"async+{uri}"))
+        self.limiter = SlidingWindowCounterRateLimiter(counter_storage(settings))
         self.caller: RateLimitItem = parse(settings.rate_limit_per_caller)
         self.anonymous: RateLimitItem = parse(settings.rate_limit_anonymous)
 

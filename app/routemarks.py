@@ -106,10 +106,26 @@ def marked(routes: Iterable[APIRoute], mark: Mark, *,
            methods: Collection[str] | None = None) -> RouteSet:
     """The routes carrying `mark`; with `methods`, only those methods of them (a router-wide
     mark whose effect is on its writes)."""
+    return route_set(routes, lambda route: declares(route, mark), methods=methods)
+
+
+def depends_on(route: APIRoute, calls: Collection[Callable[..., Any]]) -> bool:
+    """Whether one of `calls` is anywhere in the route's dependency tree (an authenticator)."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if dep.call in calls:
+            return True
+        stack.extend(dep.dependencies)
+    return False
+
+
+def route_set(routes: Iterable[APIRoute], keep: Callable[[APIRoute], bool], *,
+              methods: Collection[str] | None = None) -> RouteSet:
     patterns: dict[str, list[re.Pattern[str]]] = {}
     templates: set[tuple[str, str]] = set()
     for route in routes:
-        if not declares(route, mark):
+        if not keep(route):
             continue
         for method in route.methods or ():
             if methods is None or method in methods:

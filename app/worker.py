@@ -114,8 +114,23 @@ async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Setting
                       stop: asyncio.Event | None = None) -> None:
     """Each job on its own schedule, side by side: a slow round of one (a webhook receiver
     taking its time) never delays another (the crisis clock's breach sweep)."""
+    from app.services.leaseholder import HOLDER
+
     stop = stop or asyncio.Event()
-    await asyncio.gather(*(_every(maker, settings, job, stop) for job in _jobs()))
+    holder: asyncio.Task[None] | None = None
+    if not settings.is_sqlite:
+        # The process's identity for its webhook leases, held before it claims any.
+        ready = asyncio.Event()
+        holder = asyncio.create_task(HOLDER.run(settings, ready))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout=10)
+    try:
+        await asyncio.gather(*(_every(maker, settings, job, stop) for job in _jobs()))
+    finally:
+        if holder is not None:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
 
 
 async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, job: Job,

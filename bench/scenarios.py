@@ -324,6 +324,41 @@ def _check_dashboard(data: Any, s: Seeded, size: int) -> None:
           f"by ack_deadline {deadlines[0]} .. {deadlines[-1]}", flush=True)
 
 
+def _report_month() -> str:
+    """The last whole month: the seed's sessions and escalations run up to today."""
+    from datetime import UTC, datetime
+    today = datetime.now(UTC)
+    y, m = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+    return f"{y:04d}-{m:02d}"
+
+
+REPORT = f"/v1/reports/program?from={_report_month()}&facility={FACILITY_CODE}"
+REPORT_HTML = f"/v1/reports/program.html?month={_report_month()}&facility={FACILITY_CODE}"
+
+
+def _check_report(data: Any, s: Seeded, size: int) -> None:
+    """A month of the seeded facility: sessions held and escalations counted, none suppressed."""
+    held = [f for f in data["figures"] if f["figure"] == "sessions_held"
+            and f["network"] == "incarcerated" and f["breakdown"] is None]
+    esc = [f for f in data["figures"] if f["figure"] == "escalations"
+           and f["network"] == "incarcerated" and f["breakdown"] is None]
+    assert held and held[0]["value"] > 10_000, f"program_report: sessions {held}"
+    assert esc and esc[0]["value"] > 1_000 and not esc[0]["suppressed"], esc
+    print(f"  program_report check: {data['from']}: {held[0]['value']:,.0f} sessions held, "
+          f"{esc[0]['value']:,.0f} escalations; {len(data['figures'])} figures, "
+          f"{size / 1024:,.0f} KiB", flush=True)
+
+
+REPORT_TARGET_MS = 1000.0  # the issue: "answers in under 1 s"
+
+_report_sc = Scenario(
+    # 1,000,000 sessions and 50,000 escalations in the first facility (bench/seed.py).
+    "program_report", f"GET {REPORT} (1M sessions, 50,000 escalations)",
+    lambda s: [get(REPORT)], check=_check_report, sessions=True, concurrency=1,
+    needs="~25: each section's grouped queries for each network (principal cached)",
+    targets=(Latency(REPORT_TARGET_MS, p50=True),))
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 CANDIDATES_TARGET_MS = 100.0  # the issue: "well under 100 ms with 2,000 supporters"
@@ -409,6 +444,33 @@ SCENARIOS: list[Scenario] = [
              targets=(CostVs("auth_read", SESSIONS_TARGET),)),
     _dashboard_sc,
     unloaded(_dashboard_sc),
+    _report_sc,
+    Scenario("program_report_html", f"GET {REPORT_HTML} (the printable page)",
+             lambda s: [get(REPORT_HTML)], sessions=True, concurrency=1,
+             needs="the same queries, rendered", targets=(Latency(REPORT_TARGET_MS, p50=True),)),
 ]
 
 assert len({sc.name for sc in SCENARIOS}) == len(SCENARIOS), "scenario names must be unique"
+
+
+@dataclass(frozen=True)
+class TopologyScenario:
+    """A scenario that runs the production topology itself (several API and worker processes,
+    a process killed on purpose) instead of one request's load against one server: its module
+    runs it (`python -m <module>`), prints its figures and exits non-zero when a check fails.
+    `make bench` runs each after the request scenarios; BENCH_ONLY picks them by name too."""
+
+    name: str
+    what: str
+    module: str
+
+    def picked(self, only: set[str]) -> bool:
+        return not only or self.name in only
+
+
+TOPOLOGY_SCENARIOS: list[TopologyScenario] = [
+    TopologyScenario("scale_out", "2 API processes + 2 workers, 60 s of bounded mixed load, a "
+                     "worker SIGKILLed halfway and restarted: breaches once within 10 s, "
+                     "webhooks at least once in order per record, idempotent POSTs once, audit "
+                     "chain intact", "bench.scaleout"),
+]

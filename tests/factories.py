@@ -31,6 +31,7 @@ from app.models import (
     Pairing,
     Participant,
     ParticipantExternalId,
+    Referral,
     SessionAttendee,
     SupportSession,
     User,
@@ -39,6 +40,7 @@ from app.models import (
 )
 from app.models.common import Network, Role
 from app.models.keep_apart import ordered_pair
+from app.models.referral import URGENCY_RANK
 from app.security.notes import NoteCipher
 from app.security.passwords import hash_password
 from app.security.scopes import ROLE_SCOPES
@@ -215,6 +217,27 @@ class Factory:
                        raised_blind=raised_blind, reported={"location_text": "seen here"})
         self._save(e)
         return e
+
+    def referral(self, person: Participant, *, status: str = "received",
+                 referred_by: str = "test", urgency: str = "routine",
+                 reason: str = "isolation", source: str = "coordinator",
+                 received_at: datetime | None = None) -> Referral:
+        """A referral of `person` at their facility, in `status` (its stamps written)."""
+        now = received_at or datetime.now(UTC)
+        r = Referral(facility_id=person.facility_id, network=person.network,
+                     participant_id=person.id, housing_unit_id=person.housing_unit_id,
+                     source=source, reason_category=reason, urgency=urgency,
+                     urgency_rank=URGENCY_RANK[urgency], status=status, received_at=now,
+                     referred_by=referred_by, updated_at=now)
+        if status != "received":
+            r.triaged_at, r.triaged_by = now, "test"
+        if status in ("matched", "declined", "withdrawn"):
+            setattr(r, f"{status}_at", now)
+            setattr(r, f"{status}_by", "test")
+        if status == "declined":
+            r.decline_reason = "other"
+        self._save(r)
+        return r
 
     def outbox_event(self, type_: str, *, facility: Facility | None = None,
                      network: str | None = "incarcerated", entity_type: str = "participant",

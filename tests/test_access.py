@@ -300,9 +300,19 @@ _OPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("POST", "/v1/on-call-overrides",                             (201, 201, 201, 403, 403, 403, 403, 403)),
     ("GET", "/v1/on-call-overrides/{override_id}",                (200, 200, 200, 200, 404, 403, 403, 403)),
     ("POST", "/v1/on-call-overrides/{override_id}/cancel",        (200, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/referrals",                                     (403, 201, 201, 201, 201, 201, 403, 201)),
+    ("GET", "/v1/referrals",                                      (403, 200, 200, 200, 200, 200, 403, 200)),
+    ("GET", "/v1/referrals/{referral_id}",                        (403, 200, 200, 200, 200, 200, 403, 200)),
+    ("POST", "/v1/referrals/{referral_id}/triage",                (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/referrals/{referral_id}/match",                 (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/referrals/{referral_id}/decline",               (403, 200, 200, 403, 403, 403, 403, 403)),
+    ("POST", "/v1/referrals/{referral_id}/withdraw",              (403, 200, 200, 200, 200, 200, 403, 200)),
     ("GET", "/v1/escalation-notifications/{notification_id}",    (403, 200, 200, 200, 200, 403, 403, 200)),
     ("POST", "/v1/escalation-notifications/{notification_id}/acknowledge",
                                                                   (403, 200, 200, 200, 200, 403, 403, 403)),
+    ("GET", "/v1/reports/program",                                (403, 200, 200, 403, 403, 403, 200, 403)),
+    ("GET", "/v1/reports/program.csv",                            (403, 200, 200, 403, 403, 403, 200, 403)),
+    ("GET", "/v1/reports/program.html",                           (403, 200, 200, 403, 403, 403, 200, 403)),
 ]
 
 MATRIX: list[tuple[str, str, str, int]] = [
@@ -330,6 +340,7 @@ class Ctx:
     own: Participant | None = None
     session: Any = None
     account: Any = None
+    referral_person: Any = None
 
     def ext(self, p: Participant) -> str:
         return str(p.external_ids[0]["value"])
@@ -410,6 +421,18 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         now = datetime.now(UTC)
         subs["override_id"] = f.override(a, clinician, now, now + timedelta(hours=1),
                                          network=ctx.network).id
+    if "{referral_id}" in template:
+        # the caller's own referral (a referrer reads and withdraws those), of a person they
+        # may refer; a match needs it triaged
+        person = ctx.person() if ctx.own is None else f.recipient(a, ctx.network)
+        if ctx.own is not None:
+            f.pairing(ctx.own, person)
+        actor = (f"client:{ctx.account.id}" if isinstance(ctx.account, ApiClient)
+                 else f"user:{ctx.account.id}")
+        ref = f.referral(person, referred_by=actor,
+                         status="triaged" if template.endswith("/match") else "received")
+        subs["referral_id"] = ref.id
+        ctx.referral_person = person
     if "{notification_id}" in template:
         subs["notification_id"] = f.notification(f.escalation(ctx.person()), holder).id
     query = ""
@@ -419,6 +442,9 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
         query = f"?recipient_id={f.recipient(a, ctx.network).id}"
     if template == "/v1/on-call":
         query = f"?facility_id={a.id}&network={ctx.network}"
+    if template.startswith("/v1/reports/program"):
+        query = (f"?facility={a.code}&month=2026-03" if template.endswith(".html")
+                 else f"?from=2026-01&to=2026-03&facility={a.code}")
     path = template.format(**subs) + query
     person = {"network": ctx.network, "legal_name": "New Person", "facility_code": a.code}
     bodies: dict[tuple[str, str], Any] = {
@@ -503,6 +529,16 @@ def _resolve(ctx: Ctx, method: str, template: str) -> tuple[str, dict[str, Any] 
             "facility_id": str(a.id), "network": ctx.network, "level": "on_call_clinician",
             "user_id": str(f.user(Role.clinician, [a]).id),
             "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T18:00:00Z"},
+        ("POST", "/v1/referrals"): lambda: {
+            "participant_id": str(f.pairing(ctx.own, f.recipient(a, ctx.network)).recipient_id
+                                  if ctx.own else ctx.person().id),
+            "reason_category": "isolation"},
+        ("POST", "/v1/referrals/{referral_id}/triage"): lambda: {},
+        ("POST", "/v1/referrals/{referral_id}/match"): lambda: {
+            "pairing_id": str(f.pairing(f.certified_supporter(a, ctx.network),
+                                        ctx.referral_person).id)},
+        ("POST", "/v1/referrals/{referral_id}/decline"): lambda: {"reason": "no_capacity"},
+        ("POST", "/v1/referrals/{referral_id}/withdraw"): lambda: {},
         ("POST", "/v1/escalation-notifications/{notification_id}/acknowledge"): lambda: None,
         ("POST", "/v1/on-call-overrides/{override_id}/cancel"): lambda: None,
         ("POST", "/v1/imports/participants"): lambda: Raw.csv(
@@ -757,10 +793,11 @@ def _scene(w: World, actor: Actor) -> Scene:
 def _participant_attempts(w: World, actor: Actor, sc: Scene, n: str) -> list[tuple[str, str, str, Any]]:
     """(scope, method, path, body) of every single-record call on hidden participant n."""
     pid = w.people[n].id
-    upsert = {"network": actor.network, "legal_name": "Hijack", "facility_code": sc.own_fac.code}
+    # No PUT by the hidden person's external id: that id is unused for this caller (unique per
+    # facility and network), the upsert creates a record of the caller's own, the hidden one
+    # unchanged (tests/test_external_id_scope.py).
     out = [("participants:read", "GET", f"/v1/participants/{pid}", None),
            ("participants:write", "PATCH", f"/v1/participants/{pid}", {"preferred_name": "Hijack"}),
-           ("participants:write", "PUT", f"/v1/participants/by-external-id/jms/{w.ext[n]}", upsert),
            ("participants:write", "POST", f"/v1/participants/{pid}/archive", None)]
     if sc.mine:
         keep = w.people[sc.mine[0]].id

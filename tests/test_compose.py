@@ -92,6 +92,19 @@ def test_production_mode_with_its_keys(service):
     assert env["PEERLINK_DATABASE_URL"].split("@", 1)[1].startswith("db:5432/")
     assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379/\d+",
                         env["PEERLINK_RATE_LIMIT_STORAGE"])
+    # Shared counters under the deployment's prefix (app/counters.py).
+    assert env["PEERLINK_RATE_LIMIT_PREFIX"] == "${PEERLINK_DEPLOYMENT:-peerlink}"
+
+
+def test_the_image_has_the_redis_client_the_counters_need():
+    """The API's counters are in Redis: the image installs requirements.lock, which must hold
+    the `redis` extra's client (coredis below 6, the major version `limits` works with)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "requirements.lock" in dockerfile
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = re.search(r"^coredis==(\d+)\.", lock, re.M)
+    assert pinned is not None and int(pinned.group(1)) < 6
+    assert "redis = [" in (ROOT / "pyproject.toml").read_text()
 
 
 def test_no_secret_is_written_in_the_file():

@@ -101,9 +101,11 @@ def test_upsert_refuses_network_change(client, factory, world):
     assert client.put(url, headers=world["h"], json=_body()).status_code == 201
     staff = factory.user(Role.staff_coordinator)
     r = client.put(url, headers=factory.headers(staff),
-                   json=_body(network="staff", employment_status="employed"))
-    # The record is invisible to a staff coordinator: it does not exist for them.
-    assert r.status_code == 404
+                   json=_body(network="staff", employment_status="employed",
+                              housing_unit_code=None, program_roles=[]))
+    # The record is invisible to a staff coordinator: it does not exist for them, and the id
+    # is theirs to use within their network's records (a record of their own).
+    assert r.status_code == 201 and r.json()["network"] == "staff"
     r = client.put(url, headers=world["h"], json=_body(network="staff"))
     assert r.status_code == 422
 

@@ -44,13 +44,15 @@ def test_each_set_holds_the_marked_routes_and_nothing_else(app, mark):
 
 def test_the_crisis_actions_are_the_crisis_workflows_writes(app):
     """The marks reproduce the rule the rate limiter had as path strings: every POST under
-    /v1/escalations, and recording a disclosure; and acknowledging a page."""
+    /v1/escalations, and recording a disclosure; and acknowledging a page; and referring a person
+    (a high-risk reason opens an escalation)."""
     routes = api_routes(app.routes)
     crisis = crisis_actions(routes).templates
     assert crisis == {("POST", r.path) for r in routes if "POST" in r.methods and (
         r.path == "/v1/escalations" or r.path.startswith("/v1/escalations/")
         or (r.path.startswith("/v1/support-sessions/") and r.path.endswith("/disclosures"))
-        or r.path == "/v1/escalation-notifications/{notification_id}/acknowledge")}
+        or r.path == "/v1/escalation-notifications/{notification_id}/acknowledge"
+        or r.path == "/v1/referrals")}  # a referral with a high-risk reason opens one
     # Reading the crisis workflow is counted like any read.
     assert not any(m == "GET" for m, _ in crisis)
 

@@ -467,7 +467,7 @@ def second_process(settings, is_pg) -> Iterator[str]:  # type: ignore[no-untyped
         cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts Python slowly
         while True:
             try:
                 if httpx.get(f"{base}/livez", timeout=1).status_code == 200:
@@ -528,7 +528,7 @@ def test_the_hub_catches_up_after_its_listen_connection_drops(
     with engine.connect() as conn:
         killed = conn.execute(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
-            "datname = current_database() AND query LIKE 'LISTEN%'")).scalar_one()
+            "datname = current_database() AND application_name = 'peerlink-listen'")).scalar_one()
     engine.dispose()
     assert killed >= 2  # both processes' listeners
     # Raised while this process is not listening: its NOTIFY reaches nobody here.

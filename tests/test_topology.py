@@ -3,7 +3,11 @@ engine): on a fresh PostgreSQL database, migrate once (`peerlink db upgrade`), t
 processes (`peerlink serve --no-migrate`, as the `api` service runs) and 2 workers
 (`peerlink worker`), all in production mode with their keys from the environment. Both APIs
 are ready, a token one issues works on the other, and the workers keep the crisis clock: an
-escalation past its deadline is breached, once. Everything is stopped at the end.
+escalation past its deadline is breached, once. The rate-limit and sign-in counters live in
+Redis (127.0.0.1:6379, or TEST_REDIS_URL) under a deployment prefix: the 2 processes give a
+caller one budget, not one each. Everything is stopped at the end.
+
+Redis unreachable: skipped on a workstation, failed under CI=true (CI runs a Redis).
 
 PostgreSQL only: on the embedded SQLite the worker runs inside the one service process."""
 
@@ -39,6 +43,37 @@ pytestmark = pytest.mark.skipif(
 
 ROOT = Path(__file__).resolve().parent.parent
 START_SECONDS = 180  # 4 Python processes starting on a busy 2-core machine (seen: 88 s)
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_url() -> str:
+    """The test Redis, reachable; or a loud failure under CI, a skip elsewhere."""
+    target = httpx.URL(REDIS_URL.replace("redis://", "http://", 1))
+    try:
+        with socket.create_connection((target.host, target.port or 6379), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            answer = s.recv(64)
+    except OSError as exc:
+        answer = repr(exc).encode()
+    if not answer.startswith((b"+PONG", b"-NOAUTH")):
+        message = f"Redis at {REDIS_URL} is not reachable ({answer!r})"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message + ": CI must run a Redis for the shared rate-limit counters")
+        pytest.skip(message)
+    return REDIS_URL
+
+
+def redis_keys(pattern: str) -> list[str]:
+    import asyncio
+
+    import coredis
+
+    async def scan() -> list[str]:
+        client = coredis.Redis.from_url(REDIS_URL, decode_responses=True)
+        return sorted([key async for key in client.scan_iter(match=pattern)])
+    return asyncio.run(scan())
 
 
 def _free_port() -> int:
@@ -103,8 +138,10 @@ def topology(fresh_db: str, tmp_path: Path) -> Iterator[Topology]:
         "PEERLINK_JWT_PRIVATE_KEY_FILE": str(key_file),
         "PEERLINK_NOTE_KEYS": json.dumps({"k1": base64.b64encode(os.urandom(32)).decode()}),
         "PEERLINK_NOTE_KEY_ID": "k1",
-        # Per-process counters here; shared ones (redis://) are the Redis extra's business.
-        "PEERLINK_RATE_LIMIT_STORAGE": "memory://",
+        # Shared counters, as compose runs them; this run's own prefix (a deployment's name).
+        "PEERLINK_RATE_LIMIT_STORAGE": redis_url(),
+        "PEERLINK_RATE_LIMIT_PREFIX": f"topology-{os.urandom(4).hex()}",
+        "PEERLINK_RATE_LIMIT_PER_CALLER": "30/minute",
         "PEERLINK_ESCALATION_SWEEP_SECONDS": "1",
         "PEERLINK_LOG_LEVEL": "WARNING",
     })
@@ -176,7 +213,7 @@ def test_migrate_then_two_apis_and_two_workers(topology: Topology, fresh_db: str
         with Session(factory.engine) as s, s.begin():
             s.execute(update(Escalation).where(Escalation.id == esc.id).values(
                 ack_deadline=datetime.now(UTC) - timedelta(seconds=1)))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts Python slowly
         while not factory.events("escalation.breached"):
             assert time.monotonic() < deadline, f"no breach in 30 s\n{topology.logs()}"
             time.sleep(0.25)
@@ -188,6 +225,31 @@ def test_migrate_then_two_apis_and_two_workers(topology: Topology, fresh_db: str
             assert breached.chain_level == esc.chain_level + 1
         assert sorted(topology.alive()) == ["api0", "api1", "worker0", "worker1"], \
             topology.logs()
+
+        # One budget across both processes, counted in Redis: a caller allowed 30 requests a
+        # minute, alternating between the 2 API processes, gets 30 answers, not 60.
+        caller = factory.user(Role.officer, [f])
+        r = httpx.post(f"{apis[1]}/v1/auth/token", timeout=30, data={
+            "grant_type": "password", "username": caller.username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        bearer = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        codes = [httpx.get(f"{apis[n % 2]}/v1/facilities", headers=bearer, timeout=10)
+                 .status_code for n in range(45)]
+        assert codes.count(200) == 30 and codes.count(429) == 15, codes
+        assert codes[:30] == [200] * 30
+
+        # The sign-in throttle too: 5 failed guesses a minute per username, across both.
+        target = factory.user(Role.coordinator, [f])
+        codes = [httpx.post(f"{apis[n % 2]}/v1/auth/token", timeout=30, data={
+            "grant_type": "password", "username": target.username, "password": "wrong"})
+            .status_code for n in range(8)]
+        assert codes == [400] * 5 + [429] * 3, codes
+
+        # Under the deployment's prefix.
+        prefix = topology.env["PEERLINK_RATE_LIMIT_PREFIX"]
+        keys = redis_keys(f"{prefix}:*")
+        assert any(caller.id.hex in k or str(caller.id) in k for k in keys), keys
+        assert any(target.username in k for k in keys), keys
     finally:
         factory.close()
 

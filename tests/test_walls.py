@@ -32,10 +32,12 @@ RESOURCE_WALLS = {
     "on-call-shifts": "on_call_shift",
     "on-call-overrides": "on_call_override",
     "escalation-notifications": "escalation_notification",
+    "referrals": "referral",
 }
 # resources walled another way, and how
 WALLED_OTHERWISE = {
     "auth": "the caller's own account and tokens only",
+    "reports": "scoping.report_scope (facilities and networks); aggregates only, suppressed",
     "certifications": "people through scoping.visible_participant_ids (the participant wall)",
     "enrollments": "people through scoping.visible_participant_ids (the participant wall)",
     "keep-apart-orders": "scoping.keep_apart_orders, derived from the participant wall",
@@ -125,7 +127,7 @@ def world(factory: Any) -> dict[str, Any]:
         "peer_supporter": factory.user("peer_supporter", [a], participant=sup),
         "auditor": factory.user("auditor", [a]),
         "integration": factory.api_client(
-            ["participants:read", "pairings:read", "escalations:read"], [a],
+            ["participants:read", "pairings:read", "escalations:read", "referrals:read"], [a],
             ["incarcerated", "staff"]),
     }
     peer_actor = f"user:{accounts['peer_supporter'].id}"
@@ -144,6 +146,15 @@ def world(factory: Any) -> dict[str, Any]:
                    factory.escalation(people["staff_a"], raised_by=officer_actor,
                                       raised_blind=True),
                    factory.escalation(None, facility=b, network="staff")]
+    client_actor = f"client:{accounts['integration'].id}"
+    referrals = [factory.referral(people["inc_a"]),
+                 factory.referral(people["staff_a"], status="triaged"),
+                 factory.referral(people["inc_b"]),
+                 factory.referral(people["inc_a"], referred_by=peer_actor, source="peer"),
+                 factory.referral(people["inc_a2"], referred_by=officer_actor, source="officer"),
+                 factory.referral(people["staff_a"], referred_by=client_actor,
+                                  source="integration"),
+                 factory.referral(people["inc_b"], referred_by=officer_actor, source="officer")]
     everyone = [sup, staff_sup, sup_b, *people.values()]
     return {
         "accounts": accounts,
@@ -152,6 +163,7 @@ def world(factory: Any) -> dict[str, Any]:
             "/v1/pairings": [p.id for p in pairings],
             "/v1/support-sessions": [s.id for s in sessions],
             "/v1/escalations": [e.id for e in escalations],
+            "/v1/referrals": [r.id for r in referrals],
         },
     }
 
@@ -224,6 +236,15 @@ def test_the_walls_cut_where_the_domain_says(client: Any, factory: Any,
     # a place alone sits behind the facility and network walls like any other
     assert str(ids["/v1/escalations"][10]) not in listed("staff_coordinator", "/v1/escalations")
     assert str(ids["/v1/escalations"][7]) in listed("coordinator", "/v1/escalations")
+    # referrals: coordinators and clinicians their walls; a peer, an officer, an integration
+    # the ones they made inside their facilities (not the officer's at B, 6)
+    refs = [str(i) for i in ids["/v1/referrals"]]
+    assert listed("peer_supporter", "/v1/referrals") == {refs[3]}
+    assert listed("officer", "/v1/referrals") == {refs[4]}
+    assert listed("integration", "/v1/referrals") == {refs[5]}
+    assert listed("coordinator", "/v1/referrals") == {refs[0], refs[3], refs[4]}
+    assert listed("staff_coordinator", "/v1/referrals") == {refs[1], refs[5]}
+    assert listed("clinician", "/v1/referrals") == {refs[0], refs[1], refs[3], refs[4], refs[5]}
     # the staff coordinator never sees the incarcerated network, the coordinator never staff
     staff = listed("staff_coordinator", "/v1/pairings")
     assert staff == {str(ids["/v1/pairings"][2])}

@@ -48,3 +48,6 @@ __all__ += ["StreamTicket"]
 from app.models.worker_job import WorkerJob  # noqa: E402
 
 __all__ += ["WorkerJob"]
+from app.models.referral import Referral  # noqa: E402
+
+__all__ += ["Referral"]

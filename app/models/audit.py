@@ -31,6 +31,8 @@ class AuditEvent(SQLModel, table=True):
     role: str | None = Field(default=None, max_length=32)
     client_id: str | None = Field(default=None, max_length=64)
     facility_id: uuid.UUID | None = None
+    # The network of the record the row concerns (None: no record, or written before 1.10).
+    network: str | None = Field(default=None, max_length=16)
     action: str = Field(max_length=64)
     entity_type: str | None = Field(default=None, max_length=64)
     entity_id: str | None = Field(default=None, max_length=64)
@@ -56,6 +58,7 @@ class AuditEventRead(BaseModel):
     outcome: str
     request_id: str | None
     client_address: str | None = None
+    network: str | None = None
     hash: str
 
     model_config = {"from_attributes": True}

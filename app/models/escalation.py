@@ -58,6 +58,8 @@ class Escalation(SQLModel, table=True):
         Index("ix_escalation_facility_network_id", "facility_id", "network", "id"),
         Index("ix_escalation_participant_id", "participant_id"),
         Index("ix_escalation_raised_by", "raised_by"),
+        # Reports: a month of one facility's network.
+        Index("ix_escalation_facility_network_raised", "facility_id", "network", "raised_at"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)

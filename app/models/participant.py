@@ -72,15 +72,22 @@ class Participant(SQLModel, table=True):
 
 
 class ParticipantExternalId(SQLModel, table=True):
-    """The uniqueness of (source, value) lives here; participant.external_ids mirrors it."""
+    """The uniqueness of (source, value) within one facility's records of one network (the
+    walls a writer is scoped by) lives here; participant.external_ids mirrors it. An id held
+    outside a writer's scope is, for that writer, unused: it may create a record with it in
+    its own scope, so no answer tells it the id exists elsewhere. `facility_id` and `network`
+    are the holder's, kept so by triggers (set on insert, the facility moved with the
+    participant; migration 20261201_0400)."""
 
     __tablename__ = "participant_external_id"
-    __table_args__ = (UniqueConstraint("source", "value"),)
+    __table_args__ = (UniqueConstraint("source", "value", "facility_id", "network"),)
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
     participant_id: uuid.UUID = Field(foreign_key="participant.id", index=True)
     source: str = Field(max_length=64)
     value: str = Field(max_length=128)
+    facility_id: uuid.UUID | None = None
+    network: str | None = Field(default=None, max_length=16)
     created_at: datetime = ts_field(default_now=True)
 
 

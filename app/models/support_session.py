@@ -56,6 +56,9 @@ class SupportSession(SQLModel, table=True):
         Index("ix_support_session_facility_network_id", "facility_id", "network", "id"),
         Index("ix_support_session_pairing_id", "pairing_id"),
         Index("ix_support_session_scheduled_at", "scheduled_at"),
+        # Reports: a month of one facility's network.
+        Index("ix_support_session_facility_network_scheduled", "facility_id", "network",
+              "scheduled_at"),
         Index("ix_support_session_updated_at", "updated_at"),
     )
 

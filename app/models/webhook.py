@@ -93,6 +93,9 @@ class WebhookDelivery(SQLModel, table=True):
     first_attempt_at: datetime | None = ts_field(nullable=True)
     next_attempt_at: datetime = ts_field()
     lease_until: datetime | None = ts_field(nullable=True)
+    # The worker process holding the lease (app.services.leaseholder: the id of the session
+    # advisory lock it holds while alive); another worker takes over once that lock is gone.
+    lease_owner: int | None = None
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, max_length=32)
     delivered_at: datetime | None = ts_field(nullable=True)

@@ -118,7 +118,12 @@ async def upsert_participant_by_external_id(
     source: SourcePath, value: ValuePath, body: ParticipantUpsert, session: SessionDep,
     response: Response, principal: Principal = require("participants:write"),
 ) -> ParticipantRead:
-    """Idempotent upsert for jail systems: the same body twice changes nothing the second time."""
+    """Idempotent upsert for jail systems: the same body twice changes nothing the second time.
+
+    The id is looked up among the caller's records only (external ids are unique within one
+    facility's records of one network): an id held outside the caller's facilities or network
+    answers exactly as an unused one, 201 with a new record in the caller's scope; no answer
+    tells whether the id exists elsewhere."""
     p, created = await svc.upsert_by_external_id(session=session, principal=principal,
                                                  source=source, value=value, data=body)
     if created:

@@ -9,6 +9,8 @@ Revocations and account changes drop the entries at once in the process that mad
 
 from __future__ import annotations
 
+import math
+import select as io_select
 import time
 import uuid
 from dataclasses import dataclass
@@ -98,26 +100,61 @@ class Principal:
 
 
 class PrincipalCache:
+    """Principals by token id, trusted only while this process provably hears every
+    invalidation (app.security.invalidation): its LISTEN connection is up, it answered a
+    heartbeat within the lease, and no byte sits unread on its socket (an unread byte may be a
+    revocation, or the server closing the connection). Otherwise every request reads the
+    account from the database: the cache never decides alone that a token is still good."""
+
     def __init__(self, ttl_seconds: float = 10.0, size: int = 20_000) -> None:
         self.ttl = ttl_seconds
         self.size = size
-        self.enabled = False  # switched on by app.security.invalidation.running (lifespan)
+        self.enabled = False  # switched on by app.security.invalidation (lifespan)
+        self.generation = 0  # bumped by every invalidation: a load that saw one is not kept
+        self._trusted_until = math.inf  # time.monotonic(); the listener's heartbeat lease
+        self._socket: io_select.poll | None = None  # the LISTEN connection's socket
         self._by_jti: dict[str, tuple[float, Principal]] = {}
         self._jtis_by_subject: dict[uuid.UUID, set[str]] = {}
 
+    def listening(self, fileno: int | None, trusted_until: float) -> None:
+        """The LISTEN connection is up (its socket: `fileno`) and answered a heartbeat."""
+        if fileno is not None:
+            poller = io_select.poll()
+            poller.register(fileno, io_select.POLLIN | io_select.POLLPRI)
+            self._socket = poller
+        self._trusted_until = trusted_until
+        self.enabled = True
+
+    def stop_trusting(self) -> None:
+        """The LISTEN connection is gone (or not yet there): nothing cached is served."""
+        self.enabled = False
+        self._socket = None
+        self._trusted_until = math.inf
+        self.clear()
+
+    def trusted(self) -> bool:
+        if not self.enabled or time.monotonic() >= self._trusted_until:
+            return False
+        # POLLHUP/POLLERR are always reported: a closed connection reads as untrusted too.
+        return self._socket is None or not self._socket.poll(0)
+
     def get(self, jti: str, now: float) -> Principal | None:
-        if not self.enabled:
+        if not self.trusted():
             return None
         hit = self._by_jti.get(jti)
         if hit is None:
             return None
         if hit[0] <= now:
-            self.forget_token(jti)
+            self._drop(jti)
             return None
         return hit[1]
 
-    def put(self, principal: Principal, now: float) -> None:
+    def put(self, principal: Principal, now: float, generation: int | None = None) -> None:
+        """Keeps a principal read from the database; not when an invalidation arrived since
+        the read began (`generation`, read before it): the read may predate the change."""
         if not self.enabled or self.ttl <= 0 or principal.jti is None:
+            return
+        if generation is not None and generation != self.generation:
             return
         if len(self._by_jti) >= self.size:
             self.clear()
@@ -125,15 +162,21 @@ class PrincipalCache:
         self._jtis_by_subject.setdefault(principal.id, set()).add(principal.jti)
 
     def forget_token(self, jti: str) -> None:
+        self.generation += 1
+        self._drop(jti)
+
+    def _drop(self, jti: str) -> None:
         hit = self._by_jti.pop(jti, None)
         if hit is not None:
             self._jtis_by_subject.get(hit[1].id, set()).discard(jti)
 
     def forget_subject(self, subject: uuid.UUID) -> None:
+        self.generation += 1
         for jti in self._jtis_by_subject.pop(subject, set()):
             self._by_jti.pop(jti, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self._by_jti.clear()
         self._jtis_by_subject.clear()
 
@@ -226,9 +269,10 @@ async def current(read_sessionmaker: Any, claims: dict[str, Any]) -> Principal:
     now = time.time()
     principal = PRINCIPALS.get(claims["jti"], now)
     if principal is None:
+        generation = PRINCIPALS.generation
         async with read_sessionmaker() as session:
             principal = await load_principal(session, claims)
-        PRINCIPALS.put(principal, now)
+        PRINCIPALS.put(principal, now, generation)
     return principal
 
 

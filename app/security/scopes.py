@@ -44,6 +44,14 @@ SCOPES: dict[str, str] = {
     "notifications:acknowledge": "Acknowledge a page sent to you",
     "events:stream": "Hold a live stream of the events your scopes and facilities cover (a "
                      "peer supporter: the status of the escalations they raised)",
+    "reports:read": "Read program reports: figures by facility, network and month, de-identified "
+                    "and with small cells suppressed (coordinators: their networks; auditors: "
+                    "every network)",
+    "referrals:read": "Read referrals for peer support (coordinators and clinicians: those in "
+                      "scope; others: the referrals they made)",
+    "referrals:write": "Refer a person for peer support; withdraw a referral (the referrer, or "
+                       "a coordinator)",
+    "referrals:triage": "Work the referral queue: triage, match to a pairing or group, decline",
 }
 
 _ALL_NETWORKS = frozenset(Network)
@@ -61,7 +69,8 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
         "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
-        "notifications:read", "notifications:acknowledge", "events:stream",
+        "notifications:read", "notifications:acknowledge", "events:stream", "reports:read",
+        "referrals:read", "referrals:write", "referrals:triage",
     }),
     Role.staff_coordinator: frozenset({
         "facilities:read", "participants:read", "participants:write",
@@ -69,17 +78,18 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         "pairings:read", "pairings:write", "sessions:read", "sessions:write", "notes:read",
         "disclosures:read", "disclosures:write", "escalations:raise", "escalations:read",
         "escalations:write", "escalations:observe", "rosters:read", "rosters:write",
-        "notifications:read", "notifications:acknowledge", "events:stream",
+        "notifications:read", "notifications:acknowledge", "events:stream", "reports:read",
+        "referrals:read", "referrals:write", "referrals:triage",
     }),
     Role.clinician: frozenset({"facilities:read", "participants:read", "notes:read",
                                "disclosures:read", "escalations:raise", "escalations:read",
                                "escalations:write", "escalations:observe", "rosters:read",
                                "notifications:read", "notifications:acknowledge",
-                               "events:stream"}),
+                               "events:stream", "referrals:read", "referrals:write"}),
     Role.officer: frozenset({"facilities:read", "participants:read", "escalations:raise",
                              "escalations:read", "escalations:observe", "rosters:read",
                              "notifications:read", "notifications:acknowledge",
-                             "events:stream"}),
+                             "events:stream", "referrals:read", "referrals:write"}),
     # A peer supporter reads only their own participant record (and its training) until
     # pairings exist.
     Role.peer_supporter: frozenset({"facilities:read", "participants:read", "courses:read",
@@ -87,13 +97,14 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
                                     "sessions:write", "notes:read", "disclosures:read",
                                     "disclosures:write", "escalations:raise",
                                     "escalations:read", "escalations:observe",
-                                    "events:stream"}),
-    Role.auditor: frozenset({"facilities:read", "audit:read"}),
+                                    "events:stream", "referrals:read", "referrals:write"}),
+    Role.auditor: frozenset({"facilities:read", "audit:read", "reports:read"}),
     # The most an API client may be granted; each client holds a subset.
     Role.integration: frozenset({
         "facilities:read", "participants:read", "participants:write",
         "keep_apart:read", "keep_apart:write", "pairings:read", "escalations:read",
         "webhooks:read", "webhooks:write", "events:read", "events:stream", "notifications:read",
+        "referrals:read", "referrals:write",
     }),
 }
 
@@ -125,6 +136,17 @@ ON_CALL_HOLDERS = frozenset({Role.clinician, Role.officer, *COORDINATORS})
 CLINICAL_HOLDERS = frozenset({Role.clinician})
 # Who manages rosters (every shift in scope); other readers see their own shifts only.
 ROSTER_MANAGERS = frozenset({Role.admin, *COORDINATORS})
+
+# Who reads reports of every network, de-identified (reports carry no names, ids or dates finer
+# than a month for anyone; these roles read no other record of the networks).
+DEIDENTIFIED_READERS = frozenset({Role.auditor})
+
+# Referrals: who works the queue (triage, match, decline; withdraw any) and who reads every
+# referral in their walls; the other referrers (REFERRERS) read and withdraw their own.
+REFERRAL_TRIAGERS = COORDINATORS
+REFERRAL_READERS = frozenset({*COORDINATORS, Role.clinician})
+REFERRERS = frozenset({*COORDINATORS, Role.clinician, Role.officer, Role.peer_supporter,
+                       Role.integration})
 
 ACCOUNT_SCOPES = frozenset({"users:read", "users:write", "clients:read", "clients:write"})
 

@@ -27,13 +27,27 @@ from typing import Any
 
 import orjson
 from asgi_correlation_id import correlation_id
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, literal, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.db import crisis_work, insert_rows, utcnow
-from app.models import AuditEvent, OutboxEvent
+from app.models import (
+    AuditEvent,
+    Enrollment,
+    Escalation,
+    EscalationNotification,
+    Facility,
+    KeepApartOrder,
+    OnCallOverride,
+    OnCallShift,
+    OutboxEvent,
+    Pairing,
+    Participant,
+    ParticipantExternalId,
+    SupportSession,
+)
 from app.proxies import CLIENT_ADDRESS
 from app.security.principal import Principal
 from app.services import scoping
@@ -52,6 +66,7 @@ class AuditEntry:
     entity_type: str | None = None
     entity_id: str | None = None
     facility_id: uuid.UUID | None = None
+    network: str | None = None
 
 
 def _payload(fields: dict[str, Any]) -> str:
@@ -76,8 +91,9 @@ def _hashed_fields(e: AuditEvent | dict[str, Any]) -> dict[str, Any]:
         "request_id": get("request_id"),
     }
     # Hashed only when present, so rows written before the column existed verify unchanged.
-    if get("client_address") is not None:
-        fields["client_address"] = get("client_address")
+    for late in ("client_address", "network"):
+        if get(late) is not None:
+            fields[late] = get(late)
     return fields
 
 
@@ -104,11 +120,17 @@ class Actor:
                    principal.name if principal.kind == "client" else None)
 
 
-def _rows(entries: Iterable[AuditEntry], actor: Actor) -> list[dict[str, Any]]:
+def _rows(entries: Iterable[AuditEntry], actor: Actor,
+          events: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The audit rows; an entry that names no network takes the one of its change's event
+    (the same record's, in the same transaction: every write emits one with its network)."""
     now = utcnow()
     request_id = correlation_id.get()
+    networks = {(e["entity_type"], str(e["entity_id"])): e["network"] for e in events
+                if e.get("network")}
     return [{"occurred_at": now, "actor_type": actor.actor_type, "actor_id": actor.actor_id,
              "role": actor.role, "client_id": actor.client_id, "facility_id": e.facility_id,
+             "network": e.network or networks.get((e.entity_type, e.entity_id)),
              "action": e.action, "entity_type": e.entity_type, "entity_id": e.entity_id,
              "outcome": e.outcome, "request_id": request_id,
              "client_address": CLIENT_ADDRESS.get()} for e in entries]
@@ -121,7 +143,7 @@ async def commit(session: AsyncSession, entries: Iterable[AuditEntry],
     appended to the chain): all of it or nothing. With events, the channel `notify` is told the
     newest outbox id: on PostgreSQL by NOTIFY inside the transaction (None is returned); on
     SQLite the id is returned for the caller to tell after the commit."""
-    rows = _rows(entries, actor)
+    rows = _rows(entries, actor, events)
     if not rows and not events:
         await session.commit()
         return None
@@ -204,14 +226,91 @@ async def _append_and_commit(session: AsyncSession, rows: list[dict[str, Any]],
 
 async def record_denial(maker: async_sessionmaker[AsyncSession], *, principal: Principal | None,
                         status: int, action: str, entity_type: str | None,
-                        entity_id: str | None) -> None:
+                        entity_id: str | None,
+                        path_params: dict[str, Any] | None = None) -> None:
     """Audits a refused request in a transaction of its own (the request's own was rolled
-    back). `action` is "<METHOD> <route template>"."""
+    back). `action` is "<METHOD> <route template>". The row carries the facility of the record
+    the path names (`path_params`), found whatever the caller's scope, so that only auditors of
+    that facility see a refusal about it; a row naming no record's facility is seen only by
+    auditors of all facilities (scoping.audit_event_wall)."""
     entry = AuditEntry(action=action,
                        outcome={404: "not_found", 422: "refused"}.get(status, "denied"),
                        entity_type=entity_type, entity_id=entity_id)
     async with maker() as session:
+        place = await place_of_record(session, path_params or {})
+        if place is not None:
+            entry = AuditEntry(entry.action, entry.outcome, entry.entity_type, entry.entity_id,
+                               place.facility_id, place.network)
         await commit(session, [entry], [], Actor.of(principal, anonymous="anonymous"))
+
+
+_P, _EXT = Participant.__table__.c, ParticipantExternalId.__table__.c
+_F = Facility.__table__.c
+_ID: Any = bindparam("id")
+# A path parameter -> the statement that finds the facility and network of the record it
+# names. Records of no facility (accounts, clients, courses, webhooks, import jobs) are not
+# listed.
+_PLACE_OF: dict[str, Any] = {
+    "participant_id": select(_P.facility_id, _P.network).where(_P.id == _ID),
+    "facility_id": select(_F.id, literal(None)).where(_F.id == _ID),
+    **{name: select(model.__table__.c.facility_id, model.__table__.c.network)
+       .where(model.__table__.c.id == _ID)
+       for name, model in (("pairing_id", Pairing), ("session_id", SupportSession),
+                           ("escalation_id", Escalation),
+                           ("notification_id", EscalationNotification),
+                           ("shift_id", OnCallShift), ("override_id", OnCallOverride))},
+    "enrollment_id": select(_P.facility_id, _P.network).join(
+        Enrollment.__table__, Enrollment.__table__.c.participant_id == _P.id)
+        .where(Enrollment.__table__.c.id == _ID),
+    "order_id": select(_P.facility_id, _P.network).join(
+        KeepApartOrder.__table__, KeepApartOrder.__table__.c.participant_a_id == _P.id)
+        .where(KeepApartOrder.__table__.c.id == _ID),
+}
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a record is: what its audit rows are stamped with."""
+
+    facility_id: uuid.UUID
+    network: str | None
+
+
+def callers_place(principal: Principal) -> Place | None:
+    """The place of a record that belongs to its caller's place rather than to one facility's
+    record (an import job): the caller's facility when they have exactly one (and their network
+    when they have exactly one); None (auditors of all facilities only) otherwise."""
+    if principal.all_facilities or len(principal.facility_ids) != 1:
+        return None
+    networks = sorted(n.value for n in principal.networks)
+    return Place(next(iter(principal.facility_ids)), networks[0] if len(networks) == 1 else None)
+
+
+async def place_of_record(session: AsyncSession, path_params: dict[str, Any]) -> Place | None:
+    """The facility and network of the record a request's path names (its first id the table
+    above knows, or an external id), read past every wall: written to the audit row, never shown
+    to the caller. None when the path names no such record or none exists; of several holders
+    of an external id, none is chosen (the row names no facility)."""
+    if "source" in path_params and "value" in path_params:
+        rows = (await session.execute(
+            select(_P.facility_id, _P.network)
+            .join(ParticipantExternalId.__table__, _EXT.participant_id == _P.id)
+            .where(_EXT.source == str(path_params["source"]),
+                   _EXT.value == str(path_params["value"])).limit(2))).all()
+        return Place(rows[0][0], rows[0][1]) if len(rows) == 1 else None
+    for name, value in path_params.items():
+        if name not in _PLACE_OF:
+            continue
+        try:
+            record_id = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        except ValueError:
+            return None
+        row = (await session.execute(_PLACE_OF[name], {"id": record_id})).first()
+        if row is None or row[0] is None:
+            return None
+        facility = row[0] if isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0]))
+        return Place(facility, row[1])
+    return None
 
 
 def verify_chain(session: Session, batch: int = 5000) -> tuple[int, list[int]]:

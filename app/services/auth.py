@@ -10,11 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.counters import counter_storage
 from app.db import utcnow
 from app.errors import DomainError, TooManyRequests
 from app.models import ApiClient, Participant, RefreshToken, RevokedAccessToken, User
@@ -53,14 +53,13 @@ class Throttle:
     Giving back never removes anyone else's failures: a success resets nothing, so someone
     holding one valid account cannot wipe an address's failures by signing in between
     guesses, and an owner's sign-in gives no fresh budget to someone guessing at the account.
-    Only the `limits` storage API is used (memory, or redis shared by several processes)."""
+    Only the `limits` storage API is used (app.counters: memory, or Redis shared by every
+    process of a deployment)."""
 
     OK_CEILING = 10_000  # ok entries looked at per key and window
 
     def __init__(self, settings: Settings) -> None:
-        uri = settings.rate_limit_storage
-        self._storage: Any = storage_from_string(uri if uri.startswith("async+") else
-                                                 f"async+{uri}")
+        self._storage: Any = counter_storage(settings)
         self._per_user: RateLimitItem = parse(settings.login_limit_per_username)
         self._per_addr: RateLimitItem = parse(settings.login_limit_per_address)
 

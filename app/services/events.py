@@ -26,7 +26,7 @@ from app.models import ApiClient, OutboxEvent, User
 from app.models.common import Network, Role
 from app.models.webhook import WebhookEndpoint
 from app.security.principal import Principal
-from app.security.scopes import ROLE_NETWORKS, ROLE_SCOPES, scopes_for
+from app.security.scopes import REFERRAL_READERS, ROLE_NETWORKS, ROLE_SCOPES, scopes_for
 from app.services import scoping
 from app.services.pagination import decode_int_cursor, encode_cursor
 
@@ -48,6 +48,7 @@ FAMILY_SCOPES: dict[str, str] = {
     "enrollment": "training:read",
     "certification": "training:read",
     "webhook_endpoint": "webhooks:read",
+    "referral": "referrals:read",
 }
 
 # Every event type the services emit: the registry, one line each (app/event_types.py).
@@ -58,7 +59,7 @@ _LINKS = {
     "pairing": "/v1/pairings/{}", "escalation": "/v1/escalations/{}",
     "escalation_notification": "/v1/escalation-notifications/{}",
     "support_session": "/v1/support-sessions/{}", "enrollment": "/v1/enrollments/{}",
-    "webhook_endpoint": "/v1/webhook-endpoints/{}",
+    "webhook_endpoint": "/v1/webhook-endpoints/{}", "referral": "/v1/referrals/{}",
 }
 
 
@@ -101,8 +102,14 @@ def event_clauses(principal: Principal, types: list[str] | None = None) -> list[
         raised = scoping.escalations(principal, scoping.E.id)
         return [and_(OE.type.in_(allowed), OE.entity_id.in_(raised))]
     about_endpoints = [t for t in allowed if t.startswith("webhook_endpoint.")]
-    about_records = [t for t in allowed if t not in about_endpoints]
+    # Referrals of a caller who reads only the ones they made (scoping.referral_wall): those.
+    own_referrals = ([t for t in allowed if t.startswith("referral.")]
+                     if principal.role not in REFERRAL_READERS else [])
+    about_records = [t for t in allowed if t not in about_endpoints and t not in own_referrals]
     parts: list[Any] = []
+    if own_referrals:
+        parts.append(and_(OE.type.in_(own_referrals),
+                          OE.entity_id.in_(scoping.referrals(principal, scoping.RF.id))))
     if about_records:
         nets = [n.value for n in principal.networks]
         walls: list[Any] = [

@@ -12,6 +12,7 @@ facilities or network is simply not found (404), exactly like a missing one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,11 +33,13 @@ from app.models import (
     OnCallShift,
     Pairing,
     Participant,
+    Referral,
     SupportSession,
 )
+from app.models.common import Network
 from app.models.escalation import UNRESOLVED
 from app.security.principal import Principal
-from app.security.scopes import ROSTER_MANAGERS
+from app.security.scopes import DEIDENTIFIED_READERS, REFERRAL_READERS, ROSTER_MANAGERS
 
 # Reads select from the Core tables (rows, not ORM objects: several times cheaper per row);
 # writes select the ORM entity. Both take their WHERE clauses from the aggregate's wall.
@@ -51,6 +54,7 @@ AE = AuditEvent.__table__.c
 SHIFTS = OnCallShift.__table__.c
 OVERRIDES = OnCallOverride.__table__.c
 NOTIFICATIONS = EscalationNotification.__table__.c
+RF = Referral.__table__.c
 
 NOTHING = "nothing"  # the shape of a caller who sees no record of the aggregate
 
@@ -265,6 +269,35 @@ def escalations(principal: Principal, *columns: Any, to_work: bool = False) -> S
     return stmt.where(*escalation_wall(principal, to_work=to_work).clauses())
 
 
+# --- referrals --------------------------------------------------------------------------------
+
+def referral_wall(principal: Principal) -> Wall:
+    """Coordinators and clinicians (REFERRAL_READERS): their networks and facilities. Anyone
+    else who refers (an officer, an integration): the referrals they made, inside their networks
+    and facilities; a peer supporter: the referrals they made at their facilities (the person
+    referred may be one they cannot otherwise see: self-referrals through a peer)."""
+    found = _caller(principal, networks=not principal.is_peer)
+    if found is not None and principal.role not in REFERRAL_READERS:
+        found[0].add("made_by_me")
+        found[1]["actor"] = principal.actor
+    return _wall("referral", found)
+
+
+@_defines("referral")
+def _referral_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+    out = _facs(shape, b, RF.facility_id)
+    if "nets" in shape:
+        out.append(RF.network.in_(b("nets", expanding=True)))
+    if "made_by_me" in shape:
+        out.append(RF.referred_by == b("actor"))
+    return out
+
+
+def referrals(principal: Principal, *columns: Any) -> Select[Any]:
+    stmt = select(*columns) if columns else select(Referral)
+    return stmt.where(*referral_wall(principal).clauses())
+
+
 # --- on-call rosters and escalation notifications --------------------------------------------
 
 def on_call_wall(principal: Principal) -> Wall:
@@ -384,7 +417,9 @@ def keep_apart_orders(principal: Principal) -> Select[Any]:
 
 
 def audit_event_wall(principal: Principal) -> Wall:
-    """The caller's facilities, and the rows that name no facility."""
+    """The rows stamped with one of the caller's facilities. A row that names no facility
+    (an account, a client, a sign-in, a record of no facility, a refusal that named no record)
+    is for auditors of all facilities only: it may concern any place."""
     if principal.all_facilities:
         return Wall("audit_event", frozenset())
     return Wall("audit_event", frozenset({"facs"}), {"facs": sorted(principal.facility_ids)})
@@ -394,11 +429,26 @@ def audit_event_wall(principal: Principal) -> Wall:
 def _audit_event_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
     if "facs" not in shape:
         return []
-    return [or_(AE.facility_id.in_(b("facs", expanding=True)), AE.facility_id.is_(None))]
+    return [AE.facility_id.in_(b("facs", expanding=True))]
 
 
 def audit_events(principal: Principal) -> Select[Any]:
     return select(AuditEvent).where(*audit_event_wall(principal).clauses())
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+def report_scope(principal: Principal) -> tuple[frozenset[str], frozenset[uuid.UUID] | None]:
+    """Which networks and facilities (None: all) a caller's reports cover: a coordinator's
+    networks at their facilities; a de-identified reader (auditor) every network at theirs. The
+    figures are aggregated from rows filtered by these, in app/reports."""
+    if principal.role in DEIDENTIFIED_READERS:
+        nets = frozenset(n.value for n in Network)
+    else:
+        nets = frozenset(n.value for n in principal.networks)
+    if principal.all_facilities:
+        return nets, None
+    return nets, frozenset(principal.facility_ids)
 
 
 WALLS: dict[str, Callable[[Principal], Wall]] = {
@@ -413,4 +463,5 @@ WALLS: dict[str, Callable[[Principal], Wall]] = {
     "on_call_shift": roster_wall,
     "on_call_override": lambda principal: roster_wall(principal, "on_call_override"),
     "escalation_notification": notification_wall,
+    "referral": referral_wall,
 }

@@ -13,9 +13,11 @@ never wait behind routine events (an import's thousands of participant events).
 2. Claim: the heads of each endpoint's records (a record's oldest pending event; a later one
    waits until the earlier is delivered or given up), when due, crisis lane first, as many as
    the endpoint has free send slots, taken FOR UPDATE SKIP LOCKED and leased (committed)
-   before anything is sent: several workers never send one attempt twice, and a worker killed
-   mid-send leaves a lease that runs out, so the delivery is sent again (at-least-once;
-   receivers dedupe on `webhook-id`). The owner's current right to see the event is checked
+   before anything is sent: several workers never send one attempt twice. A lease names the
+   worker process holding it (app.services.leaseholder, on PostgreSQL): a worker killed
+   mid-send loses its advisory lock, and another takes the delivery over at its next claim
+   (seconds); without an owner (SQLite) the lease runs out. Either way it is sent again
+   (at-least-once; receivers dedupe on `webhook-id`). The owner's current right to see the event is checked
    again here; a delivery they may no longer see is skipped, never sent.
 3. Send (outside any transaction, concurrently, bounded per endpoint): Standard Webhooks
    headers and signatures (both secrets during a rotation's overlap), the SSRF guard resolved
@@ -48,7 +50,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
@@ -65,6 +67,7 @@ from app.models.webhook import (
 )
 from app.security.notes import NoteCipher
 from app.services import events, outbound
+from app.services.leaseholder import HOLDER, live_owners
 from app.services.webhooks import disable, signing_secrets
 from app.services.writer import Writer
 
@@ -157,11 +160,17 @@ class Claimed:
     msg_id: str
     lease_until: datetime
     crisis: bool = False
+    lease_owner: int | None = None
 
 
-def _heads(endpoint_id: uuid.UUID, crisis: bool, now: datetime, room: int) -> Any:
+def _heads(endpoint_id: uuid.UUID, crisis: bool, now: datetime, room: int,
+           live: set[int] | None = None) -> Any:
     """An endpoint's due heads in one lane: no earlier pending event of the same record on this
-    endpoint (a manual redelivery stands outside the order), oldest due first."""
+    endpoint (a manual redelivery stands outside the order), oldest due first. Not leased, or
+    the lease ran out, or (PostgreSQL) its owner is not among the `live` worker processes."""
+    free = or_(WD.lease_until.is_(None), WD.lease_until <= now)
+    if live is not None:
+        free = or_(free, and_(WD.lease_owner.is_not(None), WD.lease_owner.not_in(live)))
     earlier = aliased(WebhookDelivery)
     blocked_by_earlier = exists().where(
         earlier.endpoint_id == WebhookDelivery.endpoint_id,
@@ -171,18 +180,20 @@ def _heads(endpoint_id: uuid.UUID, crisis: bool, now: datetime, room: int) -> An
     return (select(WebhookDelivery)
             .where(WD.endpoint_id == endpoint_id, WD.crisis == crisis,
                    WD.status == DeliveryStatus.pending.value, WD.next_attempt_at <= now,
-                   or_(WD.lease_until.is_(None), WD.lease_until <= now),
-                   or_(WD.manual.is_(True), ~blocked_by_earlier))
+                   free, or_(WD.manual.is_(True), ~blocked_by_earlier))
             .order_by(WD.next_attempt_at, WD.event_id).limit(room)
             .with_for_update(of=WebhookDelivery, skip_locked=True))
 
 
 async def claim(session: AsyncSession, settings: Settings, now: datetime, cipher: NoteCipher,
                 busy: Mapping[tuple[uuid.UUID, bool], int] | None = None,
-                routine: bool = True) -> list[Claimed]:
+                routine: bool = True, holder: int | None = None) -> list[Claimed]:
     """Leases what each endpoint has room for: `busy` counts what this worker holds (sending or
-    claimed) per (endpoint, crisis lane); `routine=False` takes the crisis lane only."""
+    claimed) per (endpoint, crisis lane); `routine=False` takes the crisis lane only. `holder`
+    names this worker process in its leases (app.services.leaseholder): when it dies, another
+    worker takes them over at its next claim."""
     busy = busy or {}
+    live = await live_owners(session)
     eps = {e.id: e for e in (await session.execute(
         select(WebhookEndpoint).where(WE.status == EndpointStatus.active.value)
         .order_by(WE.id))).scalars()}
@@ -195,7 +206,14 @@ async def claim(session: AsyncSession, settings: Settings, now: datetime, cipher
             lanes.append((False, slots - busy.get((ep.id, False), 0)))
         for crisis, room in lanes:
             if room > 0:
-                due += (await session.execute(_heads(ep.id, crisis, now, room))).scalars()
+                due += (await session.execute(_heads(ep.id, crisis, now, room, live))).scalars()
+    if live is not None and any(d.lease_until is not None and d.lease_until > now for d in due):
+        # Taking over from owners that looked dead: asked again now that the rows are ours (a
+        # worker that started after the first look already holds its lock, as it did before
+        # any lease it committed), so only the truly dead lose their leases.
+        alive = await live_owners(session) or set()
+        due = [d for d in due if d.lease_until is None or d.lease_until <= now
+               or d.lease_owner not in alive]
     if not due:
         await session.commit()
         return []
@@ -225,13 +243,13 @@ async def claim(session: AsyncSession, settings: Settings, now: datetime, cipher
             continue
         d.attempts += 1
         d.first_attempt_at = d.first_attempt_at or now
-        d.lease_until = until
+        d.lease_until, d.lease_owner = until, holder
         d.updated_at = now
         out.append(Claimed(
             delivery_id=d.id, endpoint_id=ep.id, url=ep.url,
             secrets=signing_secrets(cipher, ep, now),
             body=json.dumps(events.envelope(row), separators=(",", ":")),
-            msg_id=str(row.event_id), lease_until=until, crisis=d.crisis))
+            msg_id=str(row.event_id), lease_until=until, crisis=d.crisis, lease_owner=holder))
     await session.commit()
     return out
 
@@ -305,7 +323,8 @@ async def record(session: AsyncSession, settings: Settings, now: datetime,
         d = found[o.claimed.delivery_id]
         session.add(WebhookAttempt(delivery_id=d.id, attempted_at=now, status_code=o.status_code,
                                    duration_ms=o.duration_ms, error=o.error))
-        if d.status != DeliveryStatus.pending.value or d.lease_until != o.claimed.lease_until:
+        if d.status != DeliveryStatus.pending.value or d.lease_until != o.claimed.lease_until \
+                or d.lease_owner != o.claimed.lease_owner:
             continue  # our lease ran out and another worker took it over: it decides
         by_endpoint[d.endpoint_id].append(o)
     for endpoint_id, outs in by_endpoint.items():
@@ -390,7 +409,8 @@ async def deliver_round(session: AsyncSession, settings: Settings, now: datetime
                 last_fan_out = loop.time()
                 totals["queued"] += await fan_out(session, clock())
             routine = loop.time() - started < cap
-            for c in await claim(session, settings, clock(), cipher, held, routine):
+            for c in await claim(session, settings, clock(), cipher, held, routine,
+                                 HOLDER.owner):
                 ready.append(c)
                 held[(c.endpoint_id, c.crisis)] += 1
             start()

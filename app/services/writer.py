@@ -45,10 +45,13 @@ class Writer:
         self.claim = idempotency.bound_claim(session)
 
     def audit(self, action: str, entity_type: str, entity_id: Any,
-              facility_id: uuid.UUID | None = None, outcome: str = "success") -> None:
+              facility_id: uuid.UUID | None = None, network: str | None = None,
+              outcome: str = "success") -> None:
+        """`network`: the record's; when not given, the one of an event this change emits
+        about the same record (audit.commit)."""
         self._audit.append(AuditEntry(action=action, outcome=outcome, entity_type=entity_type,
                                       entity_id=str(entity_id) if entity_id else None,
-                                      facility_id=facility_id))
+                                      facility_id=facility_id, network=network))
 
     def emit(self, type_: str, entity_type: str, entity_id: uuid.UUID, *,
              facility_id: uuid.UUID | None = None, network: str | None = None,

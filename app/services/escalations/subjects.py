@@ -51,16 +51,21 @@ async def place_of(session: AsyncSession, principal: Principal,
     return facility_id, unit
 
 
-async def lookup(session: AsyncSession, data: EscalationCreate) -> Participant | None:
-    """The person the raise names, across every wall, following merges to the survivor."""
+async def lookup(session: AsyncSession, data: EscalationCreate,
+                 place: uuid.UUID | None = None) -> Participant | None:
+    """The person the raise names, across every wall, following merges to the survivor. An
+    external id is unique per facility: of several holders, the one at `place` (the raise's
+    facility) comes first."""
     if data.participant_id is not None:
         person = await session.get(Participant, data.participant_id)
     elif data.external_id is not None:
-        person = (await session.execute(
-            select(Participant).join(ParticipantExternalId,
-                                     EXTERNAL_IDS.participant_id == PEOPLE.id)
-            .where(EXTERNAL_IDS.source == data.external_id.source,
-                   EXTERNAL_IDS.value == data.external_id.value))).scalar_one_or_none()
+        stmt = (select(Participant).join(ParticipantExternalId,
+                                         EXTERNAL_IDS.participant_id == PEOPLE.id)
+                .where(EXTERNAL_IDS.source == data.external_id.source,
+                       EXTERNAL_IDS.value == data.external_id.value))
+        if place is not None:
+            stmt = stmt.order_by((PEOPLE.facility_id == place).desc())
+        person = (await session.execute(stmt.order_by(PEOPLE.id).limit(1))).scalars().first()
     else:
         return None
     for _ in range(MERGE_HOPS):

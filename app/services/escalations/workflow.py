@@ -61,7 +61,7 @@ async def raise_(*, session: AsyncSession, principal: Principal, data: Escalatio
     walls, or nobody, and the raiser holds a receipt; nothing that fails depends on the lookup.
     """
     place, unit = await subjects.place_of(session, principal, data)
-    person = await subjects.lookup(session, data)
+    person = await subjects.lookup(session, data, place)
     seen = person if person is not None and await subjects.seen_by(session, principal,
                                                                     person) else None
     blind = seen is None

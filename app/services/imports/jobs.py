@@ -18,6 +18,7 @@ from app.models import ImportJob
 from app.models.import_job import ImportFormat, ImportKind, ImportStatus
 from app.security.principal import Principal, load_principal
 from app.security.tokens import InvalidToken
+from app.services.audit import Place, callers_place
 from app.services.imports.files import Parsed, parse, validate
 from app.services.imports.kinds import KINDS, Kind
 from app.services.pagination import keyset_page
@@ -52,7 +53,8 @@ async def submit(*, session: AsyncSession, settings: Settings, principal: Princi
         job.lease_until = now + timedelta(seconds=settings.import_lease_seconds)
     session.add(job)
     w = Writer(session, principal)
-    w.audit(f"import.{kind.value}", "import_job", job.id)
+    place = callers_place(principal)
+    w.audit(f"import.{kind.value}", "import_job", job.id, *_stamp(place))
     await w.commit()
     if inline:
         await run(session=session, settings=settings, principal=principal, job=job,
@@ -83,7 +85,8 @@ async def run(*, session: AsyncSession, settings: Settings, principal: Principal
         w, counts, row_errors = await _apply_chunk(session, principal, kind, job, rows)
         for e in row_errors:
             if e["code"] in AUDITED_REFUSALS:  # reaching outside one's scope, as on the routes
-                w.audit(f"import.{kind.name.value}.row", "import_job", job.id, outcome="refused")
+                w.audit(f"import.{kind.name.value}.row", "import_job", job.id,
+                        *_stamp(callers_place(principal)), outcome="refused")
         found = [e for n in chunk for e in errors.get(n, [])] + row_errors
         found.sort(key=lambda e: e["line"])
         room = settings.import_max_errors - len(job.errors or [])
@@ -208,3 +211,8 @@ async def list_(*, session: AsyncSession, principal: Principal, limit: int,
                 cursor: str | None) -> tuple[list[ImportJob], str | None]:
     return await keyset_page(session, _mine(principal), JOBS.id, kind="import", limit=limit,
                              cursor=cursor)
+
+
+def _stamp(place: Place | None) -> tuple[uuid.UUID | None, str | None]:
+    """An import job's audit rows: its caller's place (audit.callers_place)."""
+    return (place.facility_id, place.network) if place else (None, None)

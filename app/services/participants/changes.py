@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_rows, one_of, utcnow, uuid7
-from app.errors import NotFound, RuleViolation
+from app.errors import RuleViolation
 from app.models import Participant, ParticipantExternalId
 from app.models.participant import ExternalId, ParticipantCreate, ParticipantUpdate
 from app.security.principal import Principal
@@ -88,10 +88,16 @@ class Changes(ABC):
             for row in rows:
                 self.by_key[(row.external_source, row.external_value)] = row
                 self.holder[(row.external_source, row.external_value)] = row.id
+        # Ids are unique per facility and network: one held outside the caller's walls is
+        # unused for this caller (it may create a record with it in its own scope).
+        mine = [EXTERNAL_ID.network.in_(sorted(n.value for n in self.principal.networks))]
+        if not self.principal.all_facilities:
+            mine.append(EXTERNAL_ID.facility_id.in_(sorted(self.principal.facility_ids)))
         for source, values in _by_source(keys - self.holder.keys()).items():
             rows = await self.session.execute(
                 select(EXTERNAL_ID.source, EXTERNAL_ID.value, EXTERNAL_ID.participant_id)
-                .where(EXTERNAL_ID.source == source, one_of(self.session, EXTERNAL_ID.value, values)))
+                .where(EXTERNAL_ID.source == source, one_of(self.session, EXTERNAL_ID.value, values),
+                       *mine))
             for row in rows:
                 self.holder[(row.source, row.value)] = row.participant_id
         ids: set[uuid.UUID] = {p.facility_id for p in self.by_key.values()}
@@ -123,7 +129,8 @@ class Changes(ABC):
         pid = row["id"]
         for e in ids:
             self._new_ids.append({"id": uuid7(), "participant_id": pid, "source": e.source,
-                                  "value": e.value, "created_at": now})
+                                  "value": e.value, "facility_id": row["facility_id"],
+                                  "network": row["network"], "created_at": now})
             self.holder[(e.source, e.value)] = pid
         self.w.audit("participant.create", "participant", pid, row["facility_id"])
         self.w.emit("participant.created", "participant", pid, facility_id=row["facility_id"],
@@ -138,9 +145,7 @@ class Changes(ABC):
         ids = unique_ids([ExternalId.model_construct(source=source, value=value),
                           *data.external_ids])
         row = self.by_key.get((source, value))
-        if row is None:
-            if (source, value) in self.holder:  # someone outside the caller's scope holds it
-                raise NotFound("No such participant.")
+        if row is None:  # unused, or held at a facility outside the caller's scope
             return self.create(data, ids), "created"
         if row.network != data.network.value:
             raise RuleViolation("A participant's network cannot change.", code="network_immutable")
@@ -170,8 +175,10 @@ class Changes(ABC):
         for c in decision.cascades:
             self._cascades.setdefault(c, []).append(pid)
         for e in decision.new_ids:
+            # facility_id, network: the holder's once its change is written (set by a trigger)
             self._new_ids.append({"id": uuid7(), "participant_id": pid, "source": e.source,
-                                  "value": e.value, "created_at": utcnow()})
+                                  "value": e.value, "facility_id": None, "network": None,
+                                  "created_at": utcnow()})
         w.audit(action, "participant", pid, decision.facility_id)
 
     # --- writing it all ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
@@ -42,10 +42,20 @@ async def merge(*, session: AsyncSession, principal: Principal, participant_id: 
                            code="participant_archived")
     now = utcnow()
     w = Writer(session, principal)
+    # Ids are unique per facility, so both records may hold one (a duplicate made at another
+    # facility): the survivor keeps its own; the duplicate's others move to it.
+    ext = ParticipantExternalId.__table__.c
+    held = {(r.source, r.value) for r in (await session.execute(
+        select(ext.source, ext.value).where(ext.participant_id == survivor.id)))}
+    for source, value in held:
+        await session.execute(delete(ParticipantExternalId).where(
+            ext.participant_id == dup.id, ext.source == source, ext.value == value))
     await session.execute(
         update(ParticipantExternalId).where(ParticipantExternalId.participant_id == dup.id)
         .values(participant_id=survivor.id))
-    survivor.external_ids = [*(survivor.external_ids or []), *(dup.external_ids or [])]
+    survivor.external_ids = [*(survivor.external_ids or []),
+                             *(e for e in dup.external_ids or []
+                               if (e["source"], e["value"]) not in held)]
     dup.external_ids = []
     await _move_keep_aparts(session, survivor.id, dup.id, now, principal, w, survivor)
     # The duplicate's pairings end with the record; the survivor's pairings with anyone an

@@ -15,7 +15,7 @@ from app.models import Disclosure
 from app.models.support_session import NoteRead
 from app.security.notes import NoteCipher
 from app.security.principal import Principal
-from app.services.audit import AuditEntry, append
+from app.services.audit import AuditEntry, Place, append, place_of_record
 from app.services.support_sessions.reads import sessions
 from app.services.support_sessions.tables import DISCLOSURES, SESSIONS
 
@@ -34,13 +34,18 @@ async def read_note(*, session: AsyncSession, maker: Any, cipher: NoteCipher,
             linked = (await session.execute(select(func.count()).select_from(
                 Disclosure.__table__).where(DISCLOSURES.session_id == s.id))).scalar_one()
             allowed = linked > 0
+    # The refusal of a note outside the caller's scope is stamped with its session's facility
+    # all the same, so only that facility's auditors learn of the id.
+    place = Place(s.facility_id, s.network) if s is not None else \
+        await place_of_record(session, {"session_id": session_id})
     # Release the request's read (on SQLite it holds the database lock) before the audit row
     # is written in a transaction of its own; the loaded row stays usable.
     await session.close()
     entry = AuditEntry(action="support_session.note_read",
                        outcome="success" if allowed else "denied",
                        entity_type="support_session", entity_id=str(session_id),
-                       facility_id=s.facility_id if s is not None else None)
+                       facility_id=place.facility_id if place else None,
+                       network=place.network if place else None)
     async with maker() as audit_session:
         await append(audit_session, [entry], actor_type=principal.kind,
                      actor_id=str(principal.id), role=principal.role.value,

@@ -1,0 +1,1 @@
+"""Program reports: figures aggregated in SQL, suppressed, rendered (JSON, CSV, HTML)."""
