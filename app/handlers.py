@@ -5,6 +5,8 @@ that reaches outside the caller's scope) added to the audit trail."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +47,8 @@ def install_handlers(app: FastAPI, *, session_maker: async_sessionmaker[AsyncSes
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:  # Starlette names only the first route that matched
+            exc.headers = {**(exc.headers or {}), "Allow": allowed_methods(request)}
         return http_problem(exc)
 
     @app.exception_handler(Exception)
@@ -52,6 +56,25 @@ def install_handlers(app: FastAPI, *, session_maker: async_sessionmaker[AsyncSes
         await end_request_transaction(request)
         log.exception("unhandled error", extra={"path_template": _template(request)})
         return internal_problem()
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers (RFC 9110: a 405 lists all of them), from
+    every route whose template matches it."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in _flat(request.app.routes):
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
+
+
+def _flat(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes, with those of included routers (FastAPI keeps them nested)."""
+    for route in routes:
+        nested = getattr(route, "original_router", None)
+        yield from (_flat(nested.routes) if nested is not None else (route,))
 
 
 def _template(request: Request) -> str:

@@ -40,6 +40,19 @@ from app.services import idempotency as svc
 log = logging.getLogger("peerlink.idempotency")
 
 _KEEP_HEADERS = {b"content-type", b"location", b"etag", b"retry-after"}
+KEY_MAX_LENGTH = 200  # the contract's maxLength of the Idempotency-Key header (main.py)
+
+
+def key_problem(length: int) -> Response:
+    """422 `validation_error` for an Idempotency-Key outside the contract's 1-200 characters,
+    in the shape FastAPI gives a header that breaks its bounds."""
+    too_long = length > KEY_MAX_LENGTH
+    return problem_response(
+        422, "validation_error", "Invalid request", "The request has invalid fields; see errors.",
+        errors=[{"field": "header.Idempotency-Key",
+                 "message": (f"String should have at most {KEY_MAX_LENGTH} characters"
+                             if too_long else "String should have at least 1 character"),
+                 "type": "string_too_long" if too_long else "string_too_short"}])
 
 
 def fingerprint(scope: Scope, body: bytes, content_type: str) -> str:
@@ -134,8 +147,13 @@ class IdempotencyMiddleware:
         # stored answer (it may hold a secret shown once); the route answers it instead.
         principal = await bearer_principal(scope)
         caller = principal.actor if principal else None
-        if key_raw is None or caller is None or not (0 < len(key_raw) <= 200):
-            await self.app(scope, receive, send)  # the route validates (or requires) the key
+        if key_raw is None or caller is None:
+            await self.app(scope, receive, send)  # the route requires the key, or 401 first
+            return
+        if not (0 < len(key_raw) <= KEY_MAX_LENGTH):
+            # The contract's bounds on the header, refused before any other check can answer
+            # (and before anything runs: a key we cannot keep would make a retry run twice).
+            await key_problem(len(key_raw))(scope, receive, send)
             return
         key = key_raw.decode("latin-1")
 

@@ -13,15 +13,16 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
-from app import worker
+from app import codes, worker
 from app.admission import AdmissionMiddleware
 from app.apidocs import install_docs
 from app.config import Settings, get_settings
 from app.db import SessionMiddleware, make_async_engine, make_read_engine, make_sessionmaker
 from app.deps import requires_idempotency_key
 from app.errors import PROBLEM, FieldError, Problem
+from app.event_types import EVENTS
 from app.handlers import install_handlers
-from app.idempotency import IdempotencyMiddleware, Rebuild
+from app.idempotency import KEY_MAX_LENGTH, IdempotencyMiddleware, Rebuild
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, ObservabilityMiddleware, metrics_response
 from app.models.account import OAuthProblem
@@ -252,7 +253,8 @@ def _document_idempotency(schema: dict[str, Any], required: set[str], skip: Rout
         params.append({"name": "Idempotency-Key", "in": "header", "required": needed,
                        "description": ("Required (400 `idempotency_key_missing` without it). "
                                        if needed else "Optional. ") + _IDEMPOTENCY_DOC,
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
+                       "schema": {"type": "string", "minLength": 1,
+                                  "maxLength": KEY_MAX_LENGTH}})
         op["parameters"] = params
         responses = op.setdefault("responses", {})
         extra = [("400", "The Idempotency-Key header is missing")] if needed else []
@@ -306,6 +308,69 @@ def _document_public(schema: dict[str, Any]) -> None:
             op.setdefault("security", [])
 
 
+def _document_codes(schema: dict[str, Any], routes: list[APIRoute],
+                    components: dict[str, Any]) -> None:
+    """The registry of problem codes (app/codes.py) as the ProblemCode enum, and on each
+    operation the codes it can answer (`x-problem-codes`)."""
+    components["ProblemCode"] = codes.schema()
+    components["Problem"]["properties"]["code"]["description"] = (
+        "A stable machine code: one of ProblemCode (the operation's `x-problem-codes` lists "
+        "those it can answer).")
+    endpoints = {r.name: r.endpoint for r in routes}
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            endpoint = endpoints.get(op.get("operationId", ""))
+            if endpoint is None:
+                continue
+            key = next((p for p in op.get("parameters", [])
+                        if p.get("in") == "header" and p.get("name") == "Idempotency-Key"), None)
+            op["x-problem-codes"] = codes.operation_codes(
+                endpoint.__module__, endpoint.__name__, list(op.get("responses", {})),
+                None if key is None else "required" if key.get("required") else "optional")
+
+
+_WEBHOOK_HEADERS = (
+    ("webhook-id", "The event's id: the same on every retry (deduplicate on it)."),
+    ("webhook-timestamp", "Seconds since the epoch when this attempt was signed."),
+    ("webhook-signature", "`v1,<base64 HMAC-SHA256>` of `id.timestamp.body` with the "
+                          "endpoint's secret, space-separated while a rotated secret overlaps "
+                          "(Standard Webhooks 1.0)."),
+)
+
+
+def _document_events(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """The event registry (app/event_types.py) as the EventType enum, and each event type's
+    delivery as an OpenAPI 3.1 webhook: what an endpoint subscribed to it receives."""
+    components["EventType"] = {
+        "type": "string", "title": "EventType",
+        "description": "Every event type. New types may be added in a minor version: ignore "
+                       "one you do not know.",
+        "enum": list(EVENTS), "x-enum-descriptions": list(EVENTS.values())}
+    components["WebhookEventData"] = {
+        "type": "object", "title": "WebhookEventData", "additionalProperties": True,
+        "description": "Ids only: fetch the record at `url` with your own token.",
+        "required": ["id", "entity_type", "facility_id", "network"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid", "description": "The record's id"},
+            "entity_type": {"type": "string", "description": "The record's kind"},
+            "facility_id": {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "null"}]},
+            "network": {"anyOf": [{"$ref": "#/components/schemas/Network"}, {"type": "null"}]}}}
+    headers = [{"name": name, "in": "header", "required": True, "description": text,
+                "schema": {"type": "string"}} for name, text in _WEBHOOK_HEADERS]
+    schema["webhooks"] = {event: {"post": {
+        "tags": ["webhooks"], "operationId": "webhook_" + event.replace(".", "_"),
+        "summary": event, "description": text, "parameters": headers,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "allOf": [{"$ref": "#/components/schemas/EventRead"}, {
+                "type": "object", "required": ["type", "data"],
+                "properties": {"type": {"const": event},
+                               "data": {"$ref": "#/components/schemas/WebhookEventData"}}}]}}}},
+        "responses": {"2XX": {"description": "Received; any other answer is retried with "
+                                             "backoff for about three days"},
+                      "410": {"description": "Gone: the endpoint is disabled"}},
+    }} for event, text in EVENTS.items()}
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -333,5 +398,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     _document_admission(schema, marked(routes, crisis_workflow))
     _document_body_limits(schema)
     _document_public(schema)
+    _document_codes(schema, routes, components)
+    _document_events(schema, components)
     app.openapi_schema = schema
     return schema

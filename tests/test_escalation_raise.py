@@ -25,7 +25,7 @@ from app.models import Escalation
 from app.models.common import Role
 from app.services.escalations import breach_sweep
 
-RECEIPT = {"id", "status", "raised_at", "ack_deadline", "category", "reported"}
+RECEIPT = {"view", "id", "status", "raised_at", "ack_deadline", "category", "reported"}
 
 
 @pytest.fixture()
@@ -78,7 +78,7 @@ def test_raising_about_a_person_one_can_see_is_unchanged(client, factory, w):
     assert officer.status_code == 201 and officer.json()["participant_id"] == str(w["mine"].id)
     assert officer.json()["description"] is None and "ETag" in officer.headers
     peer = _raise(client, w["h"]["peer"], participant_id=str(w["mine"].id))
-    assert peer.status_code == 201 and set(peer.json()) == {"id", "status", "raised_at"}
+    assert peer.status_code == 201 and set(peer.json()) == {"view", "id", "status", "raised_at"}
     assert _stored(factory, peer).raised_blind is False
 
 

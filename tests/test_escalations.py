@@ -78,7 +78,7 @@ def test_what_each_role_sees(client, factory, ctx):
     peer = factory.headers(factory.user(Role.peer_supporter, [ctx["f"]], participant=sup))
     mine = _raise(client, peer, ctx["person"], tier="moderate")
     assert mine.status_code == 201, mine.text
-    assert set(mine.json()) == {"id", "status", "raised_at"}
+    assert set(mine.json()) == {"view", "id", "status", "raised_at"}
     assert client.get(f"/v1/escalations/{eid}", headers=peer).status_code == 404
     assert len(client.get("/v1/escalations", headers=peer).json()["items"]) == 1
     staff = factory.participant(ctx["f"], "staff")
@@ -383,7 +383,7 @@ def test_dashboard_list_shows_each_role_its_view(client, factory, ctx):
     assert len(officer) == 3
     assert all(x["description"] is None and x["screener"] is None for x in officer)
     assert [set(x) for x in client.get(url, headers=peer).json()["items"]] == [
-        {"id", "status", "raised_at"}]
+        {"view", "id", "status", "raised_at"}]
     every = client.get("/v1/escalations?limit=2", headers=ctx["clin"]).json()
     more = client.get(f"/v1/escalations?limit=2&cursor={every['next_cursor']}",
                       headers=ctx["clin"]).json()

@@ -401,7 +401,7 @@ def test_a_raise_whose_answer_was_lost_answers_the_saved_escalation_as_the_raise
                - (mine.pop("seconds_remaining", 0) or 0)) <= 5
     assert seen == mine
     if role == "peer_supporter":
-        assert set(seen) == {"id", "status", "raised_at"}
+        assert set(seen) == {"view", "id", "status", "raised_at"}
     else:
         assert seen["description"] == "Said goodbye to his cellmate"
     assert len(factory.events("escalation.created")) == 1

@@ -7,11 +7,13 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, model_validator
 from pydantic import Field as PField
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.db import uuid7
 from app.models.common import InputModel, Network, json_field, ts_field
@@ -253,10 +255,18 @@ class EscalationReport(BaseModel):
     location_text: str | None = None
 
 
+# The role-shaped answers carry which shape they are: the discriminator of EscalationView.
+_VIEW = ("Which shape of escalation this is, by the caller's role: `full` (EscalationRead), "
+         "`status` (EscalationStatusView), `receipt` (EscalationReceipt)")
+
+
 class EscalationRead(BaseModel):
     """An escalation as those who work it or watch over it see it: everything for clinicians,
     without the clinical detail for the others."""
 
+    model_config = {"json_schema_serialization_defaults_required": True}
+
+    view: Literal["full"] = PField("full", description=_VIEW)
     id: uuid.UUID
     participant_id: uuid.UUID | None = PField(description=(
         "The person at risk; null while only the place is known (raised about a place, or the "
@@ -306,6 +316,9 @@ class EscalationReceipt(BaseModel):
     than they gave. The same whether the server found the person, someone they cannot see, or
     nobody, and whoever is linked later."""
 
+    model_config = {"json_schema_serialization_defaults_required": True}
+
+    view: Literal["receipt"] = PField("receipt", description=_VIEW)
     id: uuid.UUID
     status: EscalationStatus
     raised_at: datetime
@@ -317,6 +330,9 @@ class EscalationReceipt(BaseModel):
 class EscalationStatusView(BaseModel):
     """What a peer supporter (for the ones they raised) and an integration client see."""
 
+    model_config = {"json_schema_serialization_defaults_required": True}
+
+    view: Literal["status"] = PField("status", description=_VIEW)
     id: uuid.UUID
     status: EscalationStatus
     raised_at: datetime
@@ -337,3 +353,8 @@ class TimelineEntry(BaseModel):
         "is null for callers who are not clinicians"))
 
     model_config = {"from_attributes": True}
+
+
+# What the escalation routes answer: the caller's shape, told apart by `view`.
+EscalationView = TypeAliasType("EscalationView", Annotated[
+    EscalationRead | EscalationStatusView | EscalationReceipt, PField(discriminator="view")])

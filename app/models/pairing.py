@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from pydantic import Field as PField
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
@@ -33,6 +34,28 @@ class EndReason(StrEnum):
     certification_lapsed = "certification_lapsed"
     keep_apart = "keep_apart"
     other = "other"
+
+
+class PauseReason(StrEnum):
+    """Why a pairing is paused. The system pauses for the first four; `requested`: a person
+    paused it (their words, if any, in `pause_note`); `not_possible`: what a caller who may not
+    know of a keep-apart order reads instead of `keep_apart`."""
+
+    requested = "requested"
+    supporter_unavailable = "supporter_unavailable"
+    not_employed = "not_employed"
+    certification_lapsed = "certification_lapsed"
+    keep_apart = "keep_apart"
+    not_possible = "not_possible"
+
+
+_PAUSE_REASONS = frozenset(r.value for r in PauseReason)
+
+
+def pause_note(stored: str | None) -> str | None:
+    """The words of a person's pause (stored in `pause_reason` as given), or None for a
+    system pause."""
+    return None if stored is None or stored in _PAUSE_REASONS else stored
 
 
 # What counts against a supporter's caseload and a recipient's one-active-pairing rule.
@@ -152,13 +175,21 @@ class PairingRead(BaseModel):
     ended_at: datetime | None
     ended_by: str | None
     end_reason: EndReason | None
-    pause_reason: str | None
+    pause_reason: PauseReason | None
+    pause_note: str | None = PField(None, description=(
+        "The reason a person gave when pausing (`pause_reason`: `requested`)"))
     version: int
     updated_at: datetime
     recipient: RecipientView | None = PField(
         None, description="Only in a peer supporter's view of their own pairings")
 
     model_config = {"from_attributes": True}
+
+    @field_validator("pause_reason", mode="before")
+    @classmethod
+    def _pause_reason(cls, stored: Any) -> Any:
+        """A person's words are stored as the reason: they read as `requested`."""
+        return PauseReason.requested if pause_note(stored) is not None else stored
 
 
 class Refusal(BaseModel):

@@ -199,7 +199,7 @@ class EventRead(BaseModel):
     """The thin event, as the feed serves it and a webhook carries it."""
 
     id: uuid.UUID
-    type: str
+    type: str = PField(description="One of EventType (a type you do not know: ignore it)")
     occurred_at: datetime
     data: dict[str, Any]
     url: str | None = PField(None, description="Where to fetch the record with your own token")

@@ -17,7 +17,7 @@ from app.models.account import (
     UserUpdate,
 )
 from app.models.common import Page, Role
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import AUTHED, DEFAULT, Cursor, Flag, IfMatch, Limit, problems, set_etag
 from app.services import accounts as svc
 
 users = APIRouter(prefix="/v1/users", tags=["users"], responses=AUTHED)
@@ -27,7 +27,7 @@ clients = APIRouter(prefix="/v1/clients", tags=["clients"], responses=AUTHED)
 @users.get("", response_model=Page[UserRead])
 async def list_users(session: SessionDep, principal: Principal = require("users:read"),
                      limit: Limit = DEFAULT, cursor: Cursor = None, role: Role | None = None,
-                     active: bool | None = None) -> Page[UserRead]:
+                     active: Flag | None = None) -> Page[UserRead]:
     rows, nxt = await svc.list_users(session=session, limit=limit, cursor=cursor, role=role,
                                      active=active)
     return Page(items=[UserRead.model_validate(u) for u in rows], next_cursor=nxt)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime
 
 from app.deps import Principal, SessionDep, require
 from app.models.audit import AuditEventRead
 from app.models.common import Page
-from app.routers.common import AUTHED, DEFAULT, Cursor, Limit
+from app.routers.common import AUTHED, DEFAULT, Cursor, Instant, Limit
 from app.services import audit as svc
 
 router = APIRouter(prefix="/v1/audit-events", tags=["audit"], responses=AUTHED)
@@ -19,8 +18,8 @@ async def list_audit_events(
     session: SessionDep, principal: Principal = require("audit:read"),
     limit: Limit = DEFAULT, cursor: Cursor = None, actor_id: str | None = None,
     entity_type: str | None = None, entity_id: str | None = None, action: str | None = None,
-    outcome: str | None = None, since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    outcome: str | None = None, since: Instant | None = None,
+    until: Instant | None = None,
 ) -> Page[AuditEventRead]:
     """Oldest first; follow next_cursor to read on."""
     rows, nxt = await svc.list_events(

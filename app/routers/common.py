@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Header, Query, Response
+from pydantic import AwareDatetime, BeforeValidator
 
 from app.errors import PROBLEM
 from app.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -37,6 +39,29 @@ Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of
                                                                  "page")]
 IfMatch = Annotated[str | None, Header(description="ETag from a previous read; 412 on mismatch")]
 DEFAULT = DEFAULT_LIMIT
+
+# Query parameters parsed as strictly as the contract states them: pydantic alone also takes
+# `0.5` (a Unix time) or a bare date for a date-time, and `0`, `yes`, `off` for a boolean.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?")
+
+
+def _date_time(value: Any) -> Any:
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("Input should be an RFC 3339 date-time")
+    return value
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError("Input should be true or false")
+        return value == "true"
+    return value
+
+
+DateTimeText = BeforeValidator(_date_time)  # an RFC 3339 date-time (offset checked apart)
+Instant = Annotated[AwareDatetime, DateTimeText]  # an RFC 3339 date-time with its offset
+Flag = Annotated[bool, BeforeValidator(_boolean)]  # `true` or `false`
 
 
 def set_etag(response: Response, version: int) -> None:

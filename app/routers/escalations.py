@@ -18,10 +18,8 @@ from app.models.escalation import (
     Acknowledge,
     Assign,
     EscalationCreate,
-    EscalationRead,
-    EscalationReceipt,
     EscalationStatus,
-    EscalationStatusView,
+    EscalationView,
     ObservationCreate,
     ObservationRead,
     Reopen,
@@ -48,7 +46,7 @@ from app.services import escalations as svc
 router = APIRouter(prefix="/v1/escalations", tags=["escalations"], responses=AUTHED,
                    dependencies=[CrisisWorkflow])
 _MOVE = problems(404, 409, 412)
-View = EscalationRead | EscalationStatusView | EscalationReceipt
+View = EscalationView
 
 
 def _one(principal: Principal, response: Response, e: Any) -> Any:

@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import Principal, SessionDep, require
@@ -21,7 +20,17 @@ from app.models.participant import (
     ProgramRole,
 )
 from app.routemarks import rebuilt_by
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import (
+    AUTHED,
+    DEFAULT,
+    Cursor,
+    Flag,
+    IfMatch,
+    Instant,
+    Limit,
+    problems,
+    set_etag,
+)
 from app.services import participants as svc
 
 router = APIRouter(prefix="/v1/participants", tags=["participants"], responses=AUTHED)
@@ -49,8 +58,8 @@ async def list_participants(
     housing_unit_id: uuid.UUID | None = None,
     q: Annotated[str | None, Query(min_length=2, max_length=100,
                                    description="Name search (legal or preferred)")] = None,
-    updated_since: Annotated[AwareDatetime | None, Query(description="RFC 3339 with offset")] = None,
-    include_archived: bool = False,
+    updated_since: Annotated[Instant | None, Query(description="RFC 3339 with offset")] = None,
+    include_archived: Flag = False,
 ) -> Page[ParticipantRead]:
     filters = svc.ListFilters(
         facility_id=facility_id, network=network, custody_status=custody_status,

@@ -22,7 +22,16 @@ from app.models.roster import (
     ShiftUpdate,
 )
 from app.routemarks import CrisisWorkflow
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import (
+    AUTHED,
+    DEFAULT,
+    Cursor,
+    DateTimeText,
+    IfMatch,
+    Limit,
+    problems,
+    set_etag,
+)
 from app.services.escalations import paging
 from app.services.rosters import on_call, use_cases
 
@@ -45,7 +54,7 @@ async def get_on_call(
     principal: Principal = require("rosters:read"),
     network: Annotated[Network | None, Query(description="Default: your network, if you have "
                                                          "one only")] = None,
-    at: Annotated[datetime | None, Query(description="An instant with its UTC offset; "
+    at: Annotated[datetime | None, DateTimeText, Query(description="An instant with its UTC offset; "
                                                      "default now")] = None,
 ) -> OnCallRead:
     """Who holds each level of the facility's escalation chain at `at`, with display names, and
@@ -105,7 +114,7 @@ async def list_on_call_overrides(
     session: SessionDep, principal: Principal = require("rosters:read"),
     limit: Limit = DEFAULT, cursor: Cursor = None, facility_id: uuid.UUID | None = None,
     network: Network | None = None,
-    ends_after: Annotated[datetime | None, Query(description="Only overrides ending after "
+    ends_after: Annotated[datetime | None, DateTimeText, Query(description="Only overrides ending after "
                                                              "this instant")] = None,
 ) -> Page[OverrideRead]:
     rows, nxt = await use_cases.list_overrides(session=session, principal=principal,

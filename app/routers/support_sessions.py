@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Response, status
-from pydantic import AwareDatetime
 
 from app.config import Settings
 from app.deps import NoteCipherDep, Principal, SessionDep, SessionMakerDep, SettingsDep, require
@@ -33,6 +32,7 @@ from app.routers.common import (
     DEFAULT,
     Cursor,
     IfMatch,
+    Instant,
     Limit,
     json_page,
     problems,
@@ -59,8 +59,8 @@ async def list_support_sessions(
     limit: Limit = DEFAULT, cursor: Cursor = None, participant_id: uuid.UUID | None = None,
     pairing_id: uuid.UUID | None = None, facilitator_id: uuid.UUID | None = None,
     facility_id: uuid.UUID | None = None, kind: SessionKind | None = None,
-    status: SessionStatus | None = None, scheduled_from: AwareDatetime | None = None,
-    scheduled_to: AwareDatetime | None = None, updated_since: AwareDatetime | None = None,
+    status: SessionStatus | None = None, scheduled_from: Instant | None = None,
+    scheduled_to: Instant | None = None, updated_since: Instant | None = None,
 ) -> Response:
     """Never carries note text: `has_note` says whether one exists."""
     filters = {"participant_id": participant_id, "pairing_id": pairing_id,

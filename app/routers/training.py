@@ -24,7 +24,7 @@ from app.models.training import (
     EnrollmentStatus,
     ExpiringCertificate,
 )
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import AUTHED, DEFAULT, Cursor, Flag, IfMatch, Limit, problems, set_etag
 from app.services import certification
 from app.services import training as svc
 
@@ -49,7 +49,7 @@ def _enrollment(response: Response, e: object) -> EnrollmentRead:
 @courses.get("", response_model=Page[CourseRead])
 async def list_courses(session: SessionDep, principal: Principal = require("courses:read"),
                        limit: Limit = DEFAULT, cursor: Cursor = None,
-                       active: bool | None = None) -> Page[CourseRead]:
+                       active: Flag | None = None) -> Page[CourseRead]:
     rows, nxt = await svc.list_courses(session=session, principal=principal, active=active,
                                        limit=limit, cursor=cursor)
     return Page(items=[CourseRead.model_validate(r) for r in rows], next_cursor=nxt)

@@ -9,7 +9,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime
 
 from app.deps import NoteCipherDep, Principal, SessionDep, SettingsDep, require
 from app.models.common import Page
@@ -25,7 +24,7 @@ from app.models.webhook import (
     EventRead,
     RotateSecret,
 )
-from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Limit, problems, set_etag
+from app.routers.common import AUTHED, DEFAULT, Cursor, IfMatch, Instant, Limit, problems, set_etag
 from app.services import events as events_svc
 from app.services import webhooks as svc
 
@@ -108,7 +107,7 @@ async def list_webhook_deliveries(
     limit: Limit = DEFAULT, cursor: Cursor = None, endpoint_id: uuid.UUID | None = None,
     status: DeliveryStatus | None = None,
     event_type: Annotated[str | None, Query(max_length=64)] = None,
-    since: AwareDatetime | None = None, until: AwareDatetime | None = None,
+    since: Instant | None = None, until: Instant | None = None,
 ) -> Page[DeliveryRead]:
     """Each delivery with its attempts (status code, duration, error class), oldest first."""
     rows, nxt = await svc.list_deliveries(session=session, principal=principal,

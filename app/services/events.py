@@ -24,6 +24,7 @@ from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import RuleViolation
+from app.event_types import EVENTS
 from app.models import ApiClient, OutboxEvent, User
 from app.models.common import Network, Role
 from app.models.webhook import WebhookEndpoint
@@ -53,23 +54,8 @@ FAMILY_SCOPES: dict[str, str] = {
     "referral": "referrals:read",
 }
 
-# Every event type the services emit (grep `emit(`); a test keeps this list honest.
-EVENT_TYPES: tuple[str, ...] = (
-    "participant.created", "participant.updated", "participant.released",
-    "participant.transferred", "participant.archived", "participant.merged",
-    "keep_apart.opened", "keep_apart.closed",
-    "pairing.proposed", "pairing.activated", "pairing.paused", "pairing.resumed", "pairing.ended",
-    "escalation.created", "escalation.acknowledged", "escalation.resolved",
-    "escalation.reopened", "escalation.assigned", "escalation.tier_changed",
-    "escalation.breached", "escalation.subject_linked", "escalation.unstaffed",
-    "escalation.paged", "escalation.page_acknowledged", "observation.missed",
-    "support_session.scheduled", "support_session.completed", "support_session.cancelled",
-    "support_session.no_show", "disclosure.recorded",
-    "enrollment.completed", "certification.granted", "certification.lapsed",
-    "webhook_endpoint.disabled",
-    "referral.received", "referral.triaged", "referral.matched", "referral.declined",
-    "referral.withdrawn",
-)
+# Every event type the services emit: the registry, one line each (app/event_types.py).
+EVENT_TYPES: tuple[str, ...] = tuple(EVENTS)
 
 _LINKS = {
     "participant": "/v1/participants/{}", "keep_apart_order": "/v1/keep-apart-orders/{}",

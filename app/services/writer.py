@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow, uuid7
+from app.event_types import EVENTS
 from app.models import OutboxEvent
 from app.security.principal import PRINCIPALS, Principal
 from app.services import audit, idempotency
@@ -55,7 +56,10 @@ class Writer:
     def emit(self, type_: str, entity_type: str, entity_id: uuid.UUID, *,
              facility_id: uuid.UUID | None = None, network: str | None = None,
              data: dict[str, Any] | None = None) -> None:
-        """Thin events only: ids, type, time. Never names, notes or free text."""
+        """Thin events only: ids, type, time. Never names, notes or free text. The type must
+        be registered (app/event_types.py), or no one could subscribe to it."""
+        if type_ not in EVENTS:
+            raise ValueError(f"unregistered event type {type_!r}: add it to app/event_types.py")
         # Plain rows, inserted together at commit (a bulk import emits thousands).
         self._events.append({
             "event_id": uuid7(), "type": type_, "occurred_at": utcnow(),

@@ -96,11 +96,14 @@ def views(principal: Principal, rows: list[dict[str, Any]], now: datetime) -> li
     for e in rows:
         e["reported"] = _report(e["reported"])
         if is_receipt(principal, e):
+            e["view"] = "receipt"
             out.append({k: e[k] for k in _RECEIPT_FIELDS})
             continue
         if status_only:
+            e["view"] = "status"
             out.append({k: e[k] for k in _STATUS_FIELDS})
             continue
+        e["view"] = "full"
         # One clock for both fields, so they cannot disagree (EscalationRead describes them):
         # breached = the current deadline has passed unacknowledged.
         left = (math.ceil((e["ack_deadline"] - now).total_seconds())

@@ -10,7 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Pairing, PairingTransition
-from app.models.pairing import EndReason, PairingHistoryEntry, PairingRead, RecipientView
+from app.models.pairing import (
+    EndReason,
+    PairingHistoryEntry,
+    PairingRead,
+    PauseReason,
+    RecipientView,
+    pause_note,
+)
 from app.security.principal import Principal
 from app.services import secrecy
 from app.services.accounts import display_names
@@ -18,7 +25,7 @@ from app.services.pairing_rules import PEOPLE
 
 # What a caller who may not know of a keep-apart reads instead.
 NEUTRAL_END = EndReason.other
-NEUTRAL_PAUSE = "not possible for now"
+NEUTRAL_PAUSE = PauseReason.not_possible
 
 
 async def recipient_views(session: AsyncSession,
@@ -37,6 +44,10 @@ async def seen_by(session: AsyncSession, principal: Principal,
                 items: list[Pairing]) -> list[PairingRead]:
     """The pairings as this caller may read them."""
     out = [PairingRead.model_validate(p) for p in items]
+    for read, p in zip(out, items, strict=True):
+        read.pause_note = pause_note(p.pause_reason)
+        if read.status == "paused" and read.pause_reason is None:
+            read.pause_reason = PauseReason.requested  # paused by a person, no words given
     if principal.is_peer:
         recipients = await recipient_views(session, items)
         for read in out:
@@ -45,8 +56,8 @@ async def seen_by(session: AsyncSession, principal: Principal,
     for read in out:
         read.end_reason = secrecy.shown_reason(  # type: ignore[assignment]
             principal, read.end_reason, neutral=NEUTRAL_END)
-        read.pause_reason = secrecy.shown_reason(principal, read.pause_reason,
-                                                 neutral=NEUTRAL_PAUSE)
+        read.pause_reason = secrecy.shown_reason(  # type: ignore[assignment]
+            principal, read.pause_reason, neutral=NEUTRAL_PAUSE)
     return out
 
 
