@@ -72,7 +72,7 @@ from app.services.import_runner import ImportRunner
 from app.services.stream import Streams
 from app.webapp import install_webapp
 
-API_VERSION = "1.9.0"
+API_VERSION = "1.10.0"
 DESCRIPTION = """The API that runs peer support programs in prisons and jails.
 
 Authenticate at `POST /v1/auth/token` (OAuth2: `password`, `client_credentials`,
