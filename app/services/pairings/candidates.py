@@ -102,7 +102,9 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
     pool = (PEOPLE.facility_id == recipient.facility_id, PEOPLE.network == recipient.network,
             PEOPLE.is_supporter.is_(True), PEOPLE.archived_at.is_(None),
             PEOPLE.id != recipient.id)
-    among = scoping.participants(principal, PEOPLE.id).where(*pool)
+    # The pool's ids, read once (a CTE) for every fact gathered about them.
+    pool_ids = scoping.participants(principal, PEOPLE.id).where(*pool).cte("pool")
+    among = select(pool_ids.c.id)
     network = recipient.network
     done = _E.status == EnrollmentStatus.completed.value
     required = select(_C.id).where(
@@ -153,22 +155,29 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
         .group_by(walk.c.pid).subquery()
     certified = and_(final.c.start.is_not(None),
                      final.c.start >= literal(cutoff(today, policy.validity_months), Date))
-    load = (select(PAIRINGS.supporter_id.label("sid"), func.count().label("n"))
-            .where(PAIRINGS.supporter_id.in_(among), PAIRINGS.status.in_(HOLDING))
-            .group_by(PAIRINGS.supporter_id).subquery())
-    caseload = func.coalesce(load.c.n, 0)
+    # Per supporter, by the (supporter_id, status) index: joined as a grouped set, PostgreSQL
+    # misjudged its size and rescanned it per supporter.
+    caseload = (select(func.count()).select_from(PAIRINGS.supporter_id.table)
+                .where(PAIRINGS.supporter_id == PEOPLE.id, PAIRINGS.status.in_(HOLDING))
+                .scalar_subquery())
     cap = case((and_(PEOPLE.caseload_cap > 0, PEOPLE.caseload_cap < facility_cap),
                 PEOPLE.caseload_cap), else_=facility_cap)
     rid = recipient.id
-    keep_apart = exists().where(
-        ORDERS.status == KeepApartStatus.open.value,
-        or_(and_(ORDERS.participant_a_id == rid, ORDERS.participant_b_id == PEOPLE.id),
-            and_(ORDERS.participant_b_id == rid, ORDERS.participant_a_id == PEOPLE.id)))
-    previous = exists().where(PAIRINGS.recipient_id == rid, PAIRINGS.supporter_id == PEOPLE.id,
-                              PAIRINGS.status == PairingStatus.ended.value)
-    crisis = exists().where(ESCALATIONS.participant_id == PEOPLE.id,
-                            ESCALATIONS.status.in_(UNRESOLVED),
-                            ESCALATIONS.tier.in_(CRISIS_TIERS))
+    # Each fact a set, read once and joined (not a subquery per supporter).
+    apart = (select(case((ORDERS.participant_a_id == rid, ORDERS.participant_b_id),
+                         else_=ORDERS.participant_a_id).label("pid"))
+             .where(ORDERS.status == KeepApartStatus.open.value,
+                    or_(ORDERS.participant_a_id == rid, ORDERS.participant_b_id == rid))
+             .distinct().subquery("apart"))
+    before = (select(PAIRINGS.supporter_id.label("pid"))
+              .where(PAIRINGS.recipient_id == rid, PAIRINGS.status == PairingStatus.ended.value)
+              .distinct().subquery("before"))
+    crises = (select(ESCALATIONS.participant_id.label("pid"))
+              .where(ESCALATIONS.participant_id.in_(among), ESCALATIONS.status.in_(UNRESOLVED),
+                     ESCALATIONS.tier.in_(CRISIS_TIERS)).distinct().subquery("crises"))
+    keep_apart = apart.c.pid.is_not(None)
+    previous = before.c.pid.is_not(None)
+    crisis = crises.c.pid.is_not(None)
     standing = and_(
         or_(PEOPLE.network != _INCARCERATED,
             func.coalesce(PEOPLE.custody_status, "") == _IN_CUSTODY),
@@ -191,7 +200,9 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
                           same_unit.label("same_housing_unit"),
                           prev.label("previous_supporter"))
              .outerjoin(final, final.c.pid == PEOPLE.id)
-             .outerjoin(load, load.c.sid == PEOPLE.id)
+             .outerjoin(apart, apart.c.pid == PEOPLE.id)
+             .outerjoin(before, before.c.pid == PEOPLE.id)
+             .outerjoin(crises, crises.c.pid == PEOPLE.id)
              .where(*pool)).subquery("facts")
     f = facts.c
     total = f.shared_language + f.same_housing_unit + f.previous_supporter + f.cap - f.caseload
