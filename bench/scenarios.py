@@ -369,8 +369,8 @@ _candidates_sc = Scenario(
     # 2,000 certified supporters in facility BENCH2 (bench/seed.py seed_candidates).
     "candidates", "GET /v1/pairings/candidates?recipient_id=... (2,000 supporters)",
     lambda s: [_candidates(s)], check=_check_candidates,
-    needs="10: recipient, supporters, required courses, completions, signatures, caseloads, "
-          "keep-apart, previous supporters, recipient's holding, facility cap (principal cached)",
+    needs="3: recipient, facility cap, the ranking (facts, eligibility and score in one "
+          "statement; principal cached)",
     targets=(Latency(CANDIDATES_TARGET_MS, p50=True),))
 
 _dashboard_sc = Scenario(
@@ -416,8 +416,8 @@ SCENARIOS: list[Scenario] = [
              _upsert_change, check_writes=True,
              check=_check_version("upsert_change", 2, "the move did not change the record"),
              trip=_upsert_change_trip,
-             needs="4-5 + COMMIT: the reads above, audit tail under its lock, the writes "
-                   "(UPDATE + 2 INSERTs in one batch)"),
+             needs="<= 6 with BEGIN: the row by external id (locked as it is read), "
+                   "facility+unit, UPDATE, the keep-apart check, audit chain + COMMIT"),
     _candidates_sc,
     unloaded(_candidates_sc),
     # 2,000 typical pairings (and their recipients), rotated as auth_read rotates its ids; the

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.db import one_of, update_rows, utcnow
 from app.models import Participant
@@ -30,6 +31,7 @@ class RouteChanges(Changes):
     with one), an update is applied to the locked ORM object, which `updated` then holds."""
 
     columns = (PARTICIPANT,)
+    lock_on_load = True
 
     def __init__(self, session: AsyncSession, principal: Principal, w: Writer) -> None:
         super().__init__(session, principal, w)
@@ -50,10 +52,17 @@ class RouteChanges(Changes):
         return decision.fields
 
     async def _apply_pending(self) -> None:
-        ids = [u.participant_id for u in self._pending]
-        found = (await self.session.execute(select(Participant).where(
-            one_of(self.session, P.id, ids)).order_by(P.id).with_for_update())).scalars()
-        self.updated.update({p.id: p for p in found})
+        # The rows `load` read are locked already: they become the session's objects as they
+        # were read (no second read), and the update is decided again on them.
+        loaded = {row.id: row for row in self.by_key.values()}
+        for u in self._pending:
+            if u.participant_id in self.updated:
+                continue
+            record = {c.key: loaded[u.participant_id]._mapping[c] for c in PARTICIPANT.c}
+            p = Participant(**record)
+            make_transient_to_detached(p)
+            self.updated[p.id] = p
+            self.session.add(p)
         for u in self._pending:
             self.update(self.updated[u.participant_id], u.data, u.fields,
                         action="participant.upsert", add_ids=u.ids)

@@ -59,6 +59,9 @@ class Changes(ABC):
 
     # What `load` reads of the records the external ids name.
     columns: ClassVar[tuple[Any, ...]]
+    # Whether `load` locks the records it reads (a route's one record: the lock costs no
+    # round trip there, and flush then writes without reading the record again).
+    lock_on_load: ClassVar[bool] = False
 
     def __init__(self, session: AsyncSession, principal: Principal, w: Writer) -> None:
         self.session, self.principal, self.w = session, principal, w
@@ -79,12 +82,15 @@ class Changes(ABC):
         Nothing is locked yet: most rows of a JMS file change nothing."""
         keys = set(keys)
         for source, values in _by_source(keys).items():
-            rows = await self.session.execute(
-                scoping.participants(self.principal, *self.columns)
-                .add_columns(EXTERNAL_ID.source.label("external_source"),
-                             EXTERNAL_ID.value.label("external_value"))
-                .join(ParticipantExternalId.__table__, EXTERNAL_ID.participant_id == P.id)
-                .where(EXTERNAL_ID.source == source, one_of(self.session, EXTERNAL_ID.value, values)))
+            stmt = (scoping.participants(self.principal, *self.columns)
+                    .add_columns(EXTERNAL_ID.source.label("external_source"),
+                                 EXTERNAL_ID.value.label("external_value"))
+                    .join(ParticipantExternalId.__table__, EXTERNAL_ID.participant_id == P.id)
+                    .where(EXTERNAL_ID.source == source,
+                           one_of(self.session, EXTERNAL_ID.value, values)))
+            if self.lock_on_load:  # in id order, as `_apply_pending` would lock them
+                stmt = stmt.order_by(P.id).with_for_update(of=Participant.__table__)
+            rows = await self.session.execute(stmt)
             for row in rows:
                 self.by_key[(row.external_source, row.external_value)] = row
                 self.holder[(row.external_source, row.external_value)] = row.id
