@@ -6,21 +6,19 @@ the caller's values for them. Ad-hoc queries take the clauses with the values bo
 (`wall.clauses()`, or the `select` helpers below); the prebuilt hot statements take the same
 clauses with placeholders (`wall.clauses(bound=False)`, built once per shape, the values passed
 at execution as `wall.params`). Both come from the one definition of the aggregate's clauses
-(`_CLAUSES`), so a list and a single read can never disagree, and a record outside the caller's
-facilities or network is simply not found (404), exactly like a missing one.
+(registered with `walls.defines`; the machinery is `app.services.walls`), so a list and a
+single read can never disagree, and a record outside the caller's facilities or network is
+simply not found (404), exactly like a missing one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, false, not_, or_, select
+from sqlalchemy import and_, not_, or_, select
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.elements import BindParameter
 
 from app.models import (
     AuditEvent,
@@ -40,6 +38,14 @@ from app.models.common import Network
 from app.models.escalation import UNRESOLVED
 from app.security.principal import Principal
 from app.security.scopes import DEIDENTIFIED_READERS, REFERRAL_READERS, ROSTER_MANAGERS
+from app.services.walls import (
+    Binder,
+    Wall,
+    caller_parts,
+    defines,
+    facs,
+    wall_of,
+)
 
 # Reads select from the Core tables (rows, not ORM objects: several times cheaper per row);
 # writes select the ORM entity. Both take their WHERE clauses from the aggregate's wall.
@@ -56,106 +62,16 @@ OVERRIDES = OnCallOverride.__table__.c
 NOTIFICATIONS = EscalationNotification.__table__.c
 RF = Referral.__table__.c
 
-NOTHING = "nothing"  # the shape of a caller who sees no record of the aggregate
-
-
-class _Binder:
-    """Bound parameters for one statement: with the caller's values, or placeholders. One
-    parameter object per name, so a name used twice is one parameter."""
-
-    def __init__(self, values: Mapping[str, Any] | None) -> None:
-        self.values = values
-        self.made: dict[str, BindParameter[Any]] = {}
-
-    def __call__(self, name: str, **kw: Any) -> BindParameter[Any]:
-        if name not in self.made:
-            self.made[name] = (BindParameter(name, **kw) if self.values is None
-                               else BindParameter(name, self.values[name], **kw))
-        return self.made[name]
-
-
-Clauses = Callable[[frozenset[str], _Binder], list[Any]]
-_CLAUSES: dict[str, Clauses] = {}
-
-
-def _defines(aggregate: str) -> Callable[[Clauses], Clauses]:
-    def register(fn: Clauses) -> Clauses:
-        _CLAUSES[aggregate] = fn
-        return fn
-    return register
-
-
-@dataclass(frozen=True)
-class Wall:
-    aggregate: str
-    shape: frozenset[str]
-    params: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def nothing(self) -> bool:
-        return NOTHING in self.shape
-
-    def clauses(self, *, bound: bool = True) -> list[Any]:
-        if self.nothing:
-            return [false()]
-        if not bound:
-            return list(_unbound(self.aggregate, self.shape))
-        return _CLAUSES[self.aggregate](self.shape, _Binder(self.params))
-
-
-@lru_cache(maxsize=256)
-def _unbound(aggregate: str, shape: frozenset[str]) -> tuple[Any, ...]:
-    return tuple(_CLAUSES[aggregate](shape, _Binder(None)))
-
-
-def _nothing(aggregate: str) -> Wall:
-    return Wall(aggregate, frozenset({NOTHING}))
-
-
-def _caller(principal: Principal, *, networks: bool = True,
-            me: str | None = None) -> tuple[set[str], dict[str, Any]] | None:
-    """The parts every wall shares: the caller's networks, facilities and (for a peer
-    supporter) own participant id; None when the caller can see nothing."""
-    shape: set[str] = set()
-    params: dict[str, Any] = {}
-    if networks:
-        if not principal.networks:
-            return None
-        shape.add("nets")
-        params["nets"] = sorted(n.value for n in principal.networks)
-    if not principal.all_facilities:
-        if not principal.facility_ids:
-            return None
-        shape.add("facs")
-        params["facs"] = sorted(principal.facility_ids)
-    if me and principal.is_peer:
-        if principal.participant_id is None:
-            return None
-        shape.add(me)
-        params["me"] = principal.participant_id
-    return shape, params
-
-
-def _wall(aggregate: str, found: tuple[set[str], dict[str, Any]] | None) -> Wall:
-    if found is None:
-        return _nothing(aggregate)
-    return Wall(aggregate, frozenset(found[0]), found[1])
-
-
-def _facs(shape: frozenset[str], b: _Binder, column: Any) -> list[Any]:
-    return [column.in_(b("facs", expanding=True))] if "facs" in shape else []
-
-
 # --- participants ----------------------------------------------------------------------------
 
 def participant_wall(principal: Principal) -> Wall:
     """The caller's networks and facilities; a peer supporter: their own record."""
-    return _wall("participant", _caller(principal, me="me_person"))
+    return wall_of("participant", caller_parts(principal, me="me_person"))
 
 
-@_defines("participant")
-def _participant_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
-    out = [P.network.in_(b("nets", expanding=True)), *_facs(shape, b, P.facility_id)]
+@defines("participant")
+def _participant_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
+    out = [P.network.in_(b("nets", expanding=True)), *facs(shape, b, P.facility_id)]
     if "me_person" in shape:
         out.append(P.id == b("me", type_=P.id.type))
     return out
@@ -184,12 +100,12 @@ def visible_participant_ids(principal: Principal) -> Select[Any]:
 
 def pairing_wall(principal: Principal) -> Wall:
     """The caller's networks and facilities; a peer supporter: the pairings they support."""
-    return _wall("pairing", _caller(principal, me="me_supporter"))
+    return wall_of("pairing", caller_parts(principal, me="me_supporter"))
 
 
-@_defines("pairing")
-def _pairing_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
-    out = [PR.network.in_(b("nets", expanding=True)), *_facs(shape, b, PR.facility_id)]
+@defines("pairing")
+def _pairing_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
+    out = [PR.network.in_(b("nets", expanding=True)), *facs(shape, b, PR.facility_id)]
     if "me_supporter" in shape:
         out.append(PR.supporter_id == b("me", type_=PR.supporter_id.type))
     return out
@@ -205,12 +121,12 @@ def pairings(principal: Principal, *columns: Any) -> Select[Any]:
 def support_session_wall(principal: Principal) -> Wall:
     """The caller's networks and facilities; a peer supporter: the sessions of the pairings
     they support and the groups they facilitate."""
-    return _wall("support_session", _caller(principal, me="me_supporter"))
+    return wall_of("support_session", caller_parts(principal, me="me_supporter"))
 
 
-@_defines("support_session")
-def _support_session_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
-    out = [S.network.in_(b("nets", expanding=True)), *_facs(shape, b, S.facility_id)]
+@defines("support_session")
+def _support_session_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
+    out = [S.network.in_(b("nets", expanding=True)), *facs(shape, b, S.facility_id)]
     if "me_supporter" in shape:
         me = b("me", type_=PR.supporter_id.type)
         out.append(or_(S.pairing_id.in_(select(PR.id).where(PR.supporter_id == me)),
@@ -233,11 +149,11 @@ def escalation_wall(principal: Principal, *, to_work: bool = False) -> Wall:
     on it. `to_work` (work it, read its timeline or watch log): never one's own blind raise,
     even inside the walls, for the same reason."""
     if principal.is_peer:
-        found = _caller(principal, networks=False)
+        found = caller_parts(principal, networks=False)
         if found is not None:
             found[0].add("raised_by_me")
     else:
-        found = _caller(principal)
+        found = caller_parts(principal)
         if found is not None and principal.is_officer:
             found[0].add("unresolved")
     if found is not None and principal.kind == "user":
@@ -245,12 +161,12 @@ def escalation_wall(principal: Principal, *, to_work: bool = False) -> Wall:
     if found is not None and found[0] & {"raised_by_me", "not_my_blind_raises",
                                          "my_blind_raises"}:
         found[1]["actor"] = principal.actor
-    return _wall("escalation", found)
+    return wall_of("escalation", found)
 
 
-@_defines("escalation")
-def _escalation_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
-    out = _facs(shape, b, E.facility_id)
+@defines("escalation")
+def _escalation_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
+    out = facs(shape, b, E.facility_id)
     if "raised_by_me" in shape:
         out.append(E.raised_by == b("actor"))
     else:
@@ -276,16 +192,16 @@ def referral_wall(principal: Principal) -> Wall:
     else who refers (an officer, an integration): the referrals they made, inside their networks
     and facilities; a peer supporter: the referrals they made at their facilities (the person
     referred may be one they cannot otherwise see: self-referrals through a peer)."""
-    found = _caller(principal, networks=not principal.is_peer)
+    found = caller_parts(principal, networks=not principal.is_peer)
     if found is not None and principal.role not in REFERRAL_READERS:
         found[0].add("made_by_me")
         found[1]["actor"] = principal.actor
-    return _wall("referral", found)
+    return wall_of("referral", found)
 
 
-@_defines("referral")
-def _referral_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
-    out = _facs(shape, b, RF.facility_id)
+@defines("referral")
+def _referral_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
+    out = facs(shape, b, RF.facility_id)
     if "nets" in shape:
         out.append(RF.network.in_(b("nets", expanding=True)))
     if "made_by_me" in shape:
@@ -303,21 +219,21 @@ def referrals(principal: Principal, *columns: Any) -> Select[Any]:
 def on_call_wall(principal: Principal) -> Wall:
     """Who is on call (the board): the caller's facilities and networks; an admin's facilities
     in every network (rosters name staff accounts, which admins manage, never participants)."""
-    return _wall("on_call_shift", _caller(principal, networks=not principal.is_admin))
+    return wall_of("on_call_shift", caller_parts(principal, networks=not principal.is_admin))
 
 
 def roster_wall(principal: Principal, aggregate: str = "on_call_shift") -> Wall:
     """Roster entries (shifts, overrides) as records: the board's wall for those who manage
     rosters (ROSTER_MANAGERS); anyone else sees only their own entries."""
-    found = _caller(principal, networks=not principal.is_admin)
+    found = caller_parts(principal, networks=not principal.is_admin)
     if found is not None and principal.role not in ROSTER_MANAGERS:
         found[0].add("mine")
         found[1]["me"] = principal.id
-    return _wall(aggregate, found)
+    return wall_of(aggregate, found)
 
 
-def _roster_clauses(columns: Any, shape: frozenset[str], b: _Binder) -> list[Any]:
-    out = _facs(shape, b, columns.facility_id)
+def _roster_clauses(columns: Any, shape: frozenset[str], b: Binder) -> list[Any]:
+    out = facs(shape, b, columns.facility_id)
     if "nets" in shape:
         out.append(columns.network.in_(b("nets", expanding=True)))
     if "mine" in shape:
@@ -325,13 +241,13 @@ def _roster_clauses(columns: Any, shape: frozenset[str], b: _Binder) -> list[Any
     return out
 
 
-@_defines("on_call_shift")
-def _on_call_shift_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+@defines("on_call_shift")
+def _on_call_shift_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
     return _roster_clauses(SHIFTS, shape, b)
 
 
-@_defines("on_call_override")
-def _on_call_override_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+@defines("on_call_override")
+def _on_call_override_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
     return _roster_clauses(OVERRIDES, shape, b)
 
 
@@ -357,13 +273,13 @@ def board_overrides(principal: Principal) -> Select[Any]:
 
 def notification_wall(principal: Principal) -> Wall:
     """Pages: the caller's facilities and networks (the escalation's, copied on each page)."""
-    return _wall("escalation_notification", _caller(principal))
+    return wall_of("escalation_notification", caller_parts(principal))
 
 
-@_defines("escalation_notification")
-def _notification_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+@defines("escalation_notification")
+def _notification_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
     return [NOTIFICATIONS.network.in_(b("nets", expanding=True)),
-            *_facs(shape, b, NOTIFICATIONS.facility_id)]
+            *facs(shape, b, NOTIFICATIONS.facility_id)]
 
 
 def notifications(principal: Principal) -> Select[Any]:
@@ -373,12 +289,12 @@ def notifications(principal: Principal) -> Select[Any]:
 # --- facilities, housing units, keep-apart orders, the audit trail ----------------------------
 
 def facility_wall(principal: Principal) -> Wall:
-    return _wall("facility", _caller(principal, networks=False))
+    return wall_of("facility", caller_parts(principal, networks=False))
 
 
-@_defines("facility")
-def _facility_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
-    return _facs(shape, b, F.id)
+@defines("facility")
+def _facility_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
+    return facs(shape, b, F.id)
 
 
 def facility_clauses(principal: Principal) -> list[Any]:
@@ -390,12 +306,12 @@ def facilities(principal: Principal) -> Select[Any]:
 
 
 def housing_unit_wall(principal: Principal) -> Wall:
-    return _wall("housing_unit", _caller(principal, networks=False))
+    return wall_of("housing_unit", caller_parts(principal, networks=False))
 
 
-@_defines("housing_unit")
-def _housing_unit_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
-    return _facs(shape, b, HU.facility_id)
+@defines("housing_unit")
+def _housing_unit_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
+    return facs(shape, b, HU.facility_id)
 
 
 def housing_units(principal: Principal) -> Select[Any]:
@@ -425,8 +341,8 @@ def audit_event_wall(principal: Principal) -> Wall:
     return Wall("audit_event", frozenset({"facs"}), {"facs": sorted(principal.facility_ids)})
 
 
-@_defines("audit_event")
-def _audit_event_clauses(shape: frozenset[str], b: _Binder) -> list[Any]:
+@defines("audit_event")
+def _audit_event_clauses(shape: frozenset[str], b: Binder) -> list[Any]:
     if "facs" not in shape:
         return []
     return [AE.facility_id.in_(b("facs", expanding=True))]
