@@ -87,7 +87,7 @@ def test_a_keep_apart_pause_and_its_note_are_neutral_for_a_peer(client, ctx):
     peer = _history(client, ctx["peer"], pid)
     assert "keep" not in peer.text.lower() and "JMS" not in peer.text
     assert [(e["reason"], e["end_reason"]) for e in peer.json()[2:]] == [
-        ("not possible for now", None), (None, "other")]
+        ("not_possible", None), (None, "other")]
 
 
 def test_an_override_reason_is_never_shown_to_a_peer(client, factory, ctx):

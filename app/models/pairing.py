@@ -148,7 +148,7 @@ class PairingHistoryEntry(BaseModel):
         "Why, as given: a pause reason, the note given with a move, the coordinator's "
         "override reason on `propose` (never shown to a peer supporter). A keep-apart behind a "
         "move is named only to callers who may read keep-apart orders; others read "
-        "`not possible for now`"))
+        "`not_possible`"))
     end_reason: EndReason | None = PField(None, description=(
         "On `end` only; `other` for callers who may not know of a keep-apart"))
 

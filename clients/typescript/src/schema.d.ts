@@ -4844,7 +4844,7 @@ export interface components {
             by_name?: string | null;
             /**
              * Reason
-             * @description Why, as given: a pause reason, the note given with a move, the coordinator's override reason on `propose` (never shown to a peer supporter). A keep-apart behind a move is named only to callers who may read keep-apart orders; others read `not possible for now`
+             * @description Why, as given: a pause reason, the note given with a move, the coordinator's override reason on `propose` (never shown to a peer supporter). A keep-apart behind a move is named only to callers who may read keep-apart orders; others read `not_possible`
              */
             reason: string | null;
             /** @description On `end` only; `other` for callers who may not know of a keep-apart */
