@@ -142,6 +142,9 @@ def topology(fresh_db: str, tmp_path: Path) -> Iterator[Topology]:
         "PEERLINK_RATE_LIMIT_STORAGE": redis_url(),
         "PEERLINK_RATE_LIMIT_PREFIX": f"topology-{os.urandom(4).hex()}",
         "PEERLINK_RATE_LIMIT_PER_CALLER": "30/minute",
+        # Production turns the password grant off (people sign in through the browser session);
+        # this deployment turns it on for its scripts, as the setting allows, to sign in below.
+        "PEERLINK_PASSWORD_GRANT_ENABLED": "true",
         "PEERLINK_ESCALATION_SWEEP_SECONDS": "1",
         "PEERLINK_LOG_LEVEL": "WARNING",
     })
