@@ -12,6 +12,7 @@ statements (its chunk rolls back); its lease then runs out and the worker's `imp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -113,7 +114,13 @@ class ImportRunner:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._stop_jobs(), loop))
-        loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join, 30)
+        if thread.is_alive() and loop.is_running():
+            # Bounded: a runner loop that stops while this waits must not hold the shutdown.
+            stopping = asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self._stop_jobs(), loop))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping, 30)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join, 30)
         self._loop = self._thread = None
