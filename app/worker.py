@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import tasks
 from app.config import Settings
 from app.db import crisis_work, make_crisis_engine, make_sessionmaker
 
@@ -146,8 +147,7 @@ async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Setting
         # The process's identity for its webhook leases, held before it claims any.
         ready = asyncio.Event()
         holder = asyncio.create_task(HOLDER.run(settings, ready))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), timeout=10)
+        await tasks.wait(ready.wait(), 10)
     jobs = _jobs()
     engine = make_crisis_engine(maker.kw["bind"], sum(j.crisis for j in jobs))
     crisis_maker = make_sessionmaker(engine)
@@ -156,9 +156,7 @@ async def run_forever(maker: async_sessionmaker[AsyncSession], settings: Setting
                                for job in jobs))
     finally:
         if holder is not None:
-            holder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await holder
+            await tasks.stop(holder)
         if engine is not maker.kw["bind"]:
             await engine.dispose()
 
@@ -176,8 +174,7 @@ async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, jo
             log.exception("job failed", extra={"job": job.name})
             await _record_failure(maker, job)
         wait = max(0.5, started + job.every_seconds(settings) - loop.time())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait)
+        await tasks.wait(stop.wait(), wait)
 
 
 @contextlib.asynccontextmanager
@@ -195,9 +192,5 @@ async def embedded(maker: async_sessionmaker[AsyncSession], settings: Settings) 
         # only a round that overstays. Cancelling rounds mid-statement could leave a database
         # call waiting on a connection that is already gone.
         stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=10)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not await tasks.wait(asyncio.shield(task), 10):
+            await tasks.stop(task)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import psycopg
 from sqlalchemy.engine import make_url
 
+from app import tasks
 from app.config import Settings
 from app.security.principal import PRINCIPALS
 
@@ -70,7 +71,8 @@ async def listen(settings: Settings, ready: asyncio.Event | None = None,
                     # the cache may be trusted until `sent` plus the lease. A connection that
                     # died silently stops answering, and the lease runs out.
                     sent = time.monotonic()
-                    await asyncio.wait_for(conn.execute("SELECT 1"), timeout=beat * 2)
+                    async with asyncio.timeout(beat * 2):  # never wait_for: app/tasks.py
+                        await conn.execute("SELECT 1")
                     PRINCIPALS.listening(fileno, sent + beat * 2)
                     fileno = None
                     if ready is not None:
@@ -102,12 +104,9 @@ async def running(settings: Settings, channels: Sequence[Channel] = ()):  # type
         return
     ready = asyncio.Event()
     task = asyncio.create_task(listen(settings, ready, channels))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(ready.wait(), timeout=5)
+    await tasks.wait(ready.wait(), 5)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await tasks.stop(task)
         PRINCIPALS.stop_trusting()

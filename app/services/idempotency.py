@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import tasks
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict
@@ -144,14 +145,11 @@ class Liveness:
             return
         ready = asyncio.Event()
         task = asyncio.create_task(self._hold(ready))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), timeout=5)
+        await tasks.wait(ready.wait(), 5)
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
             self.holder = None
 
     async def _hold(self, ready: asyncio.Event) -> None:

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import tasks
 from app.config import Settings
 from app.db import make_async_engine, make_sessionmaker
 from app.services.imports import claim, run_claimed
@@ -118,8 +119,7 @@ class ImportRunner:
             # Bounded: a runner loop that stops while this waits must not hold the shutdown.
             stopping = asyncio.wrap_future(
                 asyncio.run_coroutine_threadsafe(self._stop_jobs(), loop))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping, 30)
+            await tasks.wait(stopping, 30)
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(loop.stop)
             await asyncio.to_thread(thread.join, 30)

@@ -53,7 +53,8 @@ class LeaseHolder:
                         ready.set()
                     while True:
                         await asyncio.sleep(1.0)
-                        await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5)
+                        async with asyncio.timeout(5):  # never wait_for: app/tasks.py
+                            await conn.execute("SELECT 1")
             except asyncio.CancelledError:
                 self.owner = None
                 raise

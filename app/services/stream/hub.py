@@ -33,6 +33,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sse_starlette import ServerSentEvent
 
+from app import tasks
 from app.db import make_sessionmaker
 from app.models import OutboxEvent
 from app.security.principal import Principal
@@ -175,10 +176,7 @@ class Hub:
         self._task = asyncio.create_task(self._run(), name="stream-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         self._loop = None
 
     async def _newest(self) -> int:
