@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, not_, or_, select
+from sqlalchemy import and_, bindparam, not_, or_, select
 from sqlalchemy.sql import Select
 
 from app.models import (
@@ -90,6 +91,14 @@ def participants(principal: Principal, *columns: Any) -> Select[Any]:
 def participant_rows(principal: Principal) -> Select[Any]:
     """Core rows of every participant column (for reads)."""
     return select(PARTICIPANT).where(*participant_clauses(principal))
+
+
+@lru_cache(maxsize=64)
+def participant_row_by_id(shape: frozenset[str]) -> Select[Any]:
+    """The single read's statement, built once per wall shape: the wall's placeholders and
+    `participant_id` (the values: `participant_wall(...).params`). The hottest read there is."""
+    return select(PARTICIPANT).where(*Wall("participant", shape).clauses(bound=False),
+                                     P.id == bindparam("participant_id"))
 
 
 def visible_participant_ids(principal: Principal) -> Select[Any]:

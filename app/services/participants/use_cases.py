@@ -58,8 +58,10 @@ async def get(*, session: AsyncSession, principal: Principal, participant_id: uu
 async def read(*, session: AsyncSession, principal: Principal,
                participant_id: uuid.UUID) -> Row[Any]:
     """One participant as a Core row (the read path: no ORM object is built)."""
-    row = (await session.execute(
-        scoping.participant_rows(principal).where(P.id == participant_id))).first()
+    wall = scoping.participant_wall(principal)
+    row = None if wall.nothing else (await session.execute(
+        scoping.participant_row_by_id(wall.shape),
+        {**wall.params, "participant_id": participant_id})).first()
     if row is None:
         raise NotFound("No such participant.")
     return row
