@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Boolean,
     Date,
     Float,
     Integer,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -84,28 +87,55 @@ def _day(column: Any, dialect: str) -> Any:
     return func.date(column)
 
 
-def _shares_language(languages: list[str], dialect: str) -> Any:
-    """The supporter speaks one of the recipient's languages (a JSON list on both)."""
-    if not languages:
-        return false()
+def _shares_language(dialect: str) -> Any:
+    """The supporter speaks one of the recipient's languages (`:langs`; a JSON list on both)."""
     if dialect == "postgresql":
-        return PEOPLE.languages.op("?|")(literal(languages, ARRAY(Text)))
+        return PEOPLE.languages.op("?|")(bindparam("langs", type_=ARRAY(Text)))
     each = func.json_each(PEOPLE.languages).table_valued("value")
-    return exists(select(1).select_from(each).where(each.c.value.in_(languages)))
+    return exists(select(1).select_from(each).where(
+        each.c.value.in_(bindparam("langs", expanding=True))))
 
 
 def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int,
-                      policy: Any, today: date, limit: int, dialect: str) -> Any:
-    """The one statement: every supporter of the pool with its facts, eligibility and score,
-    the top `limit` of the eligible (by total, then lighter caseload, then id) and of the
-    ineligible (by id), each row with its group's size."""
-    pool = (PEOPLE.facility_id == recipient.facility_id, PEOPLE.network == recipient.network,
-            PEOPLE.is_supporter.is_(True), PEOPLE.archived_at.is_(None),
-            PEOPLE.id != recipient.id)
+                      policy: Any, today: date, limit: int, dialect: str,
+                      ) -> tuple[Any, dict[str, Any]]:
+    """The one statement and its parameters. The statement is built once per shape (the
+    caller's wall, whether the recipient may be paired at all, has a housing unit, speaks a
+    language) and cached; every value, the wall's included, is a parameter."""
+    wall = scoping.participant_wall(principal)
+    languages = list(recipient.languages or [])
+    # The recipient's own standing is the same for every supporter.
+    recipient_ok = bool(recipient.is_recipient) and not _standing("recipient", recipient)
+    stmt = _ranking(dialect, wall.shape, recipient_ok, recipient.housing_unit_id is not None,
+                    bool(languages))
+    hours_needed = float(policy.refresher_hours)
+    params: dict[str, Any] = {
+        **wall.params, "r_facility": recipient.facility_id, "r_network": recipient.network,
+        "rid": recipient.id, "cap": facility_cap, "hours_needed": hours_needed,
+        "renewing": hours_needed > 0, "cutoff": cutoff(today, policy.validity_months),
+        "lim": limit}
+    if recipient.housing_unit_id is not None:
+        params["unit"] = recipient.housing_unit_id
+    if languages:
+        params["langs"] = languages
+    return stmt, params
+
+
+@lru_cache(maxsize=128)
+def _ranking(dialect: str, wall: frozenset[str], recipient_ok: bool, has_unit: bool,
+             has_languages: bool) -> Any:
+    """Every supporter of the pool with its facts, eligibility and score, the top `:lim` of
+    the eligible (by total, then lighter caseload, then id) and of the ineligible (by id), each
+    row with its group's size."""
+    rid = bindparam("rid", type_=PEOPLE.id.type)
+    network = bindparam("r_network", type_=PEOPLE.network.type)
+    pool = (PEOPLE.facility_id == bindparam("r_facility", type_=PEOPLE.facility_id.type),
+            PEOPLE.network == network, PEOPLE.is_supporter.is_(True),
+            PEOPLE.archived_at.is_(None), PEOPLE.id != rid)
+    walled = scoping.Wall("participant", wall).clauses(bound=False)
     # The pool's ids, read once (a CTE) for every fact gathered about them.
-    pool_ids = scoping.participants(principal, PEOPLE.id).where(*pool).cte("pool")
+    pool_ids = select(PEOPLE.id).where(*walled, *pool).cte("pool")
     among = select(pool_ids.c.id)
-    network = recipient.network
     done = _E.status == EnrollmentStatus.completed.value
     required = select(_C.id).where(
         _C.required_for_certification.is_(True), _C.active.is_(True),
@@ -138,11 +168,11 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
                                                order_by=(on, _C.hours)), Integer).label("n"))
             .join(Course.__table__, _C.id == _E.course_id)
             .where(done, _C.refresher.is_(True), _E.participant_id.in_(among))).cte("refs")
-    hours_needed = float(policy.refresher_hours)
+    hours_needed = bindparam("hours_needed", type_=Float)
     walk = select(base.c.pid, literal(0, Integer).label("n"), base.c.start.label("start"),
                   cast(literal(0.0), Float).label("hours")).cte("renewals", recursive=True)
     skip = refs.c.on <= walk.c.start
-    renews = and_(literal(hours_needed > 0), walk.c.hours + refs.c.hours >= hours_needed)
+    renews = and_(bindparam("renewing", type_=Boolean), walk.c.hours + refs.c.hours >= hours_needed)
     walk = walk.union_all(
         select(walk.c.pid, refs.c.n,
                case((skip, walk.c.start), (renews, refs.c.on), else_=walk.c.start),
@@ -154,15 +184,15 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
     final = select(walk.c.pid, func.max(walk.c.start).label("start")) \
         .group_by(walk.c.pid).subquery()
     certified = and_(final.c.start.is_not(None),
-                     final.c.start >= literal(cutoff(today, policy.validity_months), Date))
+                     final.c.start >= bindparam("cutoff", type_=Date))
     # Per supporter, by the (supporter_id, status) index: joined as a grouped set, PostgreSQL
     # misjudged its size and rescanned it per supporter.
     caseload = (select(func.count()).select_from(PAIRINGS.supporter_id.table)
                 .where(PAIRINGS.supporter_id == PEOPLE.id, PAIRINGS.status.in_(HOLDING))
                 .scalar_subquery())
+    facility_cap = bindparam("cap", type_=Integer)
     cap = case((and_(PEOPLE.caseload_cap > 0, PEOPLE.caseload_cap < facility_cap),
                 PEOPLE.caseload_cap), else_=facility_cap)
-    rid = recipient.id
     # Each fact a set, read once and joined (not a subquery per supporter).
     apart = (select(case((ORDERS.participant_a_id == rid, ORDERS.participant_b_id),
                          else_=ORDERS.participant_a_id).label("pid"))
@@ -183,16 +213,14 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
             func.coalesce(PEOPLE.custody_status, "") == _IN_CUSTODY),
         or_(PEOPLE.network != _STAFF,
             func.coalesce(PEOPLE.employment_status, "") == _EMPLOYED))
-    # The recipient's own standing is the same for every supporter.
-    recipient_ok = bool(recipient.is_recipient) and not _standing("recipient", recipient)
     eligible = and_(true() if recipient_ok else false(), standing,
                     func.coalesce(PEOPLE.supporter_availability, "") == _AVAILABLE,
                     certified, ~crisis, ~keep_apart, caseload < cap)
-    unit = recipient.housing_unit_id
-    shared = case((_shares_language(list(recipient.languages or []), dialect), 3), else_=0)
-    same_unit = case((PEOPLE.housing_unit_id == unit, 2), else_=0) if unit else literal(0)
+    shared = case((_shares_language(dialect), 3), else_=0) if has_languages else literal(0)
+    same_unit = case((PEOPLE.housing_unit_id == bindparam(
+        "unit", type_=PEOPLE.housing_unit_id.type), 2), else_=0) if has_unit else literal(0)
     prev = case((previous, 2), else_=0)
-    facts = (scoping.participants(principal, *SUPPORTER_COLUMNS)
+    facts = (select(*SUPPORTER_COLUMNS)
              .add_columns(case((eligible, 1), else_=0).label("eligible"),
                           certified.label("certified"), keep_apart.label("keep_apart"),
                           crisis.label("in_crisis"), caseload.label("caseload"),
@@ -203,7 +231,7 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
              .outerjoin(apart, apart.c.pid == PEOPLE.id)
              .outerjoin(before, before.c.pid == PEOPLE.id)
              .outerjoin(crises, crises.c.pid == PEOPLE.id)
-             .where(*pool)).subquery("facts")
+             .where(*walled, *pool)).subquery("facts")
     f = facts.c
     total = f.shared_language + f.same_housing_unit + f.previous_supporter + f.cap - f.caseload
     score = case((f.eligible == 1, total), else_=0)
@@ -214,7 +242,7 @@ def ranking_statement(*, principal: Principal, recipient: Any, facility_cap: int
         func.row_number().over(partition_by=f.eligible,
                                order_by=(score.desc(), load_key, f.id)).label("rank"),
     ).subquery("ranked")
-    return (select(ranked).where(ranked.c.rank <= limit)
+    return (select(ranked).where(ranked.c.rank <= bindparam("lim", type_=Integer))
             .order_by(ranked.c.eligible.desc(), ranked.c.rank))
 
 
@@ -229,11 +257,11 @@ async def candidates(*, session: AsyncSession, settings: Settings, principal: Pr
         raise NotFound("No such participant.")
     facility_cap = (await settings_of(session, recipient.facility_id))["caseload_cap"]
     dialect = session.bind.dialect.name
-    stmt = ranking_statement(
+    stmt, params = ranking_statement(
         principal=principal, recipient=recipient, facility_cap=facility_cap,
         policy=certification._policy(settings, recipient.network), today=utcnow().date(),
         limit=limit, dialect=dialect)
-    rows = (await session.execute(stmt)).all()
+    rows = (await session.execute(stmt, params)).all()
     coordinator = principal.is_coordinator
     eligible: list[dict[str, Any]] = []
     ineligible: list[dict[str, Any]] = []
