@@ -30,11 +30,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('session_scheduled_at', app.db.UTCDateTime(),
                                       nullable=True))
     if op.get_bind().dialect.name == 'postgresql':
-        # One pass (2,000,000 rows on the bench: seconds, not a statement per row).
-        op.execute(
-            'UPDATE session_attendee a SET session_facility_id = s.facility_id, '
-            'session_network = s.network, session_scheduled_at = s.scheduled_at '
-            'FROM support_session s WHERE s.id = a.session_id')
+        _backfill_postgresql()
     else:
         op.execute(
             'UPDATE session_attendee SET '
@@ -52,6 +48,34 @@ def upgrade() -> None:
                               nullable=False)
         batch_op.create_index(INDEX, ['session_facility_id', 'session_network',
                                       'session_scheduled_at'], unique=False)
+
+
+def _backfill_postgresql() -> None:
+    """One UPDATE ... FROM, with the table's indexes (and the key and unique constraint behind
+    two of them) set aside meanwhile and built again after, from their own definitions: every
+    row gets a new version, and keeping four indexes in step row by row was most of the time
+    (2,000,000 rows on the bench: 96 s with them, 29 s without, rebuilds included). Nothing
+    references session_attendee's key. All in the migration's transaction."""
+    bind = op.get_bind()
+    constraints = bind.execute(sa.text(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'session_attendee'::regclass AND contype IN ('p', 'u')")).all()
+    indexes = bind.execute(sa.text(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "WHERE i.indrelid = 'session_attendee'::regclass AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)")).all()
+    for name, _ in constraints:
+        op.execute(f'ALTER TABLE session_attendee DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        op.execute(f'DROP INDEX "{name}"')
+    op.execute(
+        'UPDATE session_attendee a SET session_facility_id = s.facility_id, '
+        'session_network = s.network, session_scheduled_at = s.scheduled_at '
+        'FROM support_session s WHERE s.id = a.session_id')
+    for name, definition in constraints:
+        op.execute(f'ALTER TABLE session_attendee ADD CONSTRAINT "{name}" {definition}')
+    for _, definition in indexes:
+        op.execute(definition)
 
 
 def downgrade() -> None:
