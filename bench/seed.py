@@ -430,7 +430,10 @@ def seed_sessions(conn: psycopg.Connection, s: Seeded, total: int) -> SessionsSe
     scols = ("id, kind, pairing_id, facilitator_id, facility_id, network, status, scheduled_at, "
              "scheduled_by, actual_start, duration_minutes, topics, closed_at, closed_by, "
              "close_reason, version, created_at, updated_at")
-    acols = "id, session_id, participant_id, status, reason, wellbeing_before, wellbeing_after"
+    # Each attendance row carries its session's facility, network and scheduled time
+    # (SessionAttendee.of), as the API writes them.
+    acols = ("id, session_id, participant_id, status, reason, wellbeing_before, wellbeing_after, "
+             "session_facility_id, session_network, session_scheduled_at")
     N = "\\N"
     sess_rows: list[str] = []
     att_rows: list[str] = []
@@ -466,12 +469,13 @@ def seed_sessions(conn: psycopg.Connection, s: Seeded, total: int) -> SessionsSe
                     b = rng.randint(1, 5)
                     a = min(5, max(1, b + rng.choice((-1, 0, 0, 1, 1, 2))))
                     before, after = str(b), str(a)
+                where = f"{fac}\tincarcerated\t{_ts(at)}"
                 att_rows.append(
                     f"{_hex7(created, rng.getrandbits(12), rng.getrandbits(62))}\t{sid}\t"
                     f"{sup_hex[p]}\t{'invited' if status == 'cancelled' else 'attended'}\t{N}\t"
-                    f"{N}\t{N}\n"
+                    f"{N}\t{N}\t{where}\n"
                     f"{_hex7(created, rng.getrandbits(12), rng.getrandbits(62))}\t{sid}\t"
-                    f"{rec_hex[p]}\t{rec_status}\t{N}\t{before}\t{after}\n")
+                    f"{rec_hex[p]}\t{rec_status}\t{N}\t{before}\t{after}\t{where}\n")
                 if p == chosen:
                     mine.append(sid)
                     if status == "completed":

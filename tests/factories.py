@@ -199,7 +199,7 @@ class Factory:
         if status != "scheduled":
             s.status, s.closed_at, s.closed_by = status, datetime.now(UTC), "test"
         self._save(s)
-        self._save(*[SessionAttendee(session_id=s.id, participant_id=p) for p in people])
+        self._save(*[SessionAttendee.of(s, p) for p in people])
         return s
 
     def escalation(self, person: Participant | None, *, tier: str = "low", status: str = "open",

@@ -387,7 +387,7 @@ def test_a_match_is_to_the_persons_pairing_or_group(client, factory, w):
     assert factory.get(Referral, ref.id).status == "triaged"
     group = factory.support_session(facility=w["a"], facilitator=sup)
     from tests.factories import SessionAttendee  # the person is on the group's list
-    factory._save(SessionAttendee(session_id=group.id, participant_id=person.id))
+    factory._save(SessionAttendee.of(group, person.id))
     r = _move(client, w["h"]["coord"], ref.id, "match", {"session_id": str(group.id)})
     assert r.status_code == 200, r.text
     assert r.json()["matched_session_id"] == str(group.id)

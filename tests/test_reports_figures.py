@@ -4,10 +4,13 @@ figures the database aggregates; tests/test_reports.py proves what readers see o
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -21,7 +24,7 @@ from app.models import (
     SessionAttendee,
     SupportSession,
 )
-from app.reports.figures import Figures, Scope, months_between
+from app.reports.figures import A, Figures, Month, S, Scope, months_between
 from app.reports.suppression import Cell
 from tests.factories import Factory
 
@@ -71,10 +74,8 @@ class Program:
                            scheduled_at=when, scheduled_by="t", actual_start=when,
                            duration_minutes=minutes, topics=topics or [])
         self.save(s)
-        rows = [SessionAttendee(session_id=s.id, participant_id=s.facilitator_id,
-                                status="attended")]
-        rows += [SessionAttendee(session_id=s.id, participant_id=p.id, status=st,
-                                 wellbeing_before=b, wellbeing_after=a)
+        rows = [SessionAttendee.of(s, s.facilitator_id, status="attended")]  # type: ignore[arg-type]
+        rows += [SessionAttendee.of(s, p.id, status=st, wellbeing_before=b, wellbeing_after=a)
                  for p, st, b, a in attendees]
         self.save(*rows)
         return s
@@ -274,3 +275,87 @@ def test_other_networks_and_facilities_are_not_counted(factory: Factory,
     got = cells(settings, p)
     assert value(got, "crisis", "escalations") == 6
     assert uuid.UUID(str(p.facility.id))
+
+
+class JoinedFigures(Figures):
+    """The attendance as the report read it before the attendance rows carried their session's
+    facility, network and time: the month's sessions joined to every attendance row."""
+
+    def _attendance(self, m: Month, *where: Any) -> Any:
+        sessions = select(S.id, S.facilitator_id).where(*self._sessions(m, *where)).subquery("s")
+        lists = select(A.session_id, A.participant_id, A.status, A.wellbeing_before,
+                       A.wellbeing_after).subquery("a")
+        return sessions, lists, sessions.join(lists, lists.c.session_id == sessions.c.id)
+
+
+def figures_of(settings: Settings, scope: Scope, month: str, tz: Any,
+               kind: type[Figures] = Figures) -> dict[tuple[Any, ...], Any]:
+    async def run() -> list[Cell]:
+        engine = make_async_engine(settings)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                fig = kind(session, settings, scope, NOW)
+                pop = await fig.population()
+                return await fig.month(months_between(month, month, tz)[0], pop)
+        finally:
+            await engine.dispose()
+    return {(c.section, c.figure, c.breakdown, c.key): (c.value, c.n, c.m)
+            for c in asyncio.run(run())}
+
+
+def test_attendance_by_its_own_copy_gives_the_joined_figures(factory: Factory,
+                                                              settings: Settings) -> None:
+    """Varied data (two facilities, one of them off UTC with sessions around midnight at the
+    months' edges; both networks; every session status and kind; facilitators on and off the
+    lists; every attendance status; wellbeing or none): each month's figures are the same read
+    through the attendance rows' copy of their session as through the join from every row."""
+    rng = random.Random(14)  # noqa: S311
+    chicago = factory.facility(timezone="America/Chicago")
+    other = factory.facility(timezone="UTC")
+    places = []
+    for facility in (chicago, other):
+        units = [factory.unit(facility), factory.unit(facility), None]
+        for network in ("incarcerated", "staff"):
+            people = [factory.participant(facility, network, is_recipient=True,
+                                          housing_unit_id=u.id if u else None)
+                      for u in units * 3]
+            places.append((facility, network, people))
+    rows: list[Any] = []
+    for _ in range(160):
+        facility, network, people = rng.choice(places)
+        day = rng.choice([datetime(2026, mo, d, tzinfo=UTC)
+                          for mo in (2, 3, 4, 5) for d in (1, 2, 14, 28)])
+        when = day + timedelta(hours=rng.randint(0, 8), minutes=rng.randint(0, 59))
+        kind = rng.choice(("group", "one_to_one"))
+        lead = rng.choice(people) if kind == "one_to_one" or rng.random() < 0.7 else None
+        s = SupportSession(kind=kind, facilitator_id=lead.id if lead else None,
+                           facility_id=facility.id, network=network,
+                           status=rng.choice(("completed", "completed", "completed",
+                                              "cancelled", "no_show", "scheduled")),
+                           scheduled_at=when, scheduled_by="t", duration_minutes=60,
+                           topics=[])
+        rows.append(s)
+        chosen = rng.sample(people, rng.randint(0, 4))
+        if lead and lead not in chosen and rng.random() < 0.8:
+            chosen.append(lead)
+        for person in chosen:
+            paired = rng.random() < 0.6
+            rows.append(SessionAttendee.of(
+                s, person.id, status=rng.choice(("invited", "attended", "attended", "declined",
+                                                 "absent")),
+                wellbeing_before=rng.randint(1, 5) if paired else None,
+                wellbeing_after=rng.randint(1, 5) if paired or rng.random() < 0.2 else None))
+    with Session(factory.engine, expire_on_commit=False) as db:
+        db.add_all([r for r in rows if isinstance(r, SupportSession)])
+        db.flush()
+        db.add_all([r for r in rows if isinstance(r, SessionAttendee)])
+        db.commit()
+    counted = 0
+    for facility, network, _ in places:
+        tz = ZoneInfo(facility.timezone)
+        for month in ("2026-02", "2026-03", "2026-04", "2026-05"):
+            scope = Scope(facility.id, network)
+            new = figures_of(settings, scope, month, tz)
+            assert new == figures_of(settings, scope, month, tz, JoinedFigures), (network, month)
+            counted += new[("reach", "people_supported", None, None)][0]
+    assert counted > 40

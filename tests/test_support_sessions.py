@@ -375,3 +375,24 @@ def test_list_items_are_the_single_reads_field_for_field(client, factory, ctx):
     assert len(ids("limit=200", ctx["peer"])) == 4  # their pairing's sessions and their group
     other = factory.headers(factory.user(Role.coordinator, [factory.facility()]))
     assert ids(f"participant_id={ctx['rec'].id}", other) == set()
+
+
+def test_attendance_rows_carry_their_sessions_place_and_time(client, factory, ctx):
+    """Every way onto a list (a one-to-one's pair, a group's facilitator, an added attendee)
+    writes the session's facility, network and scheduled time on the row (the program report
+    reads a month's attendance by them)."""
+    one = _one_to_one(client, ctx, ctx["h"])
+    r = client.post("/v1/support-sessions", headers=ctx["peer"], json={
+        "kind": "group", "facility_id": str(ctx["f"].id), "scheduled_at": _when(30)})
+    assert r.status_code == 201, r.text
+    gid = r.json()["id"]
+    assert client.post(f"/v1/support-sessions/{gid}/attendees", headers=ctx["h"], json={
+        "participant_id": str(factory.recipient(ctx["f"]).id)}).status_code == 200
+    assert _complete(client, ctx, one["id"], ctx["h"], note=None).status_code == 200
+    with factory.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT a.session_facility_id = s.facility_id, a.session_network = s.network, "
+            "a.session_scheduled_at = s.scheduled_at FROM session_attendee a "
+            "JOIN support_session s ON s.id = a.session_id")).all()
+    assert len(rows) == 4
+    assert all(all(r) for r in rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, model_validator
 from pydantic import Field as PField
@@ -68,6 +69,8 @@ class SupportSession(SQLModel, table=True):
     facilitator_id: uuid.UUID | None = Field(default=None, foreign_key="participant.id",
                                              index=True)
     facilitator_user_id: uuid.UUID | None = Field(default=None, foreign_key="app_user.id")
+    # facility_id, network and scheduled_at are copied onto the attendance rows
+    # (SessionAttendee.of) and never change once the session is written.
     facility_id: uuid.UUID = Field(foreign_key="facility.id")
     network: str = Field(max_length=16)
     status: str = Field(default=SessionStatus.scheduled.value, max_length=16)
@@ -92,8 +95,18 @@ class SupportSession(SQLModel, table=True):
 
 
 class SessionAttendee(SQLModel, table=True):
+    """One person on a session's list. The row carries its session's facility, network and
+    scheduled time (`session_*`, copied when the row is written: `SessionAttendee.of`, the
+    only way rows are made; a session's facility, network and time never change), so a month
+    of one facility's attendance is an index range (the program report) rather than a join
+    from every attendance row ever written."""
+
     __tablename__ = "session_attendee"
-    __table_args__ = (UniqueConstraint("session_id", "participant_id"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "participant_id"),
+        Index("ix_session_attendee_session_facility_network_scheduled", "session_facility_id",
+              "session_network", "session_scheduled_at"),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
     session_id: uuid.UUID = Field(foreign_key="support_session.id", index=True)
@@ -102,6 +115,16 @@ class SessionAttendee(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     wellbeing_before: int | None = None
     wellbeing_after: int | None = None
+    session_facility_id: uuid.UUID
+    session_network: str = Field(max_length=16)
+    session_scheduled_at: datetime = ts_field()
+
+    @classmethod
+    def of(cls, s: SupportSession, participant_id: uuid.UUID, **values: Any) -> SessionAttendee:
+        """`participant_id` on the list of session `s` (which has its id: flushed)."""
+        return cls(session_id=s.id, participant_id=participant_id,
+                   session_facility_id=s.facility_id, session_network=s.network,
+                   session_scheduled_at=s.scheduled_at, **values)
 
 
 class SessionTopic(SQLModel, table=True):

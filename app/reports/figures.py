@@ -129,13 +129,13 @@ class Figures:
         groups = (await self.session.execute(
             select(func.count()).where(*self._sessions(m, S.kind == "group")))).scalar_one()
         c.append(Cell(m.label, "reach", "groups_held", int(groups), Kind.tally))
+        sessions, a, joined = self._attendance(m, S.kind == "group")
         att = (await self.session.execute(
-            select(func.count(), func.sum(case((A.status == "attended", 1), else_=0)),
-                   func.count(distinct(A.participant_id)))
-            .select_from(SessionAttendee.__table__
-                         .join(SupportSession.__table__, S.id == A.session_id))
-            .where(*self._sessions(m, S.kind == "group"),
-                   or_(S.facilitator_id.is_(None), A.participant_id != S.facilitator_id)))).one()
+            select(func.count(), func.sum(case((a.c.status == "attended", 1), else_=0)),
+                   func.count(distinct(a.c.participant_id)))
+            .select_from(joined)
+            .where(or_(sessions.c.facilitator_id.is_(None),
+                       a.c.participant_id != sessions.c.facilitator_id)))).one()
         rows, attended, people = int(att[0]), int(att[1] or 0), int(att[2])
         c.append(Cell(m.label, "reach", "attendance_rate",
                       round(attended / rows, 4) if rows else None, Kind.stat, n=people))
@@ -197,11 +197,16 @@ class Figures:
         return c
 
     # --- wellbeing -----------------------------------------------------------------------
-    def _attendance(self, m: Month) -> Any:
-        """The month's completed sessions joined to their lists."""
-        sessions = select(S.id, S.facilitator_id).where(*self._sessions(m)).subquery("s")
+    def _attendance(self, m: Month, *where: Any) -> Any:
+        """The month's completed sessions joined to their lists: the lists read by their own
+        copy of the session's facility, network and time (an index range on the attendance
+        rows, not every attendance row ever written), the sessions by theirs."""
+        sessions = select(S.id, S.facilitator_id).where(*self._sessions(m, *where)).subquery("s")
         lists = select(A.session_id, A.participant_id, A.status, A.wellbeing_before,
-                       A.wellbeing_after).subquery("a")
+                       A.wellbeing_after).where(
+            A.session_facility_id == self.scope.facility_id,
+            A.session_network == self.scope.network,
+            A.session_scheduled_at >= m.lo, A.session_scheduled_at < m.hi).subquery("a")
         return sessions, lists, sessions.join(lists, lists.c.session_id == sessions.c.id)
 
     async def _people(self, m: Month) -> list[Any]:

@@ -116,7 +116,7 @@ async def schedule(*, session: AsyncSession, settings: Settings, principal: Prin
     session.add(s)
     await session.flush()
     for pid in people:
-        session.add(SessionAttendee(session_id=s.id, participant_id=pid))
+        session.add(SessionAttendee.of(s, pid))
     w = Writer(session, principal)
     w.audit("support_session.schedule", "support_session", s.id, s.facility_id)
     _event(w, "support_session.scheduled", s)
@@ -279,7 +279,7 @@ async def add_attendee(*, session: AsyncSession, principal: Principal, session_i
     if present and await _apart_from(session, participant_id, present):
         _refuse_apart(principal, "An open keep-apart order stands between this person and "
                                  "someone in the group.")
-    session.add(SessionAttendee(session_id=s.id, participant_id=participant_id))
+    session.add(SessionAttendee.of(s, participant_id))
     s.version += 1
     s.updated_at = utcnow()
     await flush_unique(session, "Already an attendee.", code="already_attending")
