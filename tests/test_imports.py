@@ -144,6 +144,27 @@ def test_the_same_file_twice_changes_nothing_the_second_time(client, factory, wo
     assert factory.count(Participant) == 2
 
 
+def test_two_rows_for_one_person_apply_in_file_order(client, factory, world):
+    """Two rows of one chunk naming the same person by two of their ids: the second is decided
+    on what the first made of the record, not on the record as it was read (no second event
+    for the move the first row already made)."""
+    p = factory.participant(world["f"], external=("jms", "P-1"), legal_name="Ann Lee",
+                            housing_unit_id=world["a1"].id)
+    p.external_ids = [*p.external_ids, {"source": "crm", "value": "C-1"}]
+    factory._save(p, ParticipantExternalId(participant_id=p.id, source="crm", value="C-1"))
+    body = _csv("jms,P-1,incarcerated,Ann Lee,,,CCJ,B2,,",
+                "crm,C-1,incarcerated,Ann Lee,,,CCJ,B2,released,")
+    got = _post(client, world["jms_h"], body).json()
+    assert (got["updated"], got["failed"]) == (2, 0), got
+    record = factory.get(Participant, p.id)
+    assert (record.housing_unit_id, record.custody_status, record.version) == (
+        world["b2"].id, "released", 3)
+    changed = [e.data["changed"] for e in factory.events("participant.updated")
+               if str(e.entity_id) == str(p.id)]
+    assert changed == [["housing_unit_id"], ["custody_status"]]
+    assert len(factory.events("participant.released")) == 1
+
+
 def test_release_in_an_import_ends_pairings_as_a_single_update_does(client, factory, world):
     supporter = factory.certified_supporter(world["f"], external=("jms", "S-1"),
                                             legal_name="Sue Port")
