@@ -244,3 +244,37 @@ def test_crisis_writes_pass_routine_ones_waiting_for_the_chain(client, factory, 
     assert done["routine"].status_code == 201
     actions = [a.action for a in factory.audits()]
     assert actions.index("escalation.create") < actions.index("participant.create")
+
+
+def test_a_commits_payloads_are_the_canonical_json_each_hash_covers():
+    """The payloads a commit sends audit_chain_append (built a row at a time, the shared
+    fields once) are exactly `_payload(_hashed_fields(row))`, which verify recomputes: None,
+    quotes, control and non-ASCII characters, the optional keys, and values that are not plain
+    strings (the general path)."""
+    from enum import StrEnum
+
+    from asgi_correlation_id import correlation_id
+
+    from app.proxies import CLIENT_ADDRESS
+
+    class Odd(StrEnum):
+        x = "x"
+
+    f = uuid.uuid4()
+    entries = [audit.AuditEntry("participant.create", "success", "participant", str(uuid.uuid4()),
+                                f if i % 3 else None, "incarcerated" if i % 2 else None)
+               for i in range(30)]
+    entries += [audit.AuditEntry('a"\\\n\u00e9\u2028\x01', "refused", None, None, None, "staff"),
+                audit.AuditEntry(Odd.x, "success", "p", "1"),
+                audit.AuditEntry("x", "success", "p", "", None, "")]
+    for actor in (audit.Actor("client", str(uuid.uuid4()), "integration", "plc_jms"),
+                  audit.Actor("system"), audit.Actor("user", 'ü"x', Odd.x, None)):
+        for request_id, address in ((None, None), ('r\u00e9q"1', "10.0.0.1")):
+            tokens = correlation_id.set(request_id), CLIENT_ADDRESS.set(address)
+            try:
+                rows = audit._rows(entries, actor)
+            finally:
+                correlation_id.reset(tokens[0])
+                CLIENT_ADDRESS.reset(tokens[1])
+            assert audit._payloads(rows) == [audit._payload(audit._hashed_fields(r))
+                                             for r in rows]

@@ -195,7 +195,66 @@ def _arguments(rows: list[dict[str, Any]]) -> dict[str, Any]:
     the canonical JSON each one's hash covers."""
     return {"gate": None if crisis_work.get() else _GATE_KEY, "chain": _LOCK_KEY,
             "entries": orjson.dumps(rows).decode(),
-            "payloads": _text_array([_payload(_hashed_fields(r)) for r in rows])}
+            "payloads": _text_array(_payloads(rows))}
+
+
+_q = json.encoder.encode_basestring_ascii  # what json.dumps writes a str with (ensure_ascii)
+
+
+def _payloads(rows: list[dict[str, Any]]) -> list[str]:
+    """`_payload(_hashed_fields(row))` of each of _rows' rows, byte for byte, without a dict and
+    a JSON encoder per row (a 10,000-row import chains 8,000 rows): the keys in sorted order,
+    the fields a commit's rows share (time, actor, request) encoded once. A row with a value
+    that is not a plain str or None takes the general path."""
+    shared: dict[tuple[Any, ...], tuple[str, str, str]] = {}
+    facilities: dict[Any, str] = {}
+    out = []
+    for r in rows:
+        action, entity_id, entity_type, outcome, network = (
+            r["action"], r["entity_id"], r["entity_type"], r["outcome"], r["network"])
+        key = (r["occurred_at"], r["actor_type"], r["actor_id"], r["role"], r["client_id"],
+               r["request_id"], r["client_address"])
+        parts = shared.get(key)
+        if parts is None:
+            parts = shared[key] = _shared_parts(*key)
+        fid = r["facility_id"]
+        facility = facilities.get(fid)
+        if facility is None:
+            facility = facilities[fid] = _q(str(fid)) if fid else "null"
+        if (parts[0] == "" or type(action) is not str or type(outcome) is not str
+                or not (entity_id is None or type(entity_id) is str)
+                or not (entity_type is None or type(entity_type) is str)
+                or not (network is None or type(network) is str)):
+            out.append(_payload(_hashed_fields(r)))
+            continue
+        out.append("".join((
+            '{"action":', _q(action), parts[0],
+            "null" if entity_id is None else _q(entity_id), ',"entity_type":',
+            "null" if entity_type is None else _q(entity_type), ',"facility_id":', facility,
+            "" if network is None else ',"network":' + _q(network), parts[1], _q(outcome),
+            parts[2])))
+    return out
+
+
+def _shared_parts(occurred_at: datetime, actor_type: Any, actor_id: Any, role: Any,
+                  client_id: Any, request_id: Any, client_address: Any) -> tuple[str, str, str]:
+    """The canonical JSON around a row's own fields: from after `action` to `entity_id`'s
+    value, from `occurred_at` to `outcome`'s value, and after it; ("", "", "") when a value is
+    not a plain str or None (the row then takes the general path)."""
+    values = (actor_type, actor_id, role, client_id, request_id, client_address)
+    if not isinstance(occurred_at, datetime) or any(
+            v is not None and type(v) is not str for v in values):
+        return "", "", ""
+
+    def enc(v: str | None) -> str:
+        return "null" if v is None else _q(v)
+
+    return (
+        ',"actor_id":' + enc(actor_id) + ',"actor_type":' + enc(actor_type)
+        + ("" if client_address is None else ',"client_address":' + enc(client_address))
+        + ',"client_id":' + enc(client_id) + ',"entity_id":',
+        ',"occurred_at":' + enc(occurred_at.isoformat(timespec="microseconds")) + ',"outcome":',
+        ',"request_id":' + enc(request_id) + ',"role":' + enc(role) + "}")
 
 
 def _text_array(items: list[str]) -> str:

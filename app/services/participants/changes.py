@@ -44,12 +44,16 @@ EXTERNAL_ID = ParticipantExternalId.__table__.c
 
 
 class PendingUpdate(NamedTuple):
-    """An update upsert decided on the unlocked record; flush decides it again, locked."""
+    """An update upsert decided on the unlocked record; flush decides it again, locked (or,
+    for an import, keeps this decision when the locked record is still the one it was made
+    on)."""
 
     participant_id: uuid.UUID
     data: ParticipantCreate
     fields: set[str]
     ids: list[ExternalId]
+    decision: Decision
+    seen: Mapping[str, Any]  # the record it was decided on (its DECIDE_COLUMNS at least)
 
 
 class Changes(ABC):
@@ -156,9 +160,10 @@ class Changes(ABC):
         if row.network != data.network.value:
             raise RuleViolation("A participant's network cannot change.", code="network_immutable")
         fields = set(data.model_fields_set) - {"network", "external_ids"}
-        if not self.decide(row._mapping, data, fields, ids).writes:
+        decision = self.decide(row._mapping, data, fields, ids)
+        if not decision.writes:
             return row, "unchanged"
-        self._pending.append(PendingUpdate(row.id, data, fields, ids))
+        self._pending.append(PendingUpdate(row.id, data, fields, ids, decision, row._mapping))
         return row, "updated"
 
     def decide(self, current: Mapping[str, Any], data: ParticipantCreate | ParticipantUpdate,

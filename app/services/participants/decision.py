@@ -38,7 +38,7 @@ LOCATION_FIELDS = frozenset({"facility_id", "facility_code", "housing_unit_id",
 # What the rules compare (no timestamps: an unchanged row costs as little as it can).
 DECIDE_COLUMNS = tuple(P[c] for c in ("id", "network", "external_ids", *sorted(
     COLUMN_FIELDS | {"is_supporter", "is_recipient"})))
-_DECIDE_NAMES = tuple(c.name for c in DECIDE_COLUMNS)
+DECIDE_NAMES = tuple(c.name for c in DECIDE_COLUMNS)
 
 
 def external_id_taken() -> Conflict:
@@ -153,9 +153,14 @@ CASCADE_ORDER = (_END_RELEASED, _END_TRANSFERRED, _END_SEPARATED, _PAUSE_LEAVE,
                  _PAUSE_UNAVAILABLE, _PAUSE_KEEP_APART)
 
 
+# What _cascades_for reads of the state after a change.
+_CASCADE_NAMES = ("custody_status", "facility_id", "employment_status", "supporter_availability")
+
+
 def _cascades_for(after: Mapping[str, Any], changed: Mapping[str, Any],
                   before_facility: uuid.UUID) -> list[Cascade]:
-    """Custody and availability changes move the person's pairings (which moves)."""
+    """Custody and availability changes move the person's pairings (which moves). `after`:
+    the _CASCADE_NAMES columns after the change."""
     out = []
     if "custody_status" in changed and after["custody_status"] == CustodyStatus.released:
         out.append(_END_RELEASED)
@@ -205,7 +210,7 @@ class Decision:
 
 def state_of(record: Any) -> dict[str, Any]:
     """The columns the rules compare, from an ORM object."""
-    return {name: getattr(record, name) for name in _DECIDE_NAMES}
+    return {name: getattr(record, name) for name in DECIDE_NAMES}
 
 
 def decide(current: Mapping[str, Any], data: ParticipantCreate | ParticipantUpdate,
@@ -247,7 +252,7 @@ def decide(current: Mapping[str, Any], data: ParticipantCreate | ParticipantUpda
             events.append(Event("participant.transferred",
                                 {"from_facility_id": str(before_facility)}))
         events.append(Event("participant.updated", {"changed": sorted(changed)}))
-        cascades = _cascades_for({k: after(k) for k in _DECIDE_NAMES}, changed, before_facility)
+        cascades = _cascades_for({k: after(k) for k in _CASCADE_NAMES}, changed, before_facility)
     else:
         events.append(Event("participant.updated", {"changed": ["external_ids"]}))
     return Decision(pid, after("facility_id"), current["network"], tuple(sorted(changed)),
