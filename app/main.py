@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
-from app import codes, worker
+from app import codes, heap, worker
 from app.admission import AdmissionMiddleware
 from app.apidocs import install_docs
 from app.config import Settings, get_settings
@@ -104,14 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         PRINCIPALS.ttl = settings.principal_cache_seconds
-        # What start-up built lives as long as the process: keep it out of every collection.
-        gc.collect()
-        gc.freeze()
-        # A request allocates thousands of short-lived objects (the candidate list: ~20,000);
-        # at CPython's default threshold (700) that meant 30 young collections a request and a
-        # full one every few requests, 15-35 ms each: the p99. Reference counting frees almost
-        # all of them; the cycle collector now runs every 50,000 net allocations.
-        gc.set_threshold(50_000, 20, 100)
+        heap.settle()
         streams: Streams = app.state.streams
         async with streams.running(), invalidation.running(settings, [streams.channel]), \
                 liveness.running(), \
