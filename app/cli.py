@@ -323,9 +323,10 @@ def worker_cmd(
     early: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
+    from app import heap
     from app.db import make_async_engine, make_sessionmaker
     from app.logging import configure_logging
-    from app.worker import run_forever
+    from app.worker import run_forever, taking_imports
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -345,8 +346,11 @@ def worker_cmd(
         if early:
             stop.set()
         engine = make_async_engine(settings)
+        maker = make_sessionmaker(engine)
+        heap.settle()  # as the API's: an import's chunks allocate heavily
         try:
-            await run_forever(make_sessionmaker(engine), settings, stop)
+            async with taking_imports(maker, settings):
+                await run_forever(maker, settings, stop)
         finally:
             await engine.dispose()
 

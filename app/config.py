@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     import_chunk_rows: int = Field(1_000, ge=1, le=10_000)
     import_lease_seconds: float = Field(60, gt=0)
     import_max_errors: int = Field(1_000, ge=1)
+    # PostgreSQL with `peerlink worker` processes: a large import is offered to them first
+    # (NOTIFY peerlink_imports), so its chunks never share an API process's interpreter with
+    # the requests it serves; the API process runs the job itself only if no worker has taken
+    # it within this many seconds. 0: always in the API process. (SQLite, or an embedded
+    # worker: always in the API process, which is the worker.)
+    import_worker_handoff_seconds: float = Field(2.0, ge=0, le=60)
 
     # Login throttling (failures) and the storage behind it (memory:// or redis://...).
     login_limit_per_username: str = "5/minute"

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -175,6 +176,34 @@ async def _every(maker: async_sessionmaker[AsyncSession], settings: Settings, jo
             await _record_failure(maker, job)
         wait = max(0.5, started + job.every_seconds(settings) - loop.time())
         await tasks.wait(stop.wait(), wait)
+
+
+@contextlib.asynccontextmanager
+async def taking_imports(maker: async_sessionmaker[AsyncSession], settings: Settings) -> Any:
+    """`peerlink worker` on PostgreSQL: takes each large import as it is sent (its id on
+    `imports.CHANNEL`, on the LISTEN connection app.security.invalidation keeps up) and runs it
+    on an ImportRunner's thread, in this process rather than the API process that received it
+    (app/services/import_runner.py says why). On each (re)connection it first runs what was
+    sent while it was not listening. Several workers may listen: `claim` gives a job to one."""
+    if settings.is_sqlite:
+        yield
+        return
+    from app.security import invalidation
+    from app.services.import_runner import ImportRunner
+    from app.services.imports import CHANNEL
+
+    async with ImportRunner.running(maker, settings) as runner:
+        def notified(payload: str) -> None:
+            try:
+                job_id = uuid.UUID(payload)
+            except ValueError:  # not one of ours; the listener must not fall over on it
+                log.warning("ignored a malformed import notification", extra={"payload": payload[:64]})
+                return
+            runner.start(job_id)
+
+        channel = invalidation.Channel(CHANNEL, notified=notified, listening=runner.catch_up)
+        async with invalidation.running(settings, [channel]):
+            yield
 
 
 @contextlib.asynccontextmanager

@@ -124,7 +124,7 @@ async def _submit(request: Request, response: Response, session: Any, settings: 
     response.headers["Location"] = f"/v1/imports/{job.id}"
     if job.status == ImportStatus.queued.value:
         response.status_code = status.HTTP_202_ACCEPTED
-        runner.start(job.id, content)  # the worker takes it over if this process stops
+        runner.offer(job.id, content)  # a worker process, or this one (import_runner.py)
     return ImportRead.of(job)
 
 

@@ -11,6 +11,7 @@ writes nothing at all.
 
 from app.services.imports.files import Validator, check, records
 from app.services.imports.jobs import (
+    CHANNEL,
     claim,
     get,
     list_,
@@ -18,6 +19,7 @@ from app.services.imports.jobs import (
     run,
     run_claimed,
     submit,
+    waiting,
 )
 from app.services.imports.kinds import (
     KINDS,
@@ -28,6 +30,6 @@ from app.services.imports.kinds import (
     template,
 )
 
-__all__ = ["KINDS", "MAX_ROWS", "Kind", "ParticipantImportRow", "TooManyRows", "Validator", "check",
-           "claim", "get", "list_", "records", "resume_stalled", "run", "run_claimed", "submit",
-           "template"]
+__all__ = ["CHANNEL", "KINDS", "MAX_ROWS", "Kind", "ParticipantImportRow", "TooManyRows",
+           "Validator", "check", "claim", "get", "list_", "records", "resume_stalled", "run",
+           "run_claimed", "submit", "template", "waiting"]

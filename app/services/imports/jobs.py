@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from asgi_correlation_id import correlation_id
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -27,13 +28,21 @@ from app.services.writer import Writer
 
 JOBS = ImportJob.__table__.c
 _OPEN = (ImportStatus.queued.value, ImportStatus.running.value)  # a runner may take these
+# PostgreSQL: a large job's id, sent when it is stored (delivered at its commit), so that a
+# `peerlink worker` takes it at once (app.worker.taking_imports).
+CHANNEL = "peerlink_imports"
 
 
 def _claims(principal: Principal, job_id: uuid.UUID) -> dict[str, str]:
     """What load_principal needs to act as this caller again: their account's current state
-    (active, role, facilities) and the token's scopes (and its revocation) still apply."""
-    return {"sub": str(principal.id), "sub_kind": principal.kind,
-            "jti": principal.jti or f"import:{job_id}", "scope": " ".join(sorted(principal.scopes))}
+    (active, role, facilities) and the token's scopes (and its revocation) still apply. With
+    the request's id, which the job's audit rows carry whichever process runs it."""
+    claims = {"sub": str(principal.id), "sub_kind": principal.kind,
+              "jti": principal.jti or f"import:{job_id}",
+              "scope": " ".join(sorted(principal.scopes))}
+    if (request_id := correlation_id.get()) is not None:
+        claims["request_id"] = request_id
+    return claims
 
 
 async def submit(*, session: AsyncSession, settings: Settings, principal: Principal,
@@ -56,6 +65,8 @@ async def submit(*, session: AsyncSession, settings: Settings, principal: Princi
     w = Writer(session, principal)
     place = callers_place(principal)
     w.audit(f"import.{kind.value}", "import_job", job.id, *_stamp(place))
+    if not inline and session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        await session.execute(select(func.pg_notify(CHANNEL, str(job.id))))
     await w.commit()
     if inline:
         await run(session=session, settings=settings, principal=principal, job=job,
@@ -187,23 +198,33 @@ async def claim(session: AsyncSession, settings: Settings, job_id: uuid.UUID) ->
 
 async def run_claimed(session: AsyncSession, settings: Settings, job: ImportJob,
                       content: bytes | None = None) -> ImportJob:
-    """Runs a claimed job as its creator (their account as it is now)."""
+    """Runs a claimed job as its creator (their account as it is now), under the id of the
+    request that sent it."""
+    token = correlation_id.set(job.claims.get("request_id") or correlation_id.get())
     try:
-        principal = await load_principal(session, dict(job.claims))
-    except InvalidToken:
-        return await _fail(session, job, "principal_inactive")
-    return await run(session=session, settings=settings, principal=principal, job=job,
-                     content=content)
+        try:
+            principal = await load_principal(session, dict(job.claims))
+        except InvalidToken:
+            return await _fail(session, job, "principal_inactive")
+        return await run(session=session, settings=settings, principal=principal, job=job,
+                         content=content)
+    finally:
+        correlation_id.reset(token)
+
+
+async def waiting(session: AsyncSession, limit: int = 10) -> list[uuid.UUID]:
+    """Open jobs nobody holds: queued ones not yet taken, and those whose lease ran out."""
+    ids = list((await session.execute(
+        select(JOBS.id).where(JOBS.status.in_(_OPEN),
+                              or_(JOBS.lease_until.is_(None), JOBS.lease_until < utcnow()))
+        .order_by(JOBS.id).limit(limit))).scalars())
+    await session.commit()
+    return ids
 
 
 async def resume_stalled(session: AsyncSession, settings: Settings) -> dict[str, int]:
     """Worker job: runs every queued job nobody holds and every job whose lease ran out."""
-    now = utcnow()
-    ids = list((await session.execute(
-        select(JOBS.id).where(JOBS.status.in_(_OPEN),
-                              or_(JOBS.lease_until.is_(None), JOBS.lease_until < now))
-        .order_by(JOBS.id).limit(10))).scalars())
-    await session.commit()
+    ids = await waiting(session)
     done = 0
     for job_id in ids:
         job = await claim(session, settings, job_id)
