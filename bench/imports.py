@@ -223,6 +223,8 @@ def main() -> int:
     content, expect = build_csv(rows, existing)
     target = float(os.environ.get("BENCH_TARGET_S", "4" if rows <= 50_000 else "60"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEERLINK_")}
+    if chunk := os.environ.get("BENCH_IMPORT_CHUNK_ROWS"):  # the setting, for a comparison
+        env["PEERLINK_IMPORT_CHUNK_ROWS"] = chunk
     env.update(PEERLINK_RATE_LIMIT_PER_CALLER="1000000000/minute",
                PEERLINK_DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1")
     port = _free_port()
@@ -235,7 +237,9 @@ def main() -> int:
     log = open(OUT / "imports-server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
+    wprof = OUT / "imports-worker.prof"
+    wargs = ["-m", "bench.profiled_worker", str(wprof)] if profile else ["-m", "app.cli"]
+    worker = subprocess.Popen([sys.executable, *wargs, "worker"], cwd=ROOT, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     results: dict[str, Any] = {"rows": rows, "bytes": len(content), "existing": existing,
                                "traffic_connections": traffic}
@@ -251,6 +255,10 @@ def main() -> int:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start; see {log.name}")
             time.sleep(0.2)
+        # Data already present, as a user's import finds it: the worker's first rounds (the
+        # certification sweep pauses the seed's 500 pairings, whose supporters hold no
+        # certificate) are over before the clock starts, not racing the import.
+        _worker_settled(url, worker)
         basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
         status, _, body = _request(port, "POST", "/v1/auth/token", b"grant_type=client_credentials",
                                    {"Authorization": f"Basic {basic}",
@@ -265,23 +273,26 @@ def main() -> int:
                     ("again", {"created": 0, "updated": 0, "unchanged": rows})][:1 + again_too]
             for name, want in runs:
                 busy0, cpu0, db0 = _machine_busy(), _cpu(proc.pid), _db_cpu(watch, dbname)
+                wcpu0 = _cpu(worker.pid)
                 rss0 = _memory(proc.pid)["VmRSS"]
                 elapsed, job = run_import(port, token, content)
                 mem = _memory(proc.pid)
                 busy, cpu = _machine_busy() - busy0, _cpu(proc.pid) - cpu0
+                wcpu = _cpu(worker.pid) - wcpu0
                 db1 = _db_cpu(watch, dbname)
                 db = sum(v - db0.get(pid, 0.0) for pid, v in db1.items())
                 got = {k: job[k] for k in ("created", "updated", "unchanged")}
                 if job["status"] != "completed" or job["failed"] or got != want:
                     raise RuntimeError(f"{name} import: expected {want}, got {job}")
-                others = max(busy - cpu - db, 0.0)
+                others = max(busy - cpu - wcpu - db, 0.0)
                 results[name] = {"seconds": elapsed, "rows_per_s": rows / elapsed,
-                                 "server_cpu_s": cpu, "db_cpu_s": db,
+                                 "server_cpu_s": cpu, "worker_cpu_s": wcpu, "db_cpu_s": db,
                                  "other_cpu_s": others, "machine_cores_busy": busy / elapsed,
                                  "server_rss_mb_before": rss0, "server_peak_rss_mb": mem["VmHWM"],
                                  **got}
                 print(f"  {name:<6} {elapsed:6.2f} s  {rows / elapsed:8,.0f} rows/s  CPU: server "
-                      f"{cpu:5.2f} s (with the traffic), database {db:5.2f} s, everything else "
+                      f"{cpu:5.2f} s (with the traffic), worker {wcpu:5.2f} s, database "
+                      f"{db:5.2f} s, everything else "
                       f"on the machine {others:5.2f} s (2 cores)  server memory {rss0:.0f} MB "
                       f"before, peak {mem['VmHWM']:.0f} MB  {got}", flush=True)
     finally:
@@ -306,12 +317,31 @@ def main() -> int:
     print(f"\n  first import {first:.2f} s (target < {target:.0f} s): "
           f"{'PASS' if first < target else 'FAIL'}; re-import {again:.2f} s, faster than the "
           f"first: {'PASS' if again < first else 'FAIL'}")
-    if profile and prof.exists():
+    if profile:
         import pstats
 
-        pstats.Stats(str(prof)).sort_stats("cumulative").print_stats(40)
+        for name, path in (("the server", prof), ("the worker's import thread", wprof),
+                           ("the worker's jobs", wprof.with_suffix(".prof.loop"))):
+            if path.exists():
+                print(f"\n  profile of {name}:")
+                pstats.Stats(str(path)).sort_stats("cumulative").print_stats(40)
     (OUT / "imports.json").write_text(json.dumps(results, indent=2))
     return 0 if first < target and again < first else 1
+
+
+def _worker_settled(url: str, worker: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Waits for the worker's first round of the jobs that run at start and take a while."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+        while True:
+            done = conn.execute("SELECT count(*) FROM worker_job WHERE last_success_at IS NOT "
+                                "NULL AND name IN ('certification_sweep', 'import_resume')"
+                                ).fetchone()
+            if done and done[0] == 2:
+                return
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not finish its first rounds")
+            time.sleep(0.2)
 
 
 def _db_cpu(conn: psycopg.Connection, dbname: str) -> dict[int, float]:
