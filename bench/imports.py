@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 
 from app.db import utcnow, uuid7
+from bench.run import Server
 from bench.seed import _conninfo, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,14 +230,9 @@ def main() -> int:
                PEERLINK_DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1")
     port = _free_port()
     # As `make run` starts it (peerlink serve), and the worker beside it.
-    args = ["-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--no-migrate"]
     prof = OUT / "imports.prof"
-    if profile:
-        args = ["-m", "cProfile", "-o", str(prof), *args]
-    log = open(OUT / "imports-server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    server = Server.peerlink(port, env, prof if profile else None, name="imports")
+    proc, log = server.proc, server.log
     wprof = OUT / "imports-worker.prof"
     wargs = ["-m", "bench.profiled_worker", str(wprof)] if profile else ["-m", "app.cli"]
     worker = subprocess.Popen([sys.executable, *wargs, "worker"], cwd=ROOT, env=env,
@@ -305,13 +301,7 @@ def main() -> int:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        server.stop()
     first = results["first"]["seconds"]
     again = results["again"]["seconds"] if again_too else 0.0
     print(f"\n  first import {first:.2f} s (target < {target:.0f} s): "

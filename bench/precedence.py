@@ -4,7 +4,7 @@ ordinary writes. `python -m bench.precedence` (also run by `make bench`, after b
 The registry (bench/scenarios.py) measures one closed-loop load at a time; this needs a
 background load plus a measured request beside it, so it is its own module. On the database a
 `make bench` run left behind (BENCH_DATABASE_URL; seeded here first when it has no seed, or
-with BENCH_RESEED=1), with the real app on uvicorn (`make bench`'s settings: development mode,
+with BENCH_RESEED=1), with the real app as `make run` starts it (`peerlink serve`, its default settings,
 BENCH_WORKERS workers, the rate limiter on with a budget the load never spends), it runs, each
 for BENCH_WARMUP + BENCH_DURATION seconds:
 
@@ -293,11 +293,10 @@ def main() -> int:
     print(f"peerlink bench.precedence: {url.rsplit('@', 1)[-1]}", flush=True)
     people = prepare(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEERLINK_")}
-    env.update(PEERLINK_DATABASE_URL=url, PEERLINK_MODE="development",
-               PEERLINK_LOG_LEVEL="WARNING", PYTHONDONTWRITEBYTECODE="1",
+    env.update(PEERLINK_DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1",
                PEERLINK_RATE_LIMIT_PER_CALLER="1000000000/minute",
                PEERLINK_RATE_LIMIT_ANONYMOUS="1000000000/minute")
-    server = Server("precedence", "app.main:create_app", _free_port(), env, workers=workers)
+    server = Server.peerlink(_free_port(), env, workers=workers, name="precedence")
     results: dict[str, Any] = {"config": {"warmup": warmup, "duration": duration,
                                           "raise_rate": rate, "workers": workers}}
     try:

@@ -150,16 +150,30 @@ class DbCpu:
 
 
 class Server:
-    def __init__(self, name: str, target: str, port: int, env: dict[str, str],
-                 profile: Path | None = None, workers: int = 1) -> None:
+    """A server process, its output in bench/out/<name>-server.log."""
+
+    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str],
+                 profile: Path | None = None) -> None:
         self.name, self.port = name, port
-        args = ["-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
         if profile:
             args = ["-m", "cProfile", "-o", str(profile), *args]
         self.log = open(OUT / f"{name}-server.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen([PY, *args], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
+
+    @classmethod
+    def peerlink(cls, port: int, env: dict[str, str], profile: Path | None = None,
+                 workers: int = 1, name: str = "app") -> Server:
+        """The API as `make run` starts it (`peerlink serve`: its settings, its log level and
+        JSON access log, written here to the log file), on a database already migrated."""
+        return cls(name, ["-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                          "--no-migrate", "--workers", str(workers)], port, env, profile)
+
+    @classmethod
+    def uvicorn(cls, name: str, target: str, port: int, env: dict[str, str]) -> Server:
+        """A comparison app (bench/baseline_app.py) under plain uvicorn."""
+        return cls(name, ["-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port",
+                          str(port), "--no-access-log", "--log-level", "warning"], port, env)
 
     @property
     def pid(self) -> int:
@@ -438,8 +452,9 @@ def main() -> int:
     seeded = seed(url, cfg["participants"], cfg["sessions"])
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEERLINK_")}
-    env.update(PEERLINK_DATABASE_URL=url, PEERLINK_MODE="development", PEERLINK_LOG_LEVEL="WARNING",
-               BENCH_BASELINE_DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1",
+    # The app's own settings are the defaults a user's `make run` has (log level INFO: one
+    # access line a request), but for the database and the per-caller budget.
+    env.update(PEERLINK_DATABASE_URL=url, BENCH_BASELINE_DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1",
                # The load generator is one caller at thousands of requests a second: keep the
                # rate limiter on (its cost is measured) with a budget it never spends.
                PEERLINK_RATE_LIMIT_PER_CALLER="1000000000/minute",
@@ -451,9 +466,9 @@ def main() -> int:
     jobs: list[Job] = []
     dbcpu: DbCpu | None = None
     try:
-        servers["app"] = Server("app", "app.main:create_app", _free_port(), env, profile,
-                                workers=cfg["workers"])
-        servers["baseline"] = Server("baseline", "bench.baseline_app:create_app", _free_port(), env)
+        servers["app"] = Server.peerlink(_free_port(), env, profile, workers=cfg["workers"])
+        servers["baseline"] = Server.uvicorn("baseline", "bench.baseline_app:create_app",
+                                             _free_port(), env)
         servers["app"].wait_ready("/livez")
         servers["baseline"].wait_ready("/bare")
         form = f"grant_type=password&username={USERNAME}&password={PASSWORD}"
